@@ -1,0 +1,109 @@
+"""The fixed schemas of the workspace tables, and how item identity is computed.
+
+Items (`items.parquet`): one row per item occurrence in a source. Offsets are
+character offsets into the source text decoded as UTF-8 (the copy kept in the
+workspace under `sources/<source_id>.txt`), so `text[start:end]` recovers the raw
+span. A turn's text is its spans, each whitespace-collapsed, joined by one space:
+noise inside a turn (running headers, page numbers, the marker of a second
+question) falls between spans and so is not part of the turn.
+
+Identity: `item_id` hashes the item's *normalised* content (case, whitespace,
+punctuation and quote style ignored), so a decision made on an item survives
+re-ingestion when its text is the same, and does not when the words changed.
+`content_hash` hashes the exact text, so a reviewer can tell that an item's
+wording moved since it was reviewed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import unicodedata
+
+import polars as pl
+
+SCHEMA_VERSION = 1
+
+SPANS = pl.List(pl.List(pl.Int64))
+
+ITEM_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String,  # sha256 of normalised content, 32 hex chars
+    "content_hash": pl.String,  # sha256 of exact content, 32 hex chars
+    "source_id": pl.String,  # sha256 of the source file's bytes, 64 hex chars
+    "kind": pl.String,  # "pair" | "passage"
+    "text": pl.String,  # pair: question + "\n\n" + answer; passage: the passage
+    "question": pl.String,  # pair only
+    "answer": pl.String,  # pair only; "" when the answer is silence
+    "context": pl.String,  # narrative lead-in before the question ("" if none)
+    "is_silence": pl.Boolean,  # the question was met with silence ("(No answer.)")
+    "section": pl.String,  # e.g. "Talk 435"; "" where the book has no sections
+    "section_date": pl.String,  # e.g. "29th December, 1937"; "" if unknown
+    "conversation_id": pl.String,  # source_id[:12] + ":" + section
+    "turn_index": pl.Int64,  # position of the pair (or passage) in its conversation
+    "question_speaker": pl.String,  # the marker as written, e.g. "D.", "Mr. G. Duff"
+    "answer_speaker": pl.String,
+    "refs": pl.List(pl.String),  # numbered references such as "(63-4)"
+    "start": pl.Int64,  # first character of the item (context included)
+    "end": pl.Int64,  # one past its last character
+    "context_spans": SPANS,
+    "question_spans": SPANS,
+    "answer_spans": SPANS,  # for silence: the span of the "(No answer.)" note
+    "text_spans": SPANS,  # passages: the spans of the passage text
+    "n_words": pl.Int64,
+    "parser": pl.String,  # "dialogue" | "prose"
+    "parser_version": pl.String,
+}
+
+SOURCE_SCHEMA: dict[str, pl.DataType] = {
+    "source_id": pl.String,  # sha256 of the file's bytes
+    "title": pl.String,
+    "kind": pl.String,  # "dialogue" | "prose"
+    "original_path": pl.String,  # where it was ingested from
+    "stored_path": pl.String,  # relative to the workspace: sources/<source_id>.txt
+    "n_bytes": pl.Int64,
+    "n_chars": pl.Int64,
+    "n_items": pl.Int64,
+    "licence": pl.String,
+    "parser": pl.String,
+    "parser_version": pl.String,
+    "parser_config": pl.String,  # JSON of the config that produced its items
+    "convention": pl.String,  # the speaker convention detected or chosen
+    "ingested_at": pl.String,  # ISO 8601, UTC
+}
+
+_QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "—": "-", "–": "-"})
+_NON_WORD = re.compile(r"[^\w]+")
+
+
+def normalise(text: str) -> str:
+    """Content as identity sees it: NFKC, case-folded, punctuation and spacing ignored."""
+    text = unicodedata.normalize("NFKC", text).translate(_QUOTES).casefold()
+    return _NON_WORD.sub(" ", text).strip()
+
+
+def _digest(*parts: str) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(part.encode("utf-8"))
+        h.update(b"\x1f")  # unit separator: ("ab", "c") and ("a", "bc") differ
+    return h.hexdigest()[:32]
+
+
+def item_id(kind: str, question: str = "", answer: str = "", context: str = "", text: str = "") -> str:
+    if kind == "pair":
+        return _digest("pair", normalise(context), normalise(question), normalise(answer))
+    return _digest(kind, normalise(text))
+
+
+def content_hash(kind: str, question: str = "", answer: str = "", context: str = "", text: str = "") -> str:
+    if kind == "pair":
+        return _digest("pair", context, question, answer)
+    return _digest(kind, text)
+
+
+def empty_items() -> pl.DataFrame:
+    return pl.DataFrame(schema=ITEM_SCHEMA)
+
+
+def empty_sources() -> pl.DataFrame:
+    return pl.DataFrame(schema=SOURCE_SCHEMA)
