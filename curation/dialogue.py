@@ -33,3 +33,474 @@ The rules, in the order a reader would apply them:
 Turn text is the turn's spans, each whitespace-collapsed, joined by one space;
 quotation marks enclosing a whole turn are dropped from its span.
 """
+
+from __future__ import annotations
+
+import bisect
+import json
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from curation import schema
+
+PARSER_VERSION = "dialogue-1"
+
+MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+QUOTE_CHARS = "\"'“”‘’"
+
+
+class NoSpeakerMarkers(ValueError):
+    """The text has no speaker markers of any convention this parser knows."""
+
+
+@dataclass(frozen=True)
+class DialogueConfig:
+    """How a dialogue book marks its speakers and its structure."""
+
+    # auto | dm (D.:/M.:) | qa (Q:/A:) | qa_dot (Q./A. without colons); named speakers work in all.
+    convention: str = "auto"
+    # Short labels that stand before a colon: questioner's and answerer's.
+    question_labels: tuple[str, ...] = ("D", "Q", "Question", "Questioner", "Devotee", "Disciple", "Visitor", "Seeker")
+    answer_labels: tuple[str, ...] = ("M", "A", "Answer")
+    # Names of the one who answers; any other named speaker asks.
+    answerer_names: tuple[str, ...] = (
+        "Sri Ramana Maharshi", "Ramana Maharshi", "Sri Maharshi", "Maharshi", "Sri Ramana",
+        "Sri Bhagavan", "Bhagavan", "The Master", "Master", "Maharaj", "Maharajji",
+    )
+    # Titles that begin a named visitor's marker ("Mr. G. Duff:").
+    honorifics: tuple[str, ...] = (
+        "Mr", "Mrs", "Miss", "Ms", "Dr", "Maj", "Major", "Prof", "Professor", "Col", "Colonel",
+        "Capt", "Captain", "Swami", "Sri", "Srimathi", "Smt", "Lady", "Sir", "Pandit", "Rev",
+        "Mme", "Madame", "Mlle", "Count", "Countess", "Rajah", "Raja", "Rani", "Maharani",
+    )
+    # Nouns that make "A visitor:", "The lady:", "Another visitor asked:" a questioner's marker.
+    speaker_nouns: tuple[str, ...] = (
+        "visitor", "devotee", "disciple", "questioner", "seeker", "lady", "gentleman", "man",
+        "woman", "professor", "youth", "boy", "girl", "attendant", "sadhu", "monk", "pilgrim",
+        "student", "doctor", "engineer", "lawyer", "friend", "brahmin", "American", "European",
+    )
+    # Verbs of reported speech: "<someone> asked:" starts a turn of <someone>.
+    speech_verbs: tuple[str, ...] = (
+        "asked", "enquired", "inquired", "queried", "questioned", "said", "says", "replied",
+        "answered", "remarked", "observed", "continued", "added", "explained", "interposed",
+        "interrupted", "pleaded", "requested", "retorted", "resumed", "rejoined", "began",
+        "declared", "wrote", "spoke", "spoke out", "put in", "objected", "persisted", "urged",
+    )
+    # Headers that start a section (and a conversation): the word, then a number.
+    section_words: tuple[str, ...] = ("Talk", "Dialogue", "Conversation", "Chapter")
+    # Notes that record a question met with silence.
+    silence_pattern: str = r"\((?:No answer|No reply|No response|Silence|Bhagavan (?:was|remained|kept) silent|Sri Bhagavan (?:was|remained|kept) silent|Maharshi (?:was|remained|kept) silent)[^()\n]{0,40}\)"
+    # Extra running-header patterns (regular expressions) beyond the title and auto-detection.
+    running_headers: tuple[str, ...] = ()
+    # Longest lead-in sentence (in words) accepted before "asked:" or "said:".
+    max_lead_in_words: int = 45
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+
+@dataclass
+class DialogueParse:
+    items: list[dict]
+    convention: str
+    report: dict = field(default_factory=dict)
+
+
+# --- events: everything in the text that is not plain speech or narrative -------------------
+
+NOISE, SECTION, DATE, SILENCE, MARKER, REF = "noise", "section", "date", "silence", "marker", "ref"
+# Where two candidate events overlap, the one with the higher priority wins.
+PRIORITY = {SECTION: 6, DATE: 5, SILENCE: 4, NOISE: 3, MARKER: 2, REF: 1}
+
+
+@dataclass
+class Event:
+    kind: str
+    start: int
+    end: int
+    role: str = ""  # for markers: "q" or "a"
+    speaker: str = ""  # for markers: the speaker as written; for sections: the section name
+    turn_start: int = -1  # for reported speech, speech starts after the lead-in sentence
+    lead_in: bool = False  # reported speech: the lead-in sentence is context, not noise
+
+    def __post_init__(self):
+        if self.turn_start < 0:
+            self.turn_start = self.end
+
+
+def _alternation(words) -> str:
+    return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
+
+
+class _Patterns:
+    """The regular expressions of one config, compiled once."""
+
+    def __init__(self, config: DialogueConfig, title: str):
+        c = config
+        self.config = config
+        self.section = re.compile(
+            rf"\b(?P<word>{_alternation(c.section_words)})[ \t]*\n?[ \t]*(?P<num>\d{{1,4}})\b(?:[ \t]*\.)?"
+        )
+        self.date = re.compile(
+            rf"(?:\b\d{{1,2}}(?:st|nd|rd|th)?\s+)?\b(?:{MONTHS})\s*[,.]?\s+\d{{4}}\b"
+        )
+        self.silence = re.compile(c.silence_pattern, re.IGNORECASE)
+        self.ref = re.compile(r"\(\d{1,4}\s*[-–]\s*\d{1,4}\)")
+        self.page_number_line = re.compile(r"(?m)^[ \t]*\d{1,4}[ \t]*$")
+        self.caps_line = re.compile(r"(?m)^[ \t]*(?=[^a-z\n]*[A-Z]{2}[^a-z\n]*[A-Z])[^a-z\n]{4,80}$")
+        self.footnote = re.compile(r"(?<=[A-Za-z.,;:!?'\"”’)])[*†‡¹²³⁴⁵⁶⁷⁸⁹⁰]+")
+        headers = [h for h in c.running_headers]
+        if title.strip():
+            words = r"\s+".join(re.escape(w) for w in title.split())
+            headers.append(rf"(?i:{words})(?:\s+(?:Vol(?:ume)?\.?\s*[IVX\d]+))?")
+        self.running_header = re.compile("|".join(f"(?:{h})" for h in headers)) if headers else None
+
+        names = _alternation(c.answerer_names)
+        q_labels = _alternation(c.question_labels)
+        a_labels = _alternation(c.answer_labels)
+        honorifics = _alternation(c.honorifics)
+        nouns = _alternation(c.speaker_nouns)
+        # A titled name: initials and capitalised words, no possessives, optionally "from <Place>".
+        person = (
+            rf"(?:{honorifics})\.?(?:,?[ \t]+(?:[A-Z]\.|[A-Z][\w-]*(?![\w'’.]))){{1,5}}"
+            rf"(?:[ \t]+(?:from|of)[ \t]+[A-Z][\w-]*(?:[ \t]+[A-Z][\w-]*)?)?"
+        )
+        role_noun = rf"(?:A|An|Another|The|One|Some|This|That|Our)\s+(?:[A-Za-z-]+\s+){{0,2}}?(?i:{nouns})s?"
+        self.answerer = re.compile(rf"(?i:{names})\b(?!['’]s)")
+        self.answerer_last = re.compile(rf"\b(?i:{names})$")
+        self.abbreviation = re.compile(rf"(?:{honorifics}|[A-Z]|St|Ch|No|Vol|viz|i\.e|e\.g)\.")
+        # A label and its colon: "D.:", "Q:", "Sri Bhagavan:", "Mr. G. Duff:", "A visitor:".
+        self.label = re.compile(
+            rf"(?<![\w.])(?:(?P<a>{a_labels})\s?\.?|(?P<q>{q_labels})\s?\.?|(?P<name>{names})"
+            rf"|(?P<person>{person})|(?P<noun>{role_noun})|(?P<pronoun>She|He))[ \t]*:"
+        )
+        # Q./A. without a colon, for books of that convention only.
+        self.dot_label = re.compile(r"(?<![\w.])(?P<label>Q|A)\.(?=[ \t\n])")
+        verbs = _alternation(c.speech_verbs)
+        self.reported = re.compile(rf"\b(?P<verb>{verbs})\b(?P<tail>[^.?!:;\"“”\n]{{0,60}}?)[ \t]*:")
+        self.sentence_end = re.compile(r"(?:[.?!…]|[.?!][\"'”’)\]])\s+|\n\s*\n")
+        self.leading_adverb = re.compile(
+            r"^(?:(?:Then|Later|Again|Afterwards|Finally|Now|So|And|But|Here|Still later|Subsequently|At last|Next)\b,?\s+)+"
+        )
+
+
+def detect_convention(text: str) -> str:
+    """Which label convention a book uses, by counting its markers."""
+    counts = {
+        "dm": len(re.findall(r"(?<![\w.])[DM]\s?\.\s?:", text)),
+        "qa": len(re.findall(r"(?<![\w.])[QA]\s?\.?\s?:", text)),
+        "qa_dot": len(re.findall(r"(?m)(?:^|(?<=[.?!] ))[ \t]*[QA]\.[ \t]+(?=[A-Z\"“'‘])", text)),
+    }
+    best = max(counts, key=counts.get)
+    if counts[best] == 0:
+        return "named"
+    # Q./A. without colons must clearly outnumber colon labels to be trusted: "A." is also an initial.
+    if best == "qa_dot" and counts["qa_dot"] < 2 * max(counts["dm"], counts["qa"], 1):
+        best = max(("dm", "qa"), key=counts.get) if max(counts["dm"], counts["qa"]) else "named"
+    return best
+
+
+def _repeated_header_lines(text: str) -> list[str]:
+    """Short lines repeated three or more times, with no sentence punctuation: running headers."""
+    lines = Counter(line.strip() for line in text.splitlines())
+    return [
+        line for line, n in lines.items()
+        if n >= 3 and 2 <= len(line.split()) <= 12 and not re.search(r"[.?!:,;]$", line)
+        and not re.match(r"^(?:Talk|Chapter)\b", line) and not re.search(MONTHS, line)
+    ]
+
+
+class _Parser:
+    def __init__(self, text: str, config: DialogueConfig, title: str):
+        self.text = text
+        self.config = config
+        self.p = _Patterns(config, title)
+        self.convention = detect_convention(text) if config.convention == "auto" else config.convention
+
+    # -- finding events ---------------------------------------------------------------------
+
+    def _at_boundary(self, pos: int, structure_ends: set[int]) -> bool:
+        """Does a marker at `pos` begin a line, a sentence, or follow a header?"""
+        i = pos
+        while i > 0 and self.text[i - 1] in " \t":
+            i -= 1
+        if i == 0 or self.text[i - 1] == "\n" or i in structure_ends:
+            return True
+        return self.text[i - 1] in ".?!\"'”’)]:;…*"
+
+    def _sentence_start(self, pos: int, floor: int) -> int:
+        """Start of the sentence that contains `pos`, not before `floor`."""
+        window_start = max(floor, pos - 600)
+        start = window_start
+        for m in self.p.sentence_end.finditer(self.text, window_start, pos):
+            # "Mr. B. C. Das" is one sentence: a period after a title or an initial ends nothing.
+            word = self.text[max(window_start, m.start() - 12):m.start() + 1].split()
+            if word and self.p.abbreviation.fullmatch(word[-1]):
+                continue
+            start = m.end()
+        return start
+
+    def events(self) -> list[Event]:
+        t, p = self.text, self.p
+        found: list[Event] = []
+        for m in p.section.finditer(t):
+            found.append(Event(SECTION, m.start(), m.end(), speaker=f"{m['word']} {m['num']}"))
+        for m in p.date.finditer(t):
+            found.append(Event(DATE, m.start(), m.end()))
+        for m in p.silence.finditer(t):
+            found.append(Event(SILENCE, m.start(), m.end()))
+        for m in p.ref.finditer(t):
+            found.append(Event(REF, m.start(), m.end()))
+        noise_patterns = [p.page_number_line, p.caps_line, p.footnote]
+        if p.running_header is not None:
+            noise_patterns.append(p.running_header)
+        for line in _repeated_header_lines(t):
+            noise_patterns.append(re.compile(rf"(?m)^[ \t]*{re.escape(line)}[ \t]*$"))
+        for pattern in noise_patterns:
+            for m in pattern.finditer(t):
+                if m.end() > m.start():
+                    found.append(Event(NOISE, m.start(), m.end()))
+        structure = self._resolve(found)
+        structure_ends = {e.end for e in structure}
+        # A section header ends with its period or stands at a boundary: "Talk 5 of" is speech.
+        structure = [
+            e for e in structure
+            if e.kind != SECTION or self.text[e.end - 1] == "." or self._at_boundary(e.start, structure_ends)
+        ]
+        structure_ends = {e.end for e in structure}
+        return self._resolve(structure + self._markers(structure_ends))
+
+    def _markers(self, structure_ends: set[int]) -> list[Event]:
+        t, p = self.text, self.p
+        markers = []
+        pos = 0
+        while (m := p.label.search(t, pos)) is not None:
+            pos = m.end()
+            short = m["a"] or m["q"]
+            # "D.:" and titled names are unmistakable anywhere; other labels must begin a line or
+            # a sentence. A rejected match may hide a real marker inside it: search on from within.
+            unmistakable = m["person"] or (short and t[m.start():m.end()].rstrip(": \t").endswith("."))
+            if not unmistakable and not self._at_boundary(m.start(), structure_ends):
+                pos = m.start() + 1
+                continue
+            if m["a"] or m["name"]:
+                role = "a"
+            else:
+                role = "q"
+            speaker = " ".join(m.group(0).rstrip(":").split())
+            if short and not speaker.endswith(".") and t[m.start():m.end()].find(".") >= 0:
+                speaker += "."
+            markers.append(Event(MARKER, m.start(), m.end(), role=role, speaker=speaker))
+        if self.convention == "qa_dot":
+            for m in p.dot_label.finditer(t):
+                if self._at_boundary(m.start(), structure_ends):
+                    role = "a" if m["label"] == "A" else "q"
+                    markers.append(Event(MARKER, m.start(), m.end(), role=role, speaker=m["label"] + "."))
+        label_starts = {e.start for e in markers}
+        for m in p.reported.finditer(t):
+            start = self._sentence_start(m.start(), 0)
+            lead_in = t[start:m.start()]
+            words = lead_in.split()
+            if not words or len(words) > self.config.max_lead_in_words or start in label_starts:
+                continue
+            if re.search(r"[\"“”]", lead_in) or not (words[0][0].isupper() or words[0][0] in "(\"'“"):
+                continue  # inside a quotation, or not the start of a sentence: not a lead-in
+            subject = p.leading_adverb.sub("", " ".join(words)).rstrip(" ,")
+            speaker = subject.split(",")[0].strip() if len(subject.split()) > 6 else subject
+            # The answerer speaks when the sentence's subject is one of the answerer's names.
+            named = p.answerer.match(subject) or p.answerer_last.search(subject)
+            role = "a" if named else "q"
+            if named:
+                speaker = named.group(0)
+            markers.append(Event(MARKER, start, m.end(), role=role, speaker=speaker, lead_in=True))
+        return markers
+
+    @staticmethod
+    def _resolve(events: list[Event]) -> list[Event]:
+        """Keep a non-overlapping set of events, preferring higher priority, then earlier, then longer."""
+        chosen: list[Event] = []
+        starts: list[int] = []
+        for e in sorted(events, key=lambda e: (-PRIORITY[e.kind], e.start, -(e.end - e.start))):
+            i = bisect.bisect_left(starts, e.start)
+            before = chosen[i - 1] if i > 0 else None
+            after = chosen[i] if i < len(chosen) else None
+            if (before and before.end > e.start) or (after and after.start < e.end):
+                continue
+            chosen.insert(i, e)
+            starts.insert(i, e.start)
+        return chosen
+
+    # -- assembling pairs -------------------------------------------------------------------
+
+    def _text_spans(self, start: int, end: int) -> list[list[int]]:
+        """The spans of [start, end) outside structure and noise, each trimmed of whitespace."""
+        spans, pos = [], start
+        i = bisect.bisect_right(self._cut_ends, start)
+        while pos < end:
+            cut = self._cuts[i] if i < len(self._cuts) else None
+            stop = min(end, cut.start) if cut and cut.start < end else end
+            s, e = pos, max(pos, stop)
+            while s < e and self.text[s].isspace():
+                s += 1
+            while e > s and self.text[e - 1].isspace():
+                e -= 1
+            if e > s:
+                spans.append([s, e])
+            if cut is None or cut.start >= end:
+                break
+            pos = max(pos, cut.end)
+            i += 1
+        return spans
+
+    def _join(self, spans: list[list[int]]) -> str:
+        return " ".join(" ".join(self.text[s:e].split()) for s, e in spans)
+
+    def _unquote(self, spans: list[list[int]]) -> list[list[int]]:
+        """Drop quotation marks that enclose a whole turn."""
+        if not spans:
+            return spans
+        first, last = spans[0], spans[-1]
+        if self.text[first[0]] in QUOTE_CHARS and self.text[last[1] - 1] in QUOTE_CHARS and (
+            len(spans) > 1 or last[1] - first[0] > 1
+        ):
+            spans = [list(s) for s in spans]
+            spans[0][0] += 1
+            spans[-1][1] -= 1
+            # Re-trim whitespace uncovered by the quotes and drop spans left empty.
+            trimmed = []
+            for s, e in spans:
+                while s < e and self.text[s].isspace():
+                    s += 1
+                while e > s and self.text[e - 1].isspace():
+                    e -= 1
+                if e > s:
+                    trimmed.append([s, e])
+            return trimmed
+        return spans
+
+    def parse(self, source_id: str) -> DialogueParse:
+        events = self.events()
+        self._cuts = [e for e in events if e.kind in (NOISE, SECTION, DATE, REF)]
+        self._cut_ends = [e.end for e in self._cuts]
+        refs = [e for e in events if e.kind == REF]
+        n_markers = sum(e.kind == MARKER for e in events)
+        if n_markers == 0:
+            raise NoSpeakerMarkers(
+                "no speaker markers found (looked for D.:/M.:, Q:/A:, named speakers and "
+                "'<someone> asked:'); is this a dialogue book? Try --kind prose"
+            )
+
+        # Split into sections; each gets the latest date seen before its header.
+        sections: list[tuple[str, str, int, int, list[Event]]] = []
+        name, date, pending_date, start, speech = "", "", "", 0, []
+        for e in events:
+            if e.kind == DATE:
+                pending_date = " ".join(self.text[e.start:e.end].split())
+            elif e.kind == SECTION:
+                sections.append((name, date, start, e.start, speech))
+                name, date, start, speech = e.speaker, pending_date, e.end, []
+            elif e.kind in (MARKER, SILENCE):
+                speech.append(e)
+        sections.append((name, date, start, len(self.text), speech))
+
+        items: list[dict] = []
+        counts = Counter()
+        seen_conversations: Counter = Counter()
+        for name, date, sec_start, sec_end, speech in sections:
+            seen_conversations[name] += 1
+            conversation = f"{source_id[:12]}:{name}" + (
+                f"#{seen_conversations[name]}" if seen_conversations[name] > 1 else ""
+            )
+            pairs = self._section_pairs(sec_start, sec_end, speech, counts)
+            if name and pairs:
+                counts["sections_with_pairs"] += 1
+            for turn_index, (ctx, q, a, silent) in enumerate(pairs):
+                items.append(self._item(source_id, name, date, conversation, turn_index, ctx, q, a, silent, refs))
+        counts["sections"] = sum(1 for s in sections if s[0])
+        counts["pairs"] = len(items)
+        counts["silences"] = sum(i["is_silence"] for i in items)
+        return DialogueParse(items=items, convention=self.convention, report=dict(counts))
+
+    def _section_pairs(self, sec_start, sec_end, speech, counts):
+        """Walk one section's markers and silences, pairing question turns with answers."""
+        pairs = []
+        ctx_start = sec_start
+        question = answer = None  # each: dict(event=, spans=, context_end=, context_start=)
+        for i, ev in enumerate(speech):
+            nxt = speech[i + 1].start if i + 1 < len(speech) else sec_end
+            if ev.kind == SILENCE:
+                if question and not answer:
+                    pairs.append((question, question, {"event": ev, "spans": [[ev.start, ev.end]]}, True))
+                    question, ctx_start = None, ev.end
+                    continue
+                # A silence note inside an answer or narrative is just part of that text.
+                spans = self._text_spans(ev.start, nxt)
+                (answer or question or {"spans": []})["spans"].extend(spans)
+                continue
+            spans = self._text_spans(ev.turn_start, nxt)
+            if not spans:
+                continue  # an empty turn: as if its marker were not there
+            if ev.role == "q":
+                if answer:
+                    pairs.append((question, question, answer, False))
+                    question = answer = None
+                    ctx_start = ev.start
+                if question is None:
+                    context_end = ev.turn_start if ev.lead_in else ev.start
+                    question = {"event": ev, "spans": spans, "context": (ctx_start, context_end)}
+                else:
+                    question["spans"].extend(spans)
+            elif question is None:
+                counts["unpaired_answers"] += 1
+            elif answer is None:
+                answer = {"event": ev, "spans": spans}
+            else:
+                answer["spans"].extend(spans)
+        if question and answer:
+            pairs.append((question, question, answer, False))
+        elif question:
+            counts["unanswered_questions"] += 1
+        return [(q["context"], q, a, silent) for _, q, a, silent in pairs]
+
+    def _item(self, source_id, section, date, conversation, turn_index, ctx, q, a, silent, refs) -> dict:
+        context_spans = self._text_spans(*ctx)
+        question_spans = self._unquote(q["spans"])
+        answer_spans = a["spans"] if silent else self._unquote(a["spans"])
+        question, context = self._join(question_spans), self._join(context_spans)
+        answer = "" if silent else self._join(answer_spans)
+        start = min(s[0] for s in context_spans + question_spans)
+        end = max(s[1] for s in answer_spans + question_spans)
+        text = f"{question}\n\n{answer}"
+        return {
+            "item_id": schema.item_id("pair", question=question, answer=answer, context=context),
+            "content_hash": schema.content_hash("pair", question=question, answer=answer, context=context),
+            "source_id": source_id,
+            "kind": "pair",
+            "text": text,
+            "question": question,
+            "answer": answer,
+            "context": context,
+            "is_silence": silent,
+            "section": section,
+            "section_date": date,
+            "conversation_id": conversation,
+            "turn_index": turn_index,
+            "question_speaker": q["event"].speaker,
+            "answer_speaker": "" if silent else a["event"].speaker,
+            "refs": [self.text[r.start:r.end] for r in refs if start <= r.start < end],
+            "start": start,
+            "end": end,
+            "context_spans": context_spans,
+            "question_spans": question_spans,
+            "answer_spans": answer_spans,
+            "text_spans": [],
+            "n_words": len(text.split()) + len(context.split()),
+            "parser": "dialogue",
+            "parser_version": PARSER_VERSION,
+        }
+
+
+def parse_dialogue(text: str, source_id: str, config: DialogueConfig = DialogueConfig(), title: str = "") -> DialogueParse:
+    """Parse a dialogue book's text into pair items (see the module docstring for the rules)."""
+    return _Parser(text, config, title).parse(source_id)
