@@ -1,0 +1,576 @@
+"""The workspace: one directory holding the ingested sources and the item tables.
+
+Layout::
+
+    workspace.json                   format version (= schema.SCHEMA_VERSION), creation time
+    HEAD                             {"generation": N, "previous": N-1}: the committed tables
+    lock                             flock'ed by every writer
+    sources/<sha256>.txt             each ingested file, byte for byte
+    tables/<generation>/items.parquet
+    tables/<generation>/sources.parquet
+
+Why generations: a command that fails or is killed must leave the workspace
+exactly as it was. A writer builds a complete new generation beside the current
+one, then switches HEAD with a single atomic rename; readers only ever follow
+HEAD. What a killed writer leaves behind (a generation HEAD never pointed to,
+temp files, sources copied for a commit that never happened) is invisible to
+readers and swept by the next writer, under the lock.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import polars as pl
+
+from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources
+
+WORKSPACE_ENV = "SATSANG_WORKSPACE"
+DEFAULT_WORKSPACE = "satsang-workspace"
+
+MANIFEST = "workspace.json"
+HEAD = "HEAD"
+LOCK = "lock"
+SOURCES_DIR = "sources"
+TABLES_DIR = "tables"
+ITEMS_TABLE = "items.parquet"
+SOURCES_TABLE = "sources.parquet"
+TMP_PREFIX = ".tmp-"
+
+# Tests set this to a pause point's name to SIGKILL a writer at that exact moment.
+PAUSE_ENV = "SATSANG_TEST_PAUSE_AT"
+
+SourceKind = Literal["dialogue", "prose"]
+SOURCE_KINDS: tuple[str, ...] = ("dialogue", "prose")
+
+# Progress callback: (file being worked on or None for the commit, phase name).
+ProgressCallback = Callable[[Path | None, str], None]
+
+
+class WorkspaceError(Exception):
+    """A workspace is missing, malformed, locked, or of another format version."""
+
+
+class IngestError(WorkspaceError):
+    """An input file was rejected; nothing from that ingest was committed.
+
+    `str(error)` is one line: `path:line: message`, or `path: message` when the
+    problem is the whole file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None):
+        self.path = str(path)
+        self.line = line
+        self.message = " ".join(message.split())  # one line, whatever the parser's message held
+        where = self.path if line is None else f"{self.path}:{line}"
+        super().__init__(f"{where}: {self.message}")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A curation stage, and the item column whose value marks an item as through it."""
+
+    name: str
+    marker_column: str | None
+
+
+# In pipeline order; an item's stage is the furthest one whose marker column is set.
+# A later stage adds its output columns to the items table; the marker named here is
+# the contract that makes `status` count it. Stages not written yet simply have no
+# such column, and no item is counted in them.
+STAGES: tuple[Stage, ...] = (
+    Stage("ingested", None),
+    Stage("dedup", "dedup_cluster"),
+    Stage("scored", "score"),
+    Stage("critiqued", "critic_score"),
+    Stage("reviewed", "review_decision"),
+)
+
+
+@dataclass(frozen=True)
+class FileReport:
+    """What ingest did with one input file."""
+
+    path: str
+    source_id: str
+    status: Literal["ingested", "already ingested"]
+    n_items: int = 0
+    n_duplicate_item_ids: int = 0  # items dropped because the source had yielded that item_id before
+    convention: str = ""
+    parse_report: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    """The outcome of one ingest: per-file reports and the generation committed (None if nothing new)."""
+
+    files: tuple[FileReport, ...]
+    generation: int | None
+
+    @property
+    def n_new_sources(self) -> int:
+        return sum(f.status == "ingested" for f in self.files)
+
+    @property
+    def n_new_items(self) -> int:
+        return sum(f.n_items for f in self.files)
+
+
+@dataclass(frozen=True)
+class WorkspaceStatus:
+    """Item counts per source, item kind and stage, read from one generation."""
+
+    path: Path
+    generation: int
+    n_sources: int
+    # columns: source_id, title, source_kind, kind, stage, n_items
+    counts: pl.DataFrame
+
+    @property
+    def n_items(self) -> int:
+        return int(self.counts["n_items"].sum())
+
+    def items_per_stage(self) -> dict[str, int]:
+        totals = dict(self.counts.group_by("stage").agg(pl.col("n_items").sum()).iter_rows())
+        return {stage.name: int(totals.get(stage.name, 0)) for stage in STAGES}
+
+
+@dataclass(frozen=True)
+class _Head:
+    generation: int
+    previous: int | None
+
+
+@dataclass(frozen=True)
+class _ParsedSource:
+    items: list[dict[str, Any]]
+    convention: str
+    report: dict[str, Any]
+    config_json: str
+
+
+def default_workspace_path() -> Path:
+    return Path(os.environ.get(WORKSPACE_ENV) or DEFAULT_WORKSPACE)
+
+
+def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
+    """Create an empty workspace at `path` (default: $SATSANG_WORKSPACE or ./satsang-workspace)."""
+    root = Path(path) if path is not None else default_workspace_path()
+    if (root / MANIFEST).exists():
+        raise WorkspaceError(f"{root}: already a satsang workspace")
+    if root.exists() and not root.is_dir():
+        raise WorkspaceError(f"{root}: exists and is not a directory")
+    for directory in (root, root / SOURCES_DIR, root / TABLES_DIR):
+        directory.mkdir(parents=True, exist_ok=True)
+    (root / LOCK).touch()
+    _write_generation(root / TABLES_DIR, 0, empty_items(), empty_sources())
+    _write_file_atomic(root / HEAD, _head_json(_Head(0, None)))
+    # The manifest goes last: until it exists the directory is not a workspace, so an
+    # init killed half-way leaves nothing that `open` would take for one.
+    manifest = {"format_version": SCHEMA_VERSION, "created_at": _utc_now()}
+    _write_file_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    return Workspace(root)
+
+
+class Workspace:
+    """An open workspace. Readers follow HEAD; writers hold the lock and commit a new generation."""
+
+    def __init__(self, root: Path):
+        self.root = Path(root)
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str] | None = None) -> Workspace:
+        root = Path(path) if path is not None else default_workspace_path()
+        manifest_path = root / MANIFEST
+        if not manifest_path.is_file():
+            raise WorkspaceError(f"{root}: not a satsang workspace (no {MANIFEST}); create one with: satsang init {root}")
+        try:
+            manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+            version = manifest["format_version"]
+        except (ValueError, KeyError, TypeError) as error:
+            raise WorkspaceError(f"{manifest_path}: unreadable workspace manifest ({error})") from None
+        if version != SCHEMA_VERSION:
+            raise WorkspaceError(
+                f"{root}: workspace format version {version}, but this satsang reads version {SCHEMA_VERSION}"
+            )
+        workspace = cls(root)
+        workspace._head()  # fail now, with a clear message, if HEAD is unreadable
+        return workspace
+
+    def __repr__(self) -> str:
+        return f"Workspace({str(self.root)!r})"
+
+    # ---- reading -------------------------------------------------------------------
+
+    @property
+    def generation(self) -> int:
+        return self._head().generation
+
+    def items(self) -> pl.DataFrame:
+        return self._snapshot()[1]
+
+    def sources(self) -> pl.DataFrame:
+        return self._snapshot()[2]
+
+    def source_text(self, source_id: str) -> str:
+        return (self.root / SOURCES_DIR / f"{source_id}.txt").read_text(encoding="utf-8")
+
+    def status(self) -> WorkspaceStatus:
+        generation, items, sources = self._snapshot()
+        counts = (
+            items.with_columns(_stage_expression(items.columns).alias("stage"))
+            .group_by("source_id", "kind", "stage")
+            .agg(pl.len().cast(pl.Int64).alias("n_items"))
+        )
+        stage_order = pl.Enum([stage.name for stage in STAGES])
+        # Left join from sources so that a source which yielded no items still shows.
+        table = (
+            sources.with_row_index("ingest_order")
+            .select("ingest_order", "source_id", "title", pl.col("kind").alias("source_kind"))
+            .join(counts, on="source_id", how="left")
+            .with_columns(
+                pl.col("kind").fill_null(""),
+                pl.col("stage").fill_null("ingested").cast(stage_order),
+                pl.col("n_items").fill_null(0),
+            )
+            .sort("ingest_order", "kind", "stage")
+            .with_columns(pl.col("stage").cast(pl.String))
+            .drop("ingest_order")
+        )
+        return WorkspaceStatus(self.root, generation, sources.height, table)
+
+    # ---- writing -------------------------------------------------------------------
+
+    def ingest(
+        self,
+        paths: Iterable[str | os.PathLike[str]],
+        kind: SourceKind,
+        dialogue_config: Any = None,
+        prose_config: Any = None,
+        title: str | None = None,
+        licence: str = "",
+        progress: ProgressCallback | None = None,
+    ) -> IngestReport:
+        """Read, validate and parse each file, and commit all new sources and items in one generation.
+
+        All or nothing: if any file is rejected (IngestError) nothing is committed.
+        A file whose bytes were ingested before adds nothing and is reported as
+        "already ingested". `title` defaults to each file's name without extension.
+        """
+        if kind not in SOURCE_KINDS:
+            raise ValueError(f"kind must be one of {SOURCE_KINDS}, not {kind!r}")
+        paths = [Path(p) for p in paths]
+        if not paths:
+            raise ValueError("no files to ingest")
+        notify = progress or (lambda path, phase: None)
+
+        with self._writer_lock():
+            _, items, sources = self._snapshot()
+            known_ids = set(sources["source_id"].to_list())
+            reports: list[FileReport] = []
+            new_items: list[pl.DataFrame] = []
+            new_sources: list[dict[str, Any]] = []
+            new_bytes: dict[str, bytes] = {}
+            for path in paths:
+                notify(path, "reading")
+                data = read_source_file(path)
+                source_id = hashlib.sha256(data).hexdigest()
+                if source_id in known_ids or source_id in new_bytes:
+                    reports.append(FileReport(str(path), source_id, "already ingested"))
+                    continue
+                text = decode_source(path, data)
+                source_title = title if title is not None else path.stem
+                notify(path, "parsing")
+                parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config)
+                rows, n_duplicates = _first_of_each_item_id(parsed.items)
+                new_items.append(_items_frame(rows))
+                new_sources.append(
+                    {
+                        "source_id": source_id,
+                        "title": source_title,
+                        "kind": kind,
+                        "original_path": str(path.resolve()),
+                        "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
+                        "n_bytes": len(data),
+                        "n_chars": len(text),
+                        "n_items": len(rows),
+                        "licence": licence,
+                        "parser": kind,
+                        "parser_version": rows[0]["parser_version"] if rows else "",
+                        "parser_config": parsed.config_json,
+                        "convention": parsed.convention,
+                        "ingested_at": _utc_now(),
+                    }
+                )
+                new_bytes[source_id] = data
+                reports.append(
+                    FileReport(
+                        str(path), source_id, "ingested", len(rows), n_duplicates, parsed.convention, parsed.report
+                    )
+                )
+
+            if not new_bytes:
+                return IngestReport(tuple(reports), generation=None)
+            notify(None, "committing")
+            for source_id, data in new_bytes.items():
+                _write_file_atomic(self.root / SOURCES_DIR / f"{source_id}.txt", data)
+            generation = self._commit(
+                pl.concat([items, *new_items], how="diagonal"),
+                pl.concat([sources, pl.DataFrame(new_sources, schema=SOURCE_SCHEMA)], how="vertical"),
+            )
+            return IngestReport(tuple(reports), generation)
+
+    def update_items(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
+        """Commit `transform(items)` as a new generation; the hook later stages add their columns through.
+
+        The fixed ITEM_SCHEMA columns must come back unchanged in name and type.
+        Returns the generation committed.
+        """
+        with self._writer_lock():
+            _, items, sources = self._snapshot()
+            updated = transform(items)
+            wrong = {name: dtype for name, dtype in ITEM_SCHEMA.items() if updated.schema.get(name) != dtype}
+            if wrong:
+                raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
+            return self._commit(updated, sources)
+
+    # ---- internals -----------------------------------------------------------------
+
+    def _head(self) -> _Head:
+        try:
+            head = json.loads((self.root / HEAD).read_text(encoding="utf-8"))
+            return _Head(int(head["generation"]), head.get("previous"))
+        except FileNotFoundError:
+            raise WorkspaceError(f"{self.root}: workspace has no {HEAD} file") from None
+        except (ValueError, KeyError, TypeError) as error:
+            raise WorkspaceError(f"{self.root / HEAD}: unreadable ({error})") from None
+
+    def _snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+        """Both tables from one generation, so items and sources always agree."""
+        for _ in range(5):
+            generation = self._head().generation
+            directory = self.root / TABLES_DIR / _generation_name(generation)
+            try:
+                return (
+                    generation,
+                    pl.read_parquet(directory / ITEMS_TABLE),
+                    pl.read_parquet(directory / SOURCES_TABLE),
+                )
+            except FileNotFoundError:
+                # Writers keep HEAD and the generation before it; a reader this slow can
+                # find its generation pruned after two commits. HEAD has moved: read again.
+                continue
+        raise WorkspaceError(f"{self.root}: generation {generation} named by {HEAD} is missing")
+
+    def _commit(self, items: pl.DataFrame, sources: pl.DataFrame) -> int:
+        """Write a new generation and point HEAD at it. The caller holds the writer lock."""
+        head = self._head()
+        generation = head.generation + 1
+        _write_generation(self.root / TABLES_DIR, generation, items, sources)
+        _pause_if_testing("before-head")
+        _write_file_atomic(self.root / HEAD, _head_json(_Head(generation, head.generation)))
+        self._sweep()
+        return generation
+
+    @contextmanager
+    def _writer_lock(self, timeout_s: float = 60.0) -> Iterator[None]:
+        # "ab": creates the lock file if a user deleted it, never truncates anything.
+        with open(self.root / LOCK, "ab") as lock_file:
+            deadline = time.monotonic() + timeout_s
+            while True:
+                try:
+                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() > deadline:
+                        raise WorkspaceError(
+                            f"{self.root}: another satsang command is writing to this workspace"
+                            f" (waited {timeout_s:.0f}s for its lock)"
+                        ) from None
+                    time.sleep(0.1)
+            try:
+                self._sweep()
+                yield
+            finally:
+                fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+    def _sweep(self) -> None:
+        """Remove what no committed state refers to: leftovers of a killed or failed writer, old generations.
+
+        Keeps HEAD's generation and the one before it, and every source either of them lists.
+        """
+        head = self._head()
+        kept = {_generation_name(g) for g in (head.generation, head.previous) if g is not None}
+        tables = self.root / TABLES_DIR
+        for entry in tables.iterdir():
+            if entry.name in kept:
+                continue
+            if entry.is_dir():
+                shutil.rmtree(entry)
+            else:
+                entry.unlink()
+
+        referenced: set[str] = set()
+        for name in kept:
+            table = tables / name / SOURCES_TABLE
+            if table.exists():
+                referenced.update(pl.read_parquet(table, columns=["source_id"])["source_id"].to_list())
+        for entry in (self.root / SOURCES_DIR).iterdir():
+            if entry.name.startswith(TMP_PREFIX) or entry.name.removesuffix(".txt") not in referenced:
+                entry.unlink()
+        for entry in self.root.glob(f"{TMP_PREFIX}*"):
+            entry.unlink()
+
+
+def read_source_file(path: Path) -> bytes:
+    """The file's bytes, or an IngestError saying why it cannot be a source."""
+    if not path.exists():
+        raise IngestError(path, "no such file")
+    if path.is_dir():
+        raise IngestError(path, "is a directory, not a text file")
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise IngestError(path, f"cannot read: {error.strerror}") from None
+    if not data:
+        raise IngestError(path, "empty file")
+    if not data.strip():
+        raise IngestError(path, "file holds only whitespace")
+    nul = data.find(b"\0")
+    if nul >= 0:
+        raise IngestError(path, f"binary file (NUL byte at byte offset {nul})", line=_line_of(data, nul))
+    return data
+
+
+def decode_source(path: Path, data: bytes) -> str:
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise IngestError(
+            path,
+            f"not UTF-8 text (invalid byte 0x{data[error.start]:02x} at byte offset {error.start})",
+            line=_line_of(data, error.start),
+        ) from None
+
+
+def _line_of(data: bytes, offset: int) -> int:
+    return data.count(b"\n", 0, offset) + 1
+
+
+def _parse(
+    kind: str,
+    path: Path,
+    text: str,
+    source_id: str,
+    title: str,
+    dialogue_config: Any,
+    prose_config: Any,
+) -> _ParsedSource:
+    # Parsers are imported here: only the one this ingest needs is loaded.
+    if kind == "dialogue":
+        from curation.dialogue import DialogueConfig, NoSpeakerMarkers, parse_dialogue
+
+        config = dialogue_config if dialogue_config is not None else DialogueConfig()
+        try:
+            parsed = parse_dialogue(text, source_id, config, title=title)
+        except NoSpeakerMarkers as error:
+            raise IngestError(path, str(error) or "no speaker markers found") from None
+        return _ParsedSource(parsed.items, parsed.convention, dict(parsed.report), config.to_json())
+
+    from curation.prose import ProseConfig, split_prose
+
+    config = prose_config if prose_config is not None else ProseConfig()
+    return _ParsedSource(split_prose(text, source_id, config, title=title), "", {}, config.to_json())
+
+
+def _first_of_each_item_id(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
+    """Rows with duplicate item_ids dropped (the first kept), and how many were dropped."""
+    seen: set[str] = set()
+    kept = []
+    for row in rows:
+        if row["item_id"] not in seen:
+            seen.add(row["item_id"])
+            kept.append(row)
+    return kept, len(rows) - len(kept)
+
+
+def _items_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+    expected = ITEM_SCHEMA.keys()
+    for row in rows:
+        if row.keys() != expected:
+            missing, extra = sorted(expected - row.keys()), sorted(row.keys() - expected)
+            raise ValueError(f"parser produced an item off the schema: missing {missing}, extra {extra}")
+    return pl.DataFrame(rows, schema=ITEM_SCHEMA)
+
+
+def _stage_expression(columns: list[str]) -> pl.Expr:
+    stage = pl.lit(STAGES[0].name)
+    for later in STAGES[1:]:  # each later stage, when its marker is set, outranks the ones before
+        if later.marker_column in columns:
+            stage = pl.when(pl.col(later.marker_column).is_not_null()).then(pl.lit(later.name)).otherwise(stage)
+    return stage
+
+
+def _generation_name(generation: int) -> str:
+    return f"{generation:06d}"
+
+
+def _head_json(head: _Head) -> bytes:
+    return (json.dumps({"generation": head.generation, "previous": head.previous}) + "\n").encode()
+
+
+def _write_generation(tables: Path, generation: int, items: pl.DataFrame, sources: pl.DataFrame) -> None:
+    """Write both tables into a temp directory, then rename it into place whole."""
+    final = tables / _generation_name(generation)
+    staging = tables / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
+    for leftover in (staging, final):  # only ever an uncommitted leftover: HEAD points below `generation`
+        if leftover.exists():
+            shutil.rmtree(leftover)
+    staging.mkdir()
+    for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
+        frame.write_parquet(staging / name)
+        _fsync(staging / name)
+    _fsync(staging)
+    os.rename(staging, final)
+    _fsync(tables)
+
+
+def _write_file_atomic(path: Path, data: bytes) -> None:
+    temp = path.parent / f"{TMP_PREFIX}{path.name}-{os.getpid()}"
+    with open(temp, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+    _fsync(path.parent)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or directory to disk, so a rename that follows never outruns its contents."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _pause_if_testing(point: str) -> None:
+    if os.environ.get(PAUSE_ENV) == point:
+        print(f"paused at {point}", file=sys.stderr, flush=True)
+        time.sleep(3600)
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
