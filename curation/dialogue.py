@@ -148,8 +148,13 @@ class _Patterns:
         self.silence = re.compile(c.silence_pattern, re.IGNORECASE)
         self.ref = re.compile(r"\(\d{1,4}\s*[-–]\s*\d{1,4}\)")
         self.page_number_line = re.compile(r"(?m)^[ \t]*\d{1,4}[ \t]*$")
+        # An ALL-CAPS heading run into the line just before a section header ("DROPS OF NECTAR Talk 314.").
+        self.caps_heading = re.compile(
+            rf"(?<![\w'’])(?:[A-Z][A-Z'’:-]*|-[IVX]+)(?:[ \t]+(?:[A-Z][A-Z'’:-]*|-[IVX]+))+(?=\s+(?:{_alternation(c.section_words)})\s+\d)"
+        )
         self.caps_line = re.compile(r"(?m)^[ \t]*(?=[^a-z\n]*[A-Z]{2}[^a-z\n]*[A-Z])[^a-z\n]{4,80}$")
-        self.footnote = re.compile(r"(?<=[A-Za-z.,;:!?'\"”’)])[*†‡¹²³⁴⁵⁶⁷⁸⁹⁰]+")
+        # Footnote marks: symbols after a word, or digits glued to the end of a sentence ("mind.1 ").
+        self.footnote = re.compile(r"(?<=[A-Za-z.,;:!?'\"”’)])[*†‡¹²³⁴⁵⁶⁷⁸⁹⁰]+|(?<=[a-z][.,;:!?\"”’)])\d{1,2}(?=\s)")
         headers = [h for h in c.running_headers]
         if title.strip():
             words = r"\s+".join(re.escape(w) for w in title.split())
@@ -176,7 +181,8 @@ class _Patterns:
             rf"|(?P<person>{person})|(?P<noun>{role_noun})|(?P<pronoun>She|He))[ \t]*:"
         )
         # Q./A. without a colon, for books of that convention only.
-        self.dot_label = re.compile(r"(?<![\w.])(?P<label>Q|A)\.(?=[ \t\n])")
+        # ("A. W. Chadwick" is a name: an initial followed by another initial is no marker.)
+        self.dot_label = re.compile(r"(?<![\w.])(?P<label>Q|A)\.(?=[ \t\n])(?![ \t]+[A-Z]\.)")
         verbs = _alternation(c.speech_verbs)
         self.reported = re.compile(rf"\b(?P<verb>{verbs})\b(?P<tail>[^.?!:;\"“”\n]{{0,60}}?)[ \t]*:")
         self.sentence_end = re.compile(r"(?:[.?!…]|[.?!][\"'”’)\]])\s+|\n\s*\n")
@@ -252,7 +258,7 @@ class _Parser:
             found.append(Event(SILENCE, m.start(), m.end()))
         for m in p.ref.finditer(t):
             found.append(Event(REF, m.start(), m.end()))
-        noise_patterns = [p.page_number_line, p.caps_line, p.footnote]
+        noise_patterns = [p.page_number_line, p.caps_line, p.caps_heading, p.footnote]
         if p.running_header is not None:
             noise_patterns.append(p.running_header)
         for line in _repeated_header_lines(t):
@@ -278,9 +284,9 @@ class _Parser:
         while (m := p.label.search(t, pos)) is not None:
             pos = m.end()
             short = m["a"] or m["q"]
-            # "D.:" and titled names are unmistakable anywhere; other labels must begin a line or
+            # "D.:", titled names and the answerer's names are unmistakable anywhere; other labels must begin a line or
             # a sentence. A rejected match may hide a real marker inside it: search on from within.
-            unmistakable = m["person"] or (short and t[m.start():m.end()].rstrip(": \t").endswith("."))
+            unmistakable = m["person"] or m["name"] or (short and t[m.start():m.end()].rstrip(": \t").endswith("."))
             if not unmistakable and not self._at_boundary(m.start(), structure_ends):
                 pos = m.start() + 1
                 continue
@@ -488,7 +494,7 @@ class _Parser:
             "turn_index": turn_index,
             "question_speaker": q["event"].speaker,
             "answer_speaker": "" if silent else a["event"].speaker,
-            "refs": [self.text[r.start:r.end] for r in refs if start <= r.start < end],
+            "refs": [self.text[r.start:r.end] for r in refs if q["event"].start <= r.start < end],
             "start": start,
             "end": end,
             "context_spans": context_spans,
