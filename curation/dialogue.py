@@ -152,12 +152,17 @@ class _Patterns:
         self.caps_heading = re.compile(
             rf"(?<![\w'’])(?:[A-Z][A-Z'’:-]*|-[IVX]+)(?:[ \t]+(?:[A-Z][A-Z'’:-]*|-[IVX]+))+(?=\s+(?:{_alternation(c.section_words)})\s+\d)"
         )
-        self.caps_line = re.compile(r"(?m)^[ \t]*(?=[^a-z\n]*[A-Z]{2}[^a-z\n]*[A-Z])[^a-z\n]{4,80}$")
+        self.caps_line = re.compile(r"(?m)^[ \t]*(?![A-Z]\.?\s?:)(?=[^a-z\n]*[A-Z]{2}[^a-z\n]*[A-Z])[^a-z\n]{4,80}$")
         # Footnote marks: symbols after a word, or digits glued to the end of a sentence ("mind.1 ").
         self.footnote = re.compile(r"(?<=[A-Za-z.,;:!?'\"”’)])[*†‡¹²³⁴⁵⁶⁷⁸⁹⁰]+|(?<=[a-z][.,;:!?\"”’)])\d{1,2}(?=\s)")
         headers = [h for h in c.running_headers]
-        if title.strip():
-            words = r"\s+".join(re.escape(w) for w in title.split())
+        # The book's title is its running header. A title taken from a file name
+        # ("talks-with-sri-ramana-maharshi-vol2") still matches: split on - and _, drop the volume.
+        title_words = re.split(r"[\s_-]+", title.strip())
+        while title_words and re.fullmatch(r"(?i)vol(?:ume)?\.?\d*|[IVX]+|\d+", title_words[-1]):
+            title_words.pop()
+        if len(title_words) >= 2:
+            words = r"\s+".join(re.escape(w) for w in title_words)
             headers.append(rf"(?i:{words})(?:\s+(?:Vol(?:ume)?\.?\s*[IVX\d]+))?")
         self.running_header = re.compile("|".join(f"(?:{h})" for h in headers)) if headers else None
 
