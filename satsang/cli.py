@@ -1,0 +1,254 @@
+"""The `satsang` command: one subcommand per stage, each a thin layer over a library call.
+
+polars, the parsers and the workspace are imported inside the commands, so that
+`satsang --help` answers at once.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+
+import typer
+from rich.console import Console
+
+if TYPE_CHECKING:
+    from curation.workspace import IngestReport, WorkspaceStatus
+
+app = typer.Typer(
+    help="Satsang workbench: curate contemplative dialogue books into reviewed, versioned datasets.",
+    epilog="Example: satsang run  (curates the bundled sample book into ./satsang-workspace)",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+out = Console()
+err = Console(stderr=True)
+
+
+class SourceKindChoice(str, Enum):
+    dialogue = "dialogue"
+    prose = "prose"
+
+
+class ConventionChoice(str, Enum):
+    # Mirrors the values DialogueConfig.convention accepts (curation/dialogue.py).
+    auto = "auto"
+    dm = "dm"
+    qa = "qa"
+    qa_dot = "qa_dot"
+
+
+WorkspaceOption = Annotated[
+    Optional[Path],
+    typer.Option(
+        "--workspace",
+        "-w",
+        help="Workspace directory. (default: $SATSANG_WORKSPACE, else ./satsang-workspace)",
+        show_default=False,
+    ),
+]
+
+
+def fail(message: str) -> NoReturn:
+    """One red line on stderr and exit status 1: what every expected error looks like."""
+    err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    from curation.workspace import WorkspaceError
+
+    try:
+        yield
+    except WorkspaceError as error:
+        fail(f"error: {error}")
+
+
+@app.command()
+def init(
+    directory: Annotated[
+        Optional[Path],
+        typer.Argument(metavar="DIR", help="Where to create it. (default: $SATSANG_WORKSPACE, else ./satsang-workspace)", show_default=False),
+    ] = None,
+) -> None:
+    """Create an empty workspace.
+
+    Example: satsang init ./my-workspace
+    """
+    from curation.workspace import init_workspace
+
+    with one_line_errors():
+        workspace = init_workspace(directory)
+    out.print(f"Created workspace {workspace.root.resolve()}", markup=False, highlight=False)
+
+
+@app.command()
+def ingest(
+    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files, one book each.", metavar="FILE", show_default=False)],
+    kind: Annotated[SourceKindChoice, typer.Option(help="dialogue: speaker-marked talks, parsed into pairs; prose: split into passages.")],
+    workspace: WorkspaceOption = None,
+    title: Annotated[Optional[str], typer.Option(help="Book title (also cut out where it repeats as a page header). (default: the file name)", show_default=False)] = None,
+    convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), or auto: detect from the book (default).", show_default=False)] = None,
+    target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
+    licence: Annotated[str, typer.Option(help="Licence note kept with the source.")] = "",
+) -> None:
+    """Ingest books into the workspace, all files in one commit: if any file is rejected, nothing is added.
+
+    Example: satsang ingest talks.txt --kind dialogue --title "Talks with Sri Ramana Maharshi"
+    """
+    dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens)
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+        with _ingest_progress(len(files)) as progress:
+            report = ws.ingest(
+                files,
+                kind.value,  # type: ignore[arg-type]
+                dialogue_config=dialogue_config,
+                prose_config=prose_config,
+                title=title,
+                licence=licence,
+                progress=progress,
+            )
+    _print_ingest_reports(report)
+    if report.generation is None:
+        out.print("Nothing new: the workspace is unchanged.")
+    else:
+        out.print(f"Committed generation {report.generation} to {ws.root.resolve()}", markup=False, highlight=False)
+
+
+@app.command()
+def status(workspace: WorkspaceOption = None) -> None:
+    """Show how many items each source has, by kind and stage.
+
+    Example: satsang status --workspace ./my-workspace
+    """
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        workspace_status = Workspace.open(workspace).status()
+    _print_status(workspace_status)
+
+
+@app.command()
+def run(workspace: WorkspaceOption = None) -> None:
+    """Curate the bundled sample (talks 1-49 of Talks with Sri Ramana Maharshi, and Nan Yar?) through every stage there is.
+
+    The stages so far: create the workspace (or reuse it) and ingest the books.
+    Running it again is safe: books already ingested add nothing.
+
+    Example: satsang run --workspace /tmp/sample-workspace
+    """
+    from satsang.pipeline import run_pipeline
+
+    with one_line_errors(), _ingest_progress(None) as progress:
+        result = run_pipeline(workspace, progress=progress)
+    root = result.workspace.root.resolve()
+    out.print(("Created" if result.created else "Using existing") + f" workspace {root}", markup=False, highlight=False)
+    _print_ingest_reports(*result.ingest_reports)
+    with one_line_errors():
+        _print_status(result.workspace.status())
+    out.print(f"Workspace: {root}", markup=False, highlight=False)
+
+
+def _parser_configs(kind: SourceKindChoice, convention: ConventionChoice | None, target_tokens: int | None):
+    """The parser config the options ask for; options that do not fit the kind are errors, not ignored."""
+    if kind is SourceKindChoice.dialogue:
+        if target_tokens is not None:
+            fail("error: --target-tokens applies to --kind prose only")
+        from curation.dialogue import DialogueConfig
+
+        return DialogueConfig(convention=(convention or ConventionChoice.auto).value), None
+    if convention is not None:
+        fail("error: --convention applies to --kind dialogue only")
+    from dataclasses import replace
+
+    from curation.prose import ProseConfig
+
+    default = ProseConfig()
+    if target_tokens is None:
+        return None, default
+    if target_tokens < default.min_tokens:
+        fail(f"error: --target-tokens must be at least {default.min_tokens}")
+    # The hard cap follows a target above the default, so that a long target stays reachable.
+    return None, replace(default, target_tokens=target_tokens, max_tokens=max(default.max_tokens, 2 * target_tokens))
+
+
+@contextmanager
+def _ingest_progress(n_files: int | None):
+    """A rich progress bar on stderr, fed by the workspace's progress callback; off when stderr is no terminal."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
+
+    columns = [SpinnerColumn(), TextColumn("{task.description}")]
+    if n_files is not None:
+        columns += [BarColumn(), MofNCompleteColumn()]
+    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
+        task = bar.add_task("starting", total=n_files)
+        started: set[Path] = set()
+
+        def on_progress(path: Path | None, phase: str) -> None:
+            if path is None:
+                bar.update(task, description=phase)
+                return
+            if phase == "reading" and started:
+                bar.advance(task)  # the file before this one is done
+            started.add(path)
+            bar.update(task, description=f"{phase} {path.name}")
+
+        yield on_progress
+
+
+def _print_ingest_reports(*reports: IngestReport) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table("file", "status", "items", "notes")
+    for file in (file for report in reports for file in report.files):
+        notes = [f"convention {file.convention}"] if file.convention else []
+        if file.n_duplicate_item_ids:
+            notes.append(f"{file.n_duplicate_item_ids} duplicate item ids dropped")
+        # The parser's counts, less "pairs" (the items column) and the zeros.
+        notes += [f"{count} {name.replace('_', ' ')}" for name, count in file.parse_report.items() if count and name != "pairs"]
+        table.add_row(Text(Path(file.path).name), file.status, str(file.n_items), ", ".join(notes) or "-")
+    out.print(table)
+
+
+def _print_status(workspace_status: WorkspaceStatus) -> None:
+    from rich.table import Table
+    from rich.text import Text
+
+    table = Table(
+        "source",
+        "id",
+        "source kind",
+        "item kind",
+        "stage",
+        "items",
+        title=Text(f"{workspace_status.path.resolve()} (generation {workspace_status.generation})"),
+    )
+    for row in workspace_status.counts.iter_rows(named=True):
+        table.add_row(
+            Text(row["title"]), row["source_id"][:12], row["source_kind"], row["kind"] or "-", row["stage"], str(row["n_items"])
+        )
+    out.print(table)
+    per_stage = ", ".join(f"{stage} {count}" for stage, count in workspace_status.items_per_stage().items())
+    out.print(
+        f"{workspace_status.n_sources} sources, {workspace_status.n_items} items ({per_stage})",
+        markup=False,
+        highlight=False,
+    )
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()
