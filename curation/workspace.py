@@ -187,6 +187,9 @@ def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
 class Workspace:
     """An open workspace. Readers follow HEAD; writers hold the lock and commit a new generation."""
 
+    # How long a writer waits for another command's lock before giving up with an error.
+    lock_timeout_s: float = 60.0
+
     def __init__(self, root: Path):
         self.root = Path(root)
 
@@ -385,10 +388,10 @@ class Workspace:
         return generation
 
     @contextmanager
-    def _writer_lock(self, timeout_s: float = 60.0) -> Iterator[None]:
+    def _writer_lock(self) -> Iterator[None]:
         # "ab": creates the lock file if a user deleted it, never truncates anything.
         with open(self.root / LOCK, "ab") as lock_file:
-            deadline = time.monotonic() + timeout_s
+            deadline = time.monotonic() + self.lock_timeout_s
             while True:
                 try:
                     fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -397,7 +400,7 @@ class Workspace:
                     if time.monotonic() > deadline:
                         raise WorkspaceError(
                             f"{self.root}: another satsang command is writing to this workspace"
-                            f" (waited {timeout_s:.0f}s for its lock)"
+                            f" (waited {self.lock_timeout_s:g}s for its lock)"
                         ) from None
                     time.sleep(0.1)
             try:
