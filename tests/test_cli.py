@@ -1,0 +1,146 @@
+"""The `satsang` command: help, exit codes, and the state each command leaves behind."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import typer
+from typer.testing import CliRunner
+
+from curation.workspace import Workspace
+from satsang.cli import app
+
+DATA = Path(__file__).parent / "data"
+TALKS = DATA / "talks-19-24.txt"
+NAN_YAR = DATA / "nan-yar-excerpt.txt"
+
+runner = CliRunner()
+
+
+def satsang(*args: str, **kwargs):
+    return runner.invoke(app, [str(a) for a in args], **kwargs)
+
+
+def command_names() -> list[str]:
+    return sorted(typer.main.get_command(app).commands)
+
+
+def test_the_commands_are_there():
+    assert command_names() == ["ingest", "init", "run", "status"]
+
+
+@pytest.mark.parametrize("args", [[], *([name] for name in command_names())])
+def test_every_help_has_an_example(args: list[str]):
+    result = satsang(*args, "--help")
+    assert result.exit_code == 0, result.output
+    assert "Example:" in result.output
+
+
+def test_help_does_not_load_the_heavy_modules():
+    code = "import sys; from satsang.cli import app; print(sorted({'polars', 'curation.workspace'} & set(sys.modules)))"
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
+
+
+def test_run_curates_the_sample_into_a_fresh_workspace(tmp_path: Path):
+    root = tmp_path / "sample"
+    result = satsang("run", "--workspace", root)
+
+    assert result.exit_code == 0, result.output
+    assert f"Workspace: {root.resolve()}" in result.output
+    workspace = Workspace.open(root)
+    kinds = dict(workspace.items().group_by("kind").len().iter_rows())
+    assert kinds["pair"] > 50 and kinds["passage"] > 10
+    assert workspace.sources()["title"].to_list() == ["Talks with Sri Ramana Maharshi", "Nan Yar? (Who am I?)"]
+    assert workspace.status().n_items == kinds["pair"] + kinds["passage"]
+
+    # Again: the books are recognised, nothing is added.
+    generation = workspace.generation
+    again = satsang("run", "--workspace", root)
+    assert again.exit_code == 0, again.output
+    assert again.output.count("already ingested") == 2
+    assert workspace.generation == generation
+
+
+def test_run_defaults_to_satsang_workspace_in_the_current_directory(tmp_path: Path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    result = satsang("run", env={"SATSANG_WORKSPACE": ""})
+    assert result.exit_code == 0, result.output
+    assert Workspace.open(tmp_path / "satsang-workspace").sources().height == 2
+
+
+def test_init_ingest_status(tmp_path: Path):
+    root = tmp_path / "ws"
+    assert satsang("init", root).exit_code == 0
+    assert Workspace.open(root).generation == 0
+
+    result = satsang("ingest", TALKS, "--kind", "dialogue", "--title", "Talks", "--convention", "dm", "-w", root)
+    assert result.exit_code == 0, result.output
+    assert "Committed generation 1" in result.output
+    result = satsang("ingest", NAN_YAR, "--kind", "prose", "--target-tokens", "100", "--licence", "free", "-w", root)
+    assert result.exit_code == 0, result.output
+
+    sources = Workspace.open(root).sources()
+    assert sources.select("title", "convention", "licence").rows() == [("Talks", "dm", ""), ("nan-yar-excerpt", "", "free")]
+    assert '"target_tokens": 100' in sources["parser_config"][1]
+
+    status = satsang("status", "-w", root, env={"COLUMNS": "200"})
+    assert status.exit_code == 0, status.output
+    n_pairs, n_passages = sources["n_items"].to_list()
+    assert f"2 sources, {n_pairs + n_passages} items (ingested {n_pairs + n_passages}," in status.output
+
+    again = satsang("ingest", TALKS, "--kind", "dialogue", "-w", root)
+    assert again.exit_code == 0 and "Nothing new" in again.output
+    assert Workspace.open(root).generation == 2
+
+
+def test_status_reads_the_workspace_from_the_environment(tmp_path: Path):
+    assert satsang("init", tmp_path / "ws").exit_code == 0
+    result = satsang("status", env={"SATSANG_WORKSPACE": str(tmp_path / "ws"), "COLUMNS": "200"})
+    assert result.exit_code == 0, result.output
+    assert "0 sources, 0 items" in result.output
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["init", "{ws}"], "{ws}: already a satsang workspace"),
+        (["status", "-w", "{tmp}"], "{tmp}: not a satsang workspace"),
+        (["ingest", "{tmp}/missing.txt", "--kind", "prose", "-w", "{ws}"], "{tmp}/missing.txt: no such file"),
+        (["ingest", "{tmp}", "--kind", "prose", "-w", "{ws}"], "{tmp}: is a directory"),
+        (["ingest", str(NAN_YAR), "--kind", "dialogue", "-w", "{ws}"], f"{NAN_YAR}: no speaker markers found"),
+        (["ingest", str(NAN_YAR), "--kind", "prose", "--convention", "qa", "-w", "{ws}"], "--convention applies to --kind dialogue only"),
+        (["ingest", str(TALKS), "--kind", "dialogue", "--target-tokens", "50", "-w", "{ws}"], "--target-tokens applies to --kind prose only"),
+        (["ingest", str(NAN_YAR), "--kind", "prose", "--target-tokens", "3", "-w", "{ws}"], "--target-tokens must be at least"),
+    ],
+)
+def test_errors_are_one_red_line_with_exit_status_1_and_change_nothing(tmp_path: Path, args: list[str], message: str):
+    root = tmp_path / "ws"
+    assert satsang("init", root).exit_code == 0
+    before = Workspace.open(root).generation
+    fill = {"ws": str(root), "tmp": str(tmp_path)}
+
+    result = satsang(*(a.format(**fill) for a in args), env={"COLUMNS": "500"})
+
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr.startswith(f"error: {message.format(**fill)}")
+    assert result.stderr.count("\n") == 1 and result.stderr.endswith("\n")
+    assert Workspace.open(root).generation == before
+    assert Workspace.open(root).sources().height == 0
+
+
+def test_the_console_script_reports_a_bad_file_without_a_traceback(tmp_path: Path):
+    root = tmp_path / "ws"
+    binary = tmp_path / "image.txt"
+    binary.write_bytes(b"GIF89a\n\x00\x01")
+    assert satsang("init", root).exit_code == 0
+
+    command = [sys.executable, "-m", "satsang.cli", "ingest", str(binary), "--kind", "prose", "-w", str(root)]
+    result = subprocess.run(command, capture_output=True, text=True)
+
+    assert result.returncode == 1
+    assert result.stderr == f"error: {binary}:2: binary file (NUL byte at byte offset 7)\n"
