@@ -206,10 +206,10 @@ def _ingest_progress(n_files: int | None):
 
 
 def _print_ingest_reports(*reports: IngestReport) -> None:
-    from rich.table import Table
+    from rich.table import Column, Table
     from rich.text import Text
 
-    table = Table("file", "status", "items", "notes")
+    table = Table(Column("file", overflow="fold"), "status", "items", "notes")
     for file in (file for report in reports for file in report.files):
         notes = [f"convention {file.convention}"] if file.convention else []
         if file.n_duplicate_item_ids:
