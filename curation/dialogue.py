@@ -47,6 +47,7 @@ from curation import schema
 PARSER_VERSION = "dialogue-1"
 
 MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+PREPOSITIONS = {"to", "with", "before", "near", "from", "by", "of", "for", "about", "at", "towards", "unto", "on", "upon", "asked", "told"}
 QUOTE_CHARS = "\"'“”‘’"
 
 
@@ -174,11 +175,10 @@ class _Patterns:
         # A titled name: initials and capitalised words, no possessives, optionally "from <Place>".
         person = (
             rf"(?:{honorifics})\.?(?:,?[ \t]+(?:[A-Z]\.|[A-Z][\w-]*(?![\w'’.]))){{1,5}}"
-            rf"(?:[ \t]+(?:from|of)[ \t]+[A-Z][\w-]*(?:[ \t]+[A-Z][\w-]*)?)?"
+            rf"(?:,?[ \t]+(?:from|of)[ \t]+[A-Z][\w-]*(?:[ \t]+[A-Z][\w-]*)?)?"
         )
         role_noun = rf"(?:A|An|Another|The|One|Some|This|That|Our)\s+(?:[A-Za-z-]+\s+){{0,2}}?(?i:{nouns})s?"
         self.answerer = re.compile(rf"(?i:{names})\b(?!['’]s)")
-        self.answerer_last = re.compile(rf"\b(?i:{names})$")
         self.abbreviation = re.compile(rf"(?:{honorifics}|[A-Z]|St|Ch|No|Vol|viz|i\.e|e\.g)\.")
         # A label and its colon: "D.:", "Q:", "Sri Bhagavan:", "Mr. G. Duff:", "A visitor:".
         self.label = re.compile(
@@ -189,7 +189,12 @@ class _Patterns:
         # ("A. W. Chadwick" is a name: an initial followed by another initial is no marker.)
         self.dot_label = re.compile(r"(?<![\w.])(?P<label>Q|A)\.(?=[ \t\n])(?![ \t]+[A-Z]\.)")
         verbs = _alternation(c.speech_verbs)
-        self.reported = re.compile(rf"\b(?P<verb>{verbs})\b(?P<tail>[^.?!:;\"“”\n]{{0,60}}?)[ \t]*:")
+        # "<someone> asked:", "He said to Sri Bhagavan:": a verb, at most four words, a colon.
+        self.reported = re.compile(rf"\b(?P<verb>{verbs})\b(?P<tail>(?:[ \t]+[\w'’-]+){{0,4}})[ \t]*:")
+        self.passive = re.compile(r"\b(?:is|was|are|were|be|been|being)\s*$", re.IGNORECASE)
+        self.someone_else = re.compile(rf"\b(?:(?i:he|she|they|we|{nouns})|I)\b|{person}")
+        # A verb before "and asked:" is not part of the speaker: "One of them kneeled and".
+        self.trailing_clause = re.compile(r"\s+[a-z]+ed(?:\s+(?:up|down|out|back|again))?\s+and$")
         self.sentence_end = re.compile(r"(?:[.?!…]|[.?!][\"'”’)\]])\s+|\n\s*\n")
         self.leading_adverb = re.compile(
             r"^(?:(?:Then|Later|Again|Afterwards|Finally|Now|So|And|But|Here|Still later|Subsequently|At last|Next)\b,?\s+)+"
@@ -260,7 +265,9 @@ class _Parser:
         for m in p.date.finditer(t):
             found.append(Event(DATE, m.start(), m.end()))
         for m in p.silence.finditer(t):
-            found.append(Event(SILENCE, m.start(), m.end()))
+            # A note of silence stands as a sentence; "mouna (silence)" is a gloss.
+            if self._at_boundary(m.start(), set()):
+                found.append(Event(SILENCE, m.start(), m.end()))
         for m in p.ref.finditer(t):
             found.append(Event(REF, m.start(), m.end()))
         noise_patterns = [p.page_number_line, p.caps_line, p.caps_heading, p.footnote]
@@ -317,15 +324,34 @@ class _Parser:
                 continue
             if re.search(r"[\"“”]", lead_in) or not (words[0][0].isupper() or words[0][0] in "(\"'“"):
                 continue  # inside a quotation, or not the start of a sentence: not a lead-in
+            if p.passive.search(lead_in):
+                continue  # "It is said in the Gita that ...:" reports no speaker
             subject = p.leading_adverb.sub("", " ".join(words)).rstrip(" ,")
+            subject = p.trailing_clause.sub("", subject)  # "One of them kneeled and" -> "One of them"
             speaker = subject.split(",")[0].strip() if len(subject.split()) > 6 else subject
-            # The answerer speaks when the sentence's subject is one of the answerer's names.
-            named = p.answerer.match(subject) or p.answerer_last.search(subject)
+            named = self._answerer_subject(subject)
             role = "a" if named else "q"
             if named:
-                speaker = named.group(0)
+                speaker = named
             markers.append(Event(MARKER, start, m.end(), role=role, speaker=speaker, lead_in=True))
         return markers
+
+    def _answerer_subject(self, subject: str) -> str:
+        """The answerer's name if the answerer is who speaks in this lead-in, else "".
+
+        That is the last mention of an answerer's name that is not possessive ("The Master's
+        attendant"), not governed by a preposition ("said to Sri Bhagavan"), and not followed
+        by another possible speaker ("Sri Bhagavan told him to go; the lady asked").
+        """
+        named = None
+        for m in self.p.answerer.finditer(subject):
+            before = subject[:m.start()].split()
+            if before and before[-1].lower() in PREPOSITIONS:
+                continue
+            named = m
+        if named is None or self.p.someone_else.search(subject, named.end()):
+            return ""
+        return named.group(0)
 
     @staticmethod
     def _resolve(events: list[Event]) -> list[Event]:
