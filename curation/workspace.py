@@ -159,6 +159,7 @@ class _ParsedSource:
     convention: str
     report: dict[str, Any]
     config_json: str
+    parser_version: str
 
 
 def default_workspace_path() -> Path:
@@ -311,7 +312,7 @@ class Workspace:
                         "n_items": len(rows),
                         "licence": licence,
                         "parser": kind,
-                        "parser_version": rows[0]["parser_version"] if rows else "",
+                        "parser_version": parsed.parser_version,
                         "parser_config": parsed.config_json,
                         "convention": parsed.convention,
                         "ingested_at": _utc_now(),
@@ -483,19 +484,20 @@ def _parse(
 ) -> _ParsedSource:
     # Parsers are imported here: only the one this ingest needs is loaded.
     if kind == "dialogue":
-        from curation.dialogue import DialogueConfig, NoSpeakerMarkers, parse_dialogue
+        from curation.dialogue import PARSER_VERSION, DialogueConfig, NoSpeakerMarkers, parse_dialogue
 
         config = dialogue_config if dialogue_config is not None else DialogueConfig()
         try:
             parsed = parse_dialogue(text, source_id, config, title=title)
         except NoSpeakerMarkers as error:
             raise IngestError(path, str(error) or "no speaker markers found") from None
-        return _ParsedSource(parsed.items, parsed.convention, dict(parsed.report), config.to_json())
+        return _ParsedSource(parsed.items, parsed.convention, dict(parsed.report), config.to_json(), PARSER_VERSION)
 
-    from curation.prose import ProseConfig, split_prose
+    from curation.prose import PARSER_VERSION, ProseConfig, split_prose
 
     config = prose_config if prose_config is not None else ProseConfig()
-    return _ParsedSource(split_prose(text, source_id, config, title=title), "", {}, config.to_json())
+    items = split_prose(text, source_id, config, title=title)
+    return _ParsedSource(items, "", {}, config.to_json(), PARSER_VERSION)
 
 
 def _first_of_each_item_id(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:

@@ -121,6 +121,7 @@ def test_ingest_keeps_the_sources_byte_for_byte_and_their_items(filled: Workspac
         assert row["original_path"] == str(path.resolve())
         assert (row["n_bytes"], row["n_chars"]) == (len(original), len(original.decode()))
         assert json.loads(row["parser_config"])  # the config that shaped the items is kept
+    assert sources["parser_version"].to_list() == filled.items()["parser_version"].unique(maintain_order=True).to_list()
     assert sources["title"].to_list() == ["Talks with Sri Ramana Maharshi", "nan-yar-excerpt"]
     assert sources["convention"].to_list() == ["dm", ""]
 
