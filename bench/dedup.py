@@ -1,0 +1,316 @@
+"""Benchmark the dedup stage: signature throughput, LSH recall and precision, and the two Talks books.
+
+Run as: python bench/dedup.py [--variants 8] [--sample 2000] [--seed 0]
+
+Items: every real pair of both Talks books (the complete book and Vol2, the second
+edition of talks 242-438), each with `--variants` synthetic copies whose words
+are edited at rates from 0.5% to 15% (substitutions, deletions, insertions,
+swaps; one copy only reflowed), so true Jaccards spread across the threshold.
+With the default 8 that is about 21,000 items.
+
+Prints, against the goals the dedup issue names:
+- MinHash signature throughput, vectorised (curation.dedup) against the naive
+  datasketch baseline (a default MinHash and one `update` per shingle), on all
+  items, from normalised text to signature. Goal: >= 10x. Also datasketch's own
+  bulk path (`MinHash.bulk`, one `update_batch` per text), for reference.
+- Recall and precision of the near-duplicate pairs (LSH candidates confirmed by
+  true Jaccard) against brute force (the exact Jaccard of every pair) on a sample
+  of whole groups (a real pair with all its copies). Goal: recall >= 0.95,
+  precision 1.0.
+- The dedup stage end to end on all items, and on the two books in a workspace:
+  the share of Vol2 pairs that cluster with a complete-book pair, and 5 random
+  cross-source clusters to check by eye.
+No timed assertions: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import hashlib
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "books"
+COMPLETE = "talks-with-sri-ramana-maharshi.txt"
+VOL2 = "talks-with-sri-ramana-maharshi-vol2.txt"
+THROUGHPUT_GOAL = 10.0
+RECALL_GOAL = 0.95
+RATES = (0.005, 0.01, 0.02, 0.03, 0.05, 0.08, 0.11, 0.15)
+
+
+def perturb(words: list[str], rate: float, rng: random.Random, vocabulary: list[str]) -> list[str]:
+    """Edit about `rate` of the words: substitute, delete, insert, or swap with the next."""
+    out = list(words)
+    i = 0
+    while i < len(out):
+        if rng.random() < rate:
+            op = rng.randrange(4)
+            if op == 0:
+                out[i] = rng.choice(vocabulary)
+            elif op == 1 and len(out) > 1:
+                del out[i]
+                continue
+            elif op == 2:
+                out.insert(i, rng.choice(vocabulary))
+                i += 1
+            elif i + 1 < len(out):
+                out[i], out[i + 1] = out[i + 1], out[i]
+                i += 1
+        i += 1
+    return out
+
+
+def reflow(text: str) -> str:
+    """Same words, other spacing, line breaks and case: an exact duplicate once normalised."""
+    return text.replace(". ", ".\n").replace(", ", " ,  ").upper()
+
+
+def build_items(n_variants: int, seed: int):
+    import polars as pl
+
+    from curation import schema
+    from curation.dialogue import parse_dialogue
+
+    rows = []
+    for name in (COMPLETE, VOL2):
+        text = (BOOKS / name).read_text(encoding="utf-8")
+        source_id = hashlib.sha256(name.encode()).hexdigest()
+        rows.extend(parse_dialogue(text, source_id, title=name).items)
+    n_real = len(rows)
+    rng = random.Random(seed)
+    vocabulary = sorted({w for row in rows for w in row["text"].split()})
+    synthetic = []
+    for group, row in enumerate(rows):
+        row["group"] = group
+        for v in range(n_variants):
+            if v == 0:
+                question, answer = reflow(row["question"]), reflow(row["answer"])
+            else:
+                rate = RATES[(v - 1) % len(RATES)]
+                question = row["question"]
+                answer = " ".join(perturb(row["answer"].split(" "), rate, rng, vocabulary))
+            synthetic.append(
+                {
+                    **row,
+                    "source_id": f"{v:064d}",
+                    "question": question,
+                    "answer": answer,
+                    "text": f"{question}\n\n{answer}",
+                    "item_id": schema.item_id("pair", question, answer, row["context"]),
+                    "content_hash": schema.content_hash("pair", question, answer, row["context"]),
+                    "group": group,
+                }
+            )
+    all_rows = rows + synthetic
+    groups = [row.pop("group") for row in all_rows]
+    return pl.DataFrame(all_rows, schema=schema.ITEM_SCHEMA), groups, n_real
+
+
+def bench_throughput(texts: list[str]) -> None:
+    from datasketch import MinHash
+
+    from curation.dedup import DedupConfig, minhash_signatures, naive_signatures, shingle_texts
+
+    config = DedupConfig()
+    fast = []
+    for _ in range(3):
+        t0 = time.perf_counter()
+        shingled = shingle_texts(texts, config.shingle_size)
+        minhash_signatures(shingled, config.num_perm, config.seed)
+        fast.append(time.perf_counter() - t0)
+    fast_s = statistics.median(fast)
+    n_shingles = int(shingled.offsets[-1])
+
+    t0 = time.perf_counter()
+    naive_signatures(texts, config.shingle_size, config.num_perm, config.seed)
+    naive_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    k = config.shingle_size
+    batches = []
+    for text in texts:
+        words = text.split()
+        n_shingles_of_text = max(len(words) - k + 1, 1) if words else 0
+        batches.append([" ".join(words[j : j + k]).encode() for j in range(n_shingles_of_text)])
+    MinHash.bulk(batches, num_perm=config.num_perm, seed=config.seed)
+    bulk_s = time.perf_counter() - t0
+
+    print(f"signatures: {len(texts):,} texts, {n_shingles:,} shingles of {k} words, {config.num_perm} permutations")
+    timings = (("naive (update/shingle)", naive_s), ("datasketch MinHash.bulk", bulk_s), ("vectorised (median of 3)", fast_s))
+    for label, seconds in timings:
+        print(f"  {label:26s} {seconds:7.3f} s  {len(texts) / seconds:10,.0f} texts/s"
+              f"  {n_shingles / seconds:12,.0f} shingles/s")
+    ratio = naive_s / fast_s
+    verdict = "met" if ratio >= THROUGHPUT_GOAL else "NOT met"
+    print(f"  throughput ratio vs naive: {ratio:.1f}x (goal >= {THROUGHPUT_GOAL:.0f}x: {verdict});"
+          f" vs MinHash.bulk: {bulk_s / fast_s:.1f}x")
+
+
+def bench_recall(texts: list[str], groups: list[int], sample_size: int, seed: int) -> None:
+    import numpy as np
+
+    from curation.dedup import (
+        DedupConfig,
+        confirm_pairs,
+        jaccard,
+        lsh_candidates,
+        minhash_signatures,
+        shingle_texts,
+    )
+
+    config = DedupConfig()
+    # Whole groups (a real pair and all its copies), so the sample holds many true pairs.
+    by_group: dict[int, list[int]] = {}
+    for index, group in enumerate(groups):
+        by_group.setdefault(group, []).append(index)
+    rng = random.Random(seed)
+    chosen: list[int] = []
+    for group in rng.sample(sorted(by_group), len(by_group)):
+        if len(chosen) + len(by_group[group]) > sample_size:
+            break
+        chosen.extend(by_group[group])
+    sample = [texts[i] for i in chosen]
+
+    t0 = time.perf_counter()
+    shingled = shingle_texts(sample, config.shingle_size)
+    signatures = minhash_signatures(shingled, config.num_perm, config.seed)
+    candidates = lsh_candidates(signatures, config, eligible=np.diff(shingled.offsets) > 0)
+    found = {(i, j): s for i, j, s in confirm_pairs(shingled, candidates, config.threshold)}
+    lsh_s = time.perf_counter() - t0
+
+    t0 = time.perf_counter()
+    sets = [shingled.shingle_set(i) for i in range(len(sample))]
+    sizes = [len(s) for s in sets]
+    truth = {}
+    n = len(sample)
+    for i in range(n):
+        a, size_a = sets[i], sizes[i]
+        for j in range(i + 1, n):
+            size_b = sizes[j]
+            # J <= min/max of the sizes, so this skips only pairs that cannot reach the threshold.
+            if min(size_a, size_b) < config.threshold * max(size_a, size_b):
+                continue
+            similarity = jaccard(a, sets[j])
+            if similarity >= config.threshold:
+                truth[(i, j)] = similarity
+    brute_s = time.perf_counter() - t0
+
+    hits = found.keys() & truth.keys()
+    recall = len(hits) / len(truth) if truth else 1.0
+    precision = len(hits) / len(found) if found else 1.0
+    near_threshold = [key for key, s in truth.items() if s < config.threshold + 0.05]
+    bands, rows = config.lsh_params()
+    print(f"LSH vs brute force: {n:,} sampled texts ({n * (n - 1) // 2:,} pairs), threshold {config.threshold},"
+          f" {bands} bands x {rows} rows")
+    candidate_precision = len(candidates & truth.keys()) / max(len(candidates), 1)
+    print(f"  true pairs (J >= {config.threshold}): {len(truth):,}   found: {len(found):,}"
+          f"   LSH candidates: {len(candidates):,} (candidate precision before confirmation {candidate_precision:.3f})")
+    print(f"  recall {recall:.4f} (goal >= {RECALL_GOAL}: {'met' if recall >= RECALL_GOAL else 'NOT met'})   "
+          f"precision {precision:.4f} (goal 1.0: {'met' if precision == 1.0 else 'NOT met'})   "
+          f"recall on J in [{config.threshold}, {config.threshold + 0.05}): "
+          f"{len(hits & set(near_threshold)) / max(len(near_threshold), 1):.3f} of {len(near_threshold)}")
+    print(f"  time: LSH + confirmation {lsh_s:.2f} s, brute force {brute_s:.2f} s")
+
+
+def bench_stage(items) -> None:
+    from curation.dedup import dedup, summarise
+
+    t0 = time.perf_counter()
+    deduped = dedup(items)
+    seconds = time.perf_counter() - t0
+    counts = summarise(deduped)
+    print(f"dedup stage on {items.height:,} items: {seconds:.2f} s ({items.height / seconds:,.0f} items/s)  {counts}")
+
+
+def bench_books(seed: int) -> None:
+    import polars as pl
+
+    from curation.dedup import run_dedup
+    from curation.workspace import init_workspace
+
+    with tempfile.TemporaryDirectory() as tmp:
+        workspace = init_workspace(Path(tmp) / "ws")
+        workspace.ingest([BOOKS / COMPLETE, BOOKS / VOL2], "dialogue")
+        report = run_dedup(workspace)
+        items = workspace.items()
+        titles = dict(workspace.sources().select("source_id", "title").iter_rows())
+    complete, vol2 = list(titles)
+    complete_rows = items.filter(pl.col("source_id") == complete)
+    vol2_rows = items.filter(pl.col("source_id") == vol2)
+    sections_by_cluster: dict[str, set[str]] = {}
+    for cluster, section in complete_rows.select("dedup_cluster", "section").iter_rows():
+        sections_by_cluster.setdefault(cluster, set()).add(section)
+    with_any = sum(c in sections_by_cluster for c in vol2_rows["dedup_cluster"])
+    with_same_talk = sum(
+        section in sections_by_cluster.get(cluster, ())
+        for cluster, section in vol2_rows.select("dedup_cluster", "section").iter_rows()
+    )
+    print(f"books: {items.height:,} pairs ({complete_rows.height:,} complete book, {vol2_rows.height:,} Vol2);"
+          f" run_dedup {report.seconds:.2f} s; clusters {report.n_clusters:,}, exact dups {report.n_exact_duplicates},"
+          f" near dups {report.n_near_duplicates}, cross-source clusters {report.n_cross_source_clusters}")
+    print(f"  Vol2 pairs clustered with a complete-book pair: {with_any}/{vol2_rows.height}"
+          f" = {with_any / vol2_rows.height:.1%}  (with one of the same talk number: {with_same_talk / vol2_rows.height:.1%})")
+
+    cross = (
+        items.group_by("dedup_cluster")
+        .agg(pl.col("source_id").n_unique().alias("n_sources"), (pl.col("dedup_kind") == "near").any().alias("near"))
+        .filter(pl.col("n_sources") > 1)
+        .sort("dedup_cluster")
+    )
+    rng = random.Random(seed)
+    near_ids = cross.filter(pl.col("near"))["dedup_cluster"].to_list()
+    exact_ids = cross.filter(~pl.col("near"))["dedup_cluster"].to_list()
+    shown = rng.sample(near_ids, min(3, len(near_ids))) + rng.sample(exact_ids, min(2, len(exact_ids)))
+    print("  5 random cross-source clusters (3 near, 2 exact), for the eye:")
+    for cluster in shown:
+        members = items.filter(pl.col("dedup_cluster") == cluster).sort("dedup_is_representative", descending=True)
+        rep = members.row(0, named=True)
+        print(f"  - cluster {cluster[:12]}  {members.height} members  reason: {rep['dedup_reason']}")
+        for row in members.iter_rows(named=True):
+            mark = "*" if row["dedup_is_representative"] else " "
+            print(f"    {mark} {titles[row['source_id']][:34]:34s} {row['section']:9s} {row['dedup_kind']:6s}"
+                  f" J={row['dedup_jaccard']:.3f}  {row['text'][:110].replace(chr(10), ' / ')!r}")
+        for row in members.filter(~pl.col("dedup_is_representative")).iter_rows(named=True):
+            if row["dedup_kind"] == "near":
+                print(f"      words differing: {_word_diff(rep['text'], row['text'])}")
+
+
+def _word_diff(a: str, b: str, limit: int = 6) -> str:
+    wa, wb = a.split(), b.split()
+    changes = []
+    for tag, i1, i2, j1, j2 in difflib.SequenceMatcher(a=wa, b=wb, autojunk=False).get_opcodes():
+        if tag != "equal":
+            changes.append(f"{' '.join(wa[i1:i2])[:40]!r} -> {' '.join(wb[j1:j2])[:40]!r}")
+    more = f" (+{len(changes) - limit} more)" if len(changes) > limit else ""
+    return "; ".join(changes[:limit]) + more
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--variants", type=int, default=8, help="synthetic copies per real pair")
+    parser.add_argument("--sample", type=int, default=2000, help="texts in the brute-force recall sample")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    if not BOOKS.is_dir():
+        sys.exit(f"{BOOKS}: not found (the full books live in ../shared/data/books)")
+
+    from curation.schema import normalise
+
+    t0 = time.perf_counter()
+    items, groups, n_real = build_items(args.variants, args.seed)
+    texts = [normalise(t) for t in items["text"].to_list()]
+    print(f"items: {items.height:,} ({n_real:,} real pairs of both books + {items.height - n_real:,} synthetic copies)"
+          f" built in {time.perf_counter() - t0:.1f} s")
+    bench_throughput(texts)
+    bench_recall(texts, groups, args.sample, args.seed)
+    bench_stage(items)
+    bench_books(args.seed)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,525 @@
+"""Dedup: exact duplicates by normalised-text hash, near duplicates by MinHash + LSH over word shingles.
+
+A stateless stage: `dedup(items, config)` returns the items with the `dedup_*`
+columns added (replaced if an earlier run left them); it never drops a row and
+never touches `text`. Later stages and the export decide what to do with a
+duplicate; this stage only says which items are copies of which, and why.
+
+How an item is compared:
+
+- Its text is the `text` column (a pair's question + answer) normalised with
+  `schema.normalise` (case, punctuation, quote style and spacing ignored), cut
+  into words. Its shingles are the runs of `shingle_size` consecutive words; a
+  text shorter than that is one shingle of all its words.
+- Exact duplicates: the same kind and the same normalised text. Works across
+  sources: the same talk in two books is two rows (keyed by source_id and
+  item_id, which may repeat) and one cluster.
+- Near duplicates: each distinct text gets a MinHash signature; MinHashLSH
+  (datasketch) proposes candidate pairs; every candidate is confirmed with the
+  true Jaccard of the two shingle sets (exact word sequences, not hashes) and
+  joins a cluster only if that is >= `threshold`. Confirmed pairs are merged with
+  union-find, so a cluster can chain: A~B and B~C put A and C together even when
+  A and C alone fall short; each row's `dedup_jaccard` is its own Jaccard with the
+  representative, so such a member is visible.
+- Pairs are only clustered with pairs, passages with passages: a passage and a
+  pair are different training material even when their words overlap.
+
+Signatures are computed vectorised in numpy (word hashes once per vocabulary
+word, shingle fingerprints as a polynomial over word hashes, all permutations of
+a chunk of shingles in one array operation) with datasketch's own "affine32"
+permutation parameters, so they are genuine datasketch MinHashes: the same
+values as `MinHash(num_perm, seed, hashfunc=int)` updated one shingle at a time
+with `shingle_hashes(...)`; about 17x the throughput of one `update` per shingle
+(bench/dedup.py).
+
+The representative of a cluster, in this order: the most complete text (most
+normalised words); then the earliest source (ingest order: the order of the
+workspace's sources table, or of first appearance in `items`); then the earliest
+position in that source (`start`); then the smallest item_id. `dedup_reason`
+says which of these decided it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from curation.schema import normalise
+
+STAGE_NAME = "dedup"
+STAGE_VERSION = "dedup-1"
+
+# The columns this stage adds, in this order.
+DEDUP_COLUMNS: dict[str, pl.DataType] = {
+    "dedup_cluster": pl.String,  # cluster id: the representative's item_id
+    "dedup_representative": pl.String,  # the representative's item_id
+    "dedup_representative_source": pl.String,  # and its source_id (item_ids can repeat across sources)
+    "dedup_is_representative": pl.Boolean,
+    "dedup_kind": pl.String,  # "unique" | "exact" | "near" (see KINDS)
+    "dedup_jaccard": pl.Float64,  # true Jaccard of shingle sets with the representative; 1.0 for itself
+    "dedup_cluster_size": pl.Int64,
+    "dedup_reason": pl.String,  # why the representative was chosen
+    "dedup_agent": pl.String,  # JSON: stage, version, config, LSH bands and rows
+}
+
+# unique: alone in its cluster. exact: same normalised text as the representative (for the
+# representative itself: every member of its cluster is an exact copy). near: otherwise.
+KINDS = ("unique", "exact", "near")
+
+
+@dataclass(frozen=True)
+class DedupConfig:
+    """How items are shingled, sketched and matched."""
+
+    shingle_size: int = 5  # words per shingle
+    num_perm: int = 128  # MinHash permutations
+    threshold: float = 0.7  # a near duplicate has true shingle Jaccard >= this
+    seed: int = 1  # seed of the MinHash permutations
+    # LSH bands and rows are chosen so that a pair exactly at the threshold becomes a
+    # candidate with at least this probability (higher J: higher still). Candidates are
+    # all confirmed exactly, so a low LSH threshold costs time, never precision.
+    lsh_recall_at_threshold: float = 0.98
+
+    def __post_init__(self):
+        if self.shingle_size < 1:
+            raise ValueError(f"shingle_size must be >= 1, got {self.shingle_size}")
+        if self.num_perm < 2:
+            raise ValueError(f"num_perm must be >= 2, got {self.num_perm}")
+        if not 0.0 < self.threshold <= 1.0:
+            raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 < self.lsh_recall_at_threshold < 1.0:
+            raise ValueError(f"lsh_recall_at_threshold must be in (0, 1), got {self.lsh_recall_at_threshold}")
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    def lsh_params(self) -> tuple[int, int]:
+        """(bands, rows): the most rows per band (fewest spurious candidates) that still reach the recall."""
+        return lsh_params(self.threshold, self.num_perm, self.lsh_recall_at_threshold)
+
+    def agent_json(self) -> str:
+        bands, rows = self.lsh_params()
+        lsh = {"bands": bands, "rows": rows}
+        return json.dumps({"stage": STAGE_NAME, "version": STAGE_VERSION, "config": asdict(self), "lsh": lsh}, sort_keys=True)
+
+
+@dataclass(frozen=True)
+class DedupReport:
+    """What one dedup run found, and the generation it committed (None when not committed)."""
+
+    n_items: int
+    n_clusters: int  # singletons included
+    n_duplicate_clusters: int  # clusters of two or more
+    n_exact_duplicates: int  # non-representative rows with the representative's exact normalised text
+    n_near_duplicates: int  # non-representative rows that are near copies
+    n_cross_source_clusters: int  # clusters with rows from two or more sources
+    generation: int | None
+    seconds: float
+    config: DedupConfig
+
+
+def lsh_params(threshold: float, num_perm: int, recall_at_threshold: float) -> tuple[int, int]:
+    """Bands b and rows r (b * r <= num_perm) with P(candidate | J = threshold) = 1 - (1 - t^r)^b >= recall."""
+    for rows in range(num_perm, 0, -1):
+        bands = num_perm // rows
+        if bands >= 2 and 1.0 - (1.0 - threshold**rows) ** bands >= recall_at_threshold:
+            return bands, rows
+    return num_perm, 1
+
+
+# ---- shingles and signatures --------------------------------------------------------
+
+_MASK64 = np.uint64(0xFFFFFFFFFFFFFFFF)
+_POLY = np.uint64(0x9E3779B97F4A7C15)  # odd: multiplication by it is a bijection mod 2^64
+_PAD = "\x00pad"  # fills a text shorter than shingle_size up to one shingle; normalised words never hold \x00
+
+
+def _fmix64(h: np.ndarray) -> np.ndarray:
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xFF51AFD7ED558CCD)
+    h = h ^ (h >> np.uint64(33))
+    h = h * np.uint64(0xC4CEB9FE1A85EC53)
+    return h ^ (h >> np.uint64(33))
+
+
+def _fmix32(h: np.ndarray) -> np.ndarray:
+    # datasketch's pre-mix for the affine32 scheme (MurmurHash3's finalizer), bit for bit.
+    h = h ^ (h >> np.uint32(16))
+    h = h * np.uint32(0x85EBCA6B)
+    h = h ^ (h >> np.uint32(13))
+    h = h * np.uint32(0xC2B2AE35)
+    return h ^ (h >> np.uint32(16))
+
+
+def _word_hash(word: str) -> int:
+    return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+@dataclass
+class ShingledTexts:
+    """Texts as word ids, and every text's shingle fingerprints back to back.
+
+    Text i's shingles are `fingerprints[offsets[i]:offsets[i + 1]]`; a text with no
+    words has none. Fingerprints are 64-bit hashes, used only for signatures; the
+    exact shingle sets come from the word ids (`shingle_set`).
+    """
+
+    words: list[list[int]]  # word ids per text (0 is the pad)
+    fingerprints: np.ndarray  # uint64
+    offsets: np.ndarray  # int64, len(words) + 1
+    shingle_size: int
+
+    def __len__(self) -> int:
+        return len(self.words)
+
+    def n_words(self, i: int) -> int:
+        return len(self.words[i])
+
+    def shingle_set(self, i: int) -> set[tuple[int, ...]]:
+        ids, k = self.words[i], self.shingle_size
+        if len(ids) <= k:
+            return {tuple(ids)} if ids else set()
+        return set(zip(*(ids[j : len(ids) - k + 1 + j] for j in range(k))))
+
+
+def shingle_texts(texts: Sequence[str], shingle_size: int) -> ShingledTexts:
+    """Cut already-normalised texts into word shingles (see the module docstring)."""
+    k = shingle_size
+    vocabulary: dict[str, int] = {_PAD: 0}
+    words: list[list[int]] = []
+    flat: list[int] = []
+    lengths = np.zeros(len(texts), dtype=np.int64)  # padded lengths
+    for i, text in enumerate(texts):
+        ids = [vocabulary.setdefault(w, len(vocabulary)) for w in text.split()]
+        words.append(ids)
+        flat.extend(ids)
+        if 0 < len(ids) < k:
+            flat.extend([0] * (k - len(ids)))
+        lengths[i] = max(len(ids), k) if ids else 0
+    word_hashes = np.fromiter((_word_hash(w) for w in vocabulary), dtype=np.uint64, count=len(vocabulary))
+    hashed = word_hashes[np.asarray(flat, dtype=np.int64)]
+
+    # Polynomial hash of every window of k words in the flat array, then keep the
+    # windows that lie inside one text.
+    n_windows = max(len(hashed) - k + 1, 0)
+    window = hashed[:n_windows].copy()
+    for j in range(1, k):
+        window = window * _POLY + hashed[j : j + n_windows]
+    window = _fmix64(window)
+    counts = np.maximum(lengths - k + 1, 0)
+    offsets = np.zeros(len(texts) + 1, dtype=np.int64)
+    np.cumsum(counts, out=offsets[1:])
+    starts = np.zeros(len(texts), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=starts[1:])
+    within = np.arange(offsets[-1], dtype=np.int64) - np.repeat(offsets[:-1], counts)
+    positions = np.repeat(starts, counts) + within
+    return ShingledTexts(words, window[positions], offsets, k)
+
+
+def shingle_hashes(shingled: ShingledTexts, i: int) -> list[int]:
+    """Text i's 32-bit shingle hashes: what its MinHash is built from (datasketch's hashfunc=int)."""
+    return [int(h) for h in shingled.fingerprints[shingled.offsets[i] : shingled.offsets[i + 1]] >> np.uint64(32)]
+
+
+def permutations(num_perm: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """datasketch's affine32 permutation parameters (a, b) for this num_perm and seed."""
+    from datasketch import MinHash
+
+    a, b = MinHash(num_perm=num_perm, seed=seed, scheme="affine32").permutations
+    return a.astype(np.uint32), b.astype(np.uint32)
+
+
+def minhash_signatures(
+    shingled: ShingledTexts, num_perm: int, seed: int, progress: bool = False, chunk_shingles: int = 1024
+) -> np.ndarray:
+    """One MinHash signature (uint32[num_perm]) per text; all-max (empty) for a text without words."""
+    a, b = permutations(num_perm, seed)
+    n = len(shingled)
+    out = np.full((n, num_perm), np.iinfo(np.uint32).max, dtype=np.uint32)
+    hashed = _fmix32((shingled.fingerprints >> np.uint64(32)).astype(np.uint32))
+    offsets = shingled.offsets
+    bar = _progress_bar(progress, total=n, desc="dedup: signatures", unit="text")
+    first = 0
+    while first < n:
+        # A chunk of whole texts holding about chunk_shingles shingles (at least one text).
+        last = int(np.searchsorted(offsets, offsets[first] + chunk_shingles, side="right")) - 1
+        last = min(max(last, first + 1), n)
+        lo, hi = int(offsets[first]), int(offsets[last])
+        counts = np.diff(offsets[first : last + 1])
+        nonempty = np.nonzero(counts)[0]
+        if hi > lo:
+            permuted = hashed[lo:hi, None] * a[None, :] + b[None, :]  # uint32: wraps, i.e. mod 2^32
+            out[first + nonempty] = np.minimum.reduceat(permuted, (offsets[first:last] - lo)[nonempty], axis=0)
+        bar.update(last - first)
+        first = last
+    bar.close()
+    return out
+
+
+def naive_signatures(texts: Sequence[str], shingle_size: int, num_perm: int, seed: int) -> list[Any]:
+    """The slow baseline: datasketch's default MinHash, one `update` per shingle string (for the bench)."""
+    from datasketch import MinHash
+
+    k = shingle_size
+    signatures = []
+    for text in texts:
+        words = text.split()
+        minhash = MinHash(num_perm=num_perm, seed=seed)
+        for j in range(max(len(words) - k + 1, 1) if words else 0):
+            minhash.update(" ".join(words[j : j + k]).encode("utf-8"))
+        signatures.append(minhash)
+    return signatures
+
+
+# ---- candidates and confirmation -----------------------------------------------------
+
+
+def lsh_candidates(
+    signatures: np.ndarray, config: DedupConfig, eligible: np.ndarray | None = None, progress: bool = False
+) -> set[tuple[int, int]]:
+    """Pairs (i < j) of rows whose signatures share an LSH band, by datasketch's MinHashLSH."""
+    from datasketch import LeanMinHash, MinHashLSH
+
+    bands, rows = config.lsh_params()
+    index = MinHashLSH(num_perm=config.num_perm, params=(bands, rows))
+    rows_to_index = np.arange(len(signatures)) if eligible is None else np.nonzero(eligible)[0]
+    sketches = {}
+    bar = _progress_bar(progress, total=2 * len(rows_to_index), desc="dedup: LSH", unit="text")
+    with index.insertion_session() as session:
+        for i in rows_to_index.tolist():
+            sketch = LeanMinHash(seed=config.seed, hashvalues=signatures[i], scheme="affine32")
+            sketches[i] = sketch
+            session.insert(i, sketch, check_duplication=False)
+            bar.update()
+    pairs: set[tuple[int, int]] = set()
+    for i, sketch in sketches.items():
+        for j in index.query(sketch):
+            if j > i:
+                pairs.add((i, j))
+        bar.update()
+    bar.close()
+    return pairs
+
+
+def jaccard(a: set, b: set) -> float:
+    if not a and not b:
+        return 1.0
+    intersection = len(a & b)
+    return intersection / (len(a) + len(b) - intersection)
+
+
+class _ShingleSets:
+    """Exact shingle sets, built on first use: only texts in some candidate pair need one."""
+
+    def __init__(self, shingled: ShingledTexts):
+        self.shingled = shingled
+        self.cache: dict[int, set[tuple[int, ...]]] = {}
+
+    def __getitem__(self, i: int) -> set[tuple[int, ...]]:
+        found = self.cache.get(i)
+        if found is None:
+            found = self.cache[i] = self.shingled.shingle_set(i)
+        return found
+
+
+def confirm_pairs(
+    shingled: ShingledTexts, candidates: set[tuple[int, int]], threshold: float, sets: _ShingleSets | None = None
+) -> list[tuple[int, int, float]]:
+    """The candidates whose true shingle Jaccard is >= threshold, with it, sorted."""
+    sets = sets or _ShingleSets(shingled)
+    confirmed = []
+    for i, j in sorted(candidates):
+        a, b = sets[i], sets[j]
+        # Jaccard <= min/max of the set sizes: most spurious candidates stop here.
+        if min(len(a), len(b)) < threshold * max(len(a), len(b)):
+            continue
+        similarity = jaccard(a, b)
+        if similarity >= threshold:
+            confirmed.append((i, j, similarity))
+    return confirmed
+
+
+def near_duplicate_pairs(
+    texts: Sequence[str], config: DedupConfig, progress: bool = False
+) -> list[tuple[int, int, float]]:
+    """Pairs (i < j, Jaccard) of normalised texts that are near duplicates: LSH candidates, confirmed."""
+    shingled = shingle_texts(texts, config.shingle_size)
+    signatures = minhash_signatures(shingled, config.num_perm, config.seed, progress)
+    eligible = np.diff(shingled.offsets) > 0
+    return confirm_pairs(shingled, lsh_candidates(signatures, config, eligible, progress), config.threshold)
+
+
+# ---- the stage -------------------------------------------------------------------------
+
+
+class _UnionFind:
+    def __init__(self, n: int):
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        root = i
+        while self.parent[root] != root:
+            root = self.parent[root]
+        while self.parent[i] != root:
+            self.parent[i], i = root, self.parent[i]
+        return root
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+def dedup(
+    items: pl.DataFrame | pl.LazyFrame,
+    config: DedupConfig | None = None,
+    source_order: Sequence[str] | None = None,
+    progress: bool | None = None,
+) -> pl.DataFrame:
+    """The items, in their order, with the DEDUP_COLUMNS added (or replaced). No row is dropped.
+
+    `source_order`: source_ids, earliest first, for the representative's tie-break
+    (default: order of first appearance in `items`; sources not listed come after).
+    `progress`: show progress bars (default: for 10,000 items or more, on a terminal).
+    """
+    config = config or DedupConfig()
+    frame = items.collect() if isinstance(items, pl.LazyFrame) else items
+    frame = frame.drop([name for name in DEDUP_COLUMNS if name in frame.columns])
+    n = frame.height
+    if progress is None:
+        progress = n >= 10_000 and sys.stderr.isatty()
+    if n == 0:
+        return frame.with_columns(pl.lit(None, dtype=dtype).alias(name) for name, dtype in DEDUP_COLUMNS.items())
+
+    kinds = frame["kind"].to_list()
+    sources = frame["source_id"].to_list()
+    item_ids = frame["item_id"].to_list()
+    starts = frame["start"].fill_null(0).to_list()
+    order = list(dict.fromkeys([*(source_order or []), *sources]))
+    source_rank = {source: rank for rank, source in enumerate(order)}
+
+    # Exact duplicates collapse first: shingling and LSH run once per distinct (kind, text).
+    normalised = [normalise(text or "") for text in frame["text"].to_list()]
+    distinct_index: dict[tuple[str, str], int] = {}
+    row_text = [distinct_index.setdefault((kind, text), len(distinct_index)) for kind, text in zip(kinds, normalised)]
+    distinct = list(distinct_index)
+    shingled = shingle_texts([text for _, text in distinct], config.shingle_size)
+    signatures = minhash_signatures(shingled, config.num_perm, config.seed, progress)
+    eligible = np.diff(shingled.offsets) > 0
+    candidates = {
+        (i, j) for i, j in lsh_candidates(signatures, config, eligible, progress) if distinct[i][0] == distinct[j][0]
+    }
+    sets = _ShingleSets(shingled)
+    clusters = _UnionFind(len(distinct))
+    for i, j, _ in confirm_pairs(shingled, candidates, config.threshold, sets):
+        clusters.union(i, j)
+
+    members: dict[int, list[int]] = {}
+    for row in range(n):
+        members.setdefault(clusters.find(row_text[row]), []).append(row)
+
+    def rank(row: int) -> tuple:
+        return (-shingled.n_words(row_text[row]), source_rank[sources[row]], starts[row], item_ids[row])
+
+    rep_of = [0] * n
+    jaccards = [1.0] * n
+    kind_of = ["unique"] * n
+    size_of = [1] * n
+    reason_of = [""] * n
+    for rows in members.values():
+        ranked = sorted(rows, key=rank)
+        rep = ranked[0]
+        rep_text = row_text[rep]
+        all_exact = all(row_text[row] == rep_text for row in rows)
+        reason = _reason(ranked, rank, shingled.n_words(rep_text), source_rank[sources[rep]], starts[rep])
+        for row in rows:
+            rep_of[row] = rep
+            size_of[row] = len(rows)
+            reason_of[row] = reason
+            if len(rows) == 1:
+                continue
+            same = row_text[row] == rep_text
+            jaccards[row] = 1.0 if same else jaccard(sets[row_text[row]], sets[rep_text])
+            if row == rep:
+                kind_of[row] = "exact" if all_exact else "near"
+            else:
+                kind_of[row] = "exact" if same else "near"
+
+    rep_ids = [item_ids[rep] for rep in rep_of]
+    added = pl.DataFrame(
+        {
+            "dedup_cluster": rep_ids,
+            "dedup_representative": rep_ids,
+            "dedup_representative_source": [sources[rep] for rep in rep_of],
+            "dedup_is_representative": [rep == row for row, rep in enumerate(rep_of)],
+            "dedup_kind": kind_of,
+            "dedup_jaccard": jaccards,
+            "dedup_cluster_size": size_of,
+            "dedup_reason": reason_of,
+            "dedup_agent": [config.agent_json()] * n,
+        },
+        schema=DEDUP_COLUMNS,
+    )
+    return pl.concat([frame, added], how="horizontal")
+
+
+def _reason(ranked: list[int], rank, n_words: int, source_position: int, start: int) -> str:
+    """Which rule picked ranked[0] over the runner-up ranked[1]."""
+    if len(ranked) == 1:
+        return "only member: no exact or near duplicate found"
+    first, second = rank(ranked[0]), rank(ranked[1])
+    others = len(ranked) - 1
+    if first[0] != second[0]:
+        return f"most complete text: {n_words} words (normalised), the other {others} at most {-second[0]}"
+    if first[1] != second[1]:
+        return f"tied on length ({n_words} words); then earliest source (source #{source_position + 1} in ingest order)"
+    if first[2] != second[2]:
+        return f"tied on length ({n_words} words) and source; then earliest in the source (character {start})"
+    return f"tied on length ({n_words} words), source and position; then smallest item_id"
+
+
+def summarise(deduped: pl.DataFrame) -> dict[str, int]:
+    """Counts over a deduped frame: items, clusters, duplicate clusters, exact and near dups, cross-source clusters."""
+    followers = deduped.filter(~pl.col("dedup_is_representative"))
+    per_cluster = deduped.group_by("dedup_cluster").agg(
+        pl.len().alias("size"), pl.col("source_id").n_unique().alias("n_sources")
+    )
+    return {
+        "n_items": deduped.height,
+        "n_clusters": per_cluster.height,
+        "n_duplicate_clusters": per_cluster.filter(pl.col("size") > 1).height,
+        "n_exact_duplicates": followers.filter(pl.col("dedup_kind") == "exact").height,
+        "n_near_duplicates": followers.filter(pl.col("dedup_kind") == "near").height,
+        "n_cross_source_clusters": per_cluster.filter(pl.col("n_sources") > 1).height,
+    }
+
+
+def run_dedup(workspace: Any, config: DedupConfig | None = None, progress: bool | None = None) -> DedupReport:
+    """Dedup the workspace's items and commit the columns as a new generation (replacing any earlier run's)."""
+    config = config or DedupConfig()
+    source_order = workspace.sources()["source_id"].to_list()
+    started = time.perf_counter()
+    result: dict[str, pl.DataFrame] = {}
+
+    def transform(items: pl.DataFrame) -> pl.DataFrame:
+        result["items"] = dedup(items, config, source_order=source_order, progress=progress)
+        return result["items"]
+
+    generation = workspace.update_items(transform)
+    return DedupReport(
+        **summarise(result["items"]), generation=generation, seconds=time.perf_counter() - started, config=config
+    )
+
+
+def _progress_bar(enabled: bool, **kwargs):
+    from tqdm.auto import tqdm
+
+    return tqdm(disable=not enabled, leave=False, **kwargs)
