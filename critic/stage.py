@@ -1,0 +1,347 @@
+"""The critique stage: judge every pair in a workspace and commit the judgements as item columns.
+
+Columns added (replaced on a re-run; null on passages, which are not judged):
+
+    critic_score            Float64       0-10; null when unscored
+    critic_rationale        String        why that score (for unscored: what went wrong)
+    critic_flags            List(String)  subset of critic.base.FLAGS
+    critic_status           String        "scored" | "unscored"
+    critic_unscored_reason  String        "" when scored; else e.g. "timeout", "refusal", "silence"
+    critic_agent            String        JSON: {"kind", "model", "rubric_version", "config"}
+
+Silence: a pair whose answer is silence (the book's "(No answer.)") is not sent to
+any critic. In this tradition silence is often the most alive answer there is,
+but a text critic has no words to judge, and a number invented for it would
+train the model on a guess. It is marked unscored with reason "silence", so the
+curator decides, and the summary counts it.
+
+Settings (environment, or the arguments of `critic_from_settings`):
+
+    SATSANG_CRITIC_BASE_URL     OpenAI-compatible endpoint; unset means the offline critic
+    SATSANG_CRITIC_MODEL        model name; unset means the endpoint's first listed model
+    SATSANG_CRITIC_API_KEY      the key (OPENAI_API_KEY is tried when unset); never recorded
+    SATSANG_CRITIC_CONCURRENCY  requests in flight (default 4)
+    SATSANG_CRITIC_TIMEOUT_S    seconds per request (default 60)
+
+Run as (library):
+
+    from critic.stage import critic_from_settings, run_critique, render_report
+    report = run_critique(Workspace.open("satsang-workspace"), critic_from_settings())
+    rich.print(render_report(report))
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from critic.base import FLAGS, REASON_EMPTY, REASON_SILENCE, Critic, CritiqueInput, CritiqueRecord
+from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig, redact_url
+from critic.offline import OfflineCritic
+
+if TYPE_CHECKING:
+    import polars as pl
+    from rich.console import Console
+    from rich.table import Table
+
+    from curation.workspace import Workspace
+
+BASE_URL_ENV = "SATSANG_CRITIC_BASE_URL"
+MODEL_ENV = "SATSANG_CRITIC_MODEL"
+CONCURRENCY_ENV = "SATSANG_CRITIC_CONCURRENCY"
+TIMEOUT_ENV = "SATSANG_CRITIC_TIMEOUT_S"
+
+# Inside the workspace directory; the workspace's own sweep leaves this folder alone.
+CACHE_PATH = "cache/critic.sqlite"
+
+DEFAULT_CONCEPT_COLUMN = "concept_score"
+
+CRITIC_COLUMNS = (
+    "critic_score",
+    "critic_rationale",
+    "critic_flags",
+    "critic_status",
+    "critic_unscored_reason",
+    "critic_agent",
+)
+
+
+class CriticSettingsError(ValueError):
+    """The critic settings do not make a usable critic (e.g. no model and the endpoint lists none)."""
+
+
+def critic_from_settings(
+    base_url: str | None = None,
+    model: str | None = None,
+    *,
+    concurrency: int | None = None,
+    timeout_s: float | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> Critic:
+    """The LLM critic when an endpoint is given (argument or $SATSANG_CRITIC_BASE_URL), else the offline one.
+
+    With an endpoint but no model, asks the endpoint for its models and takes the
+    first (a vLLM server serves one).
+    """
+    env = os.environ if environ is None else environ
+    base_url = base_url or env.get(BASE_URL_ENV) or None
+    if base_url is None:
+        return OfflineCritic()
+    settings: dict[str, Any] = {}
+    concurrency = concurrency if concurrency is not None else _env_number(env, CONCURRENCY_ENV, int)
+    timeout_s = timeout_s if timeout_s is not None else _env_number(env, TIMEOUT_ENV, float)
+    if concurrency is not None:
+        settings["concurrency"] = concurrency
+    if timeout_s is not None:
+        settings["timeout_s"] = timeout_s
+    model = model or env.get(MODEL_ENV) or _first_served_model(base_url, timeout_s or 30.0, env)
+    try:
+        return LLMCritic(LLMCriticConfig(base_url=base_url, model=model, **settings))
+    except ValueError as error:
+        raise CriticSettingsError(str(error)) from None
+
+
+def _env_number(env: Mapping[str, str], name: str, kind: type) -> Any:
+    raw = env.get(name)
+    if not raw:
+        return None
+    try:
+        return kind(raw)
+    except ValueError:
+        raise CriticSettingsError(f"${name} must be a number, not {raw!r}") from None
+
+
+def _first_served_model(base_url: str, timeout_s: float, env: Mapping[str, str]) -> str:
+    import openai
+
+    api_key = env.get(API_KEY_ENV) or env.get(FALLBACK_API_KEY_ENV) or NO_KEY
+    where = redact_url(base_url)
+    try:
+        with openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=1) as client:
+            models = [model.id for model in client.models.list()]
+    except openai.APIError as error:
+        kind = type(error).__name__
+        raise CriticSettingsError(f"no model given and {where} did not list its models ({kind}); set ${MODEL_ENV}") from None
+    if not models:
+        raise CriticSettingsError(f"no model given and {where} lists none; set ${MODEL_ENV}")
+    return models[0]
+
+
+@dataclass(frozen=True)
+class CritiqueReport:
+    """What one critique run did: counts, the score histogram, unscored items by reason."""
+
+    agent: dict[str, Any]
+    n_pairs: int  # pairs in the workspace, silence included
+    n_scored: int
+    histogram: tuple[int, ...]  # 11 bins: scores in [k, k+1) for k = 0..9, and exactly 10
+    unscored_by_reason: dict[str, int]
+    flag_counts: dict[str, int]
+    n_passages_skipped: int
+    generation: int | None  # the generation committed; None when there was nothing to commit
+    n_requests: int | None = None  # LLM critic: HTTP attempts made (retries included)
+    n_cache_hits: int | None = None
+    mean_score: float | None = None
+    records: tuple[CritiqueRecord, ...] = field(default=(), repr=False)
+
+    @property
+    def n_unscored(self) -> int:
+        return sum(self.unscored_by_reason.values())
+
+
+def run_critique(
+    workspace: Workspace,
+    critic: Critic,
+    progress: bool = True,
+    concept_column: str | None = DEFAULT_CONCEPT_COLUMN,
+    console: Console | None = None,
+    use_cache: bool = True,
+) -> CritiqueReport:
+    """Judge every pair in the workspace and commit the critic columns in one new generation.
+
+    Passages are skipped (their critic columns stay null); silent answers are
+    marked unscored, reason "silence" (see the module docstring). The concept score
+    is read from `concept_column` when the items have it (0-1; the offline critic
+    weighs it in, the LLM critic does not see it). An LLM critic with no cache of
+    its own gets the workspace's (cache/critic.sqlite), so a re-run costs no requests.
+    Text columns are never touched.
+    """
+    import polars as pl
+
+    if use_cache and isinstance(critic, LLMCritic) and critic.cache is None:
+        critic = critic.with_cache(CritiqueCache(workspace.root / CACHE_PATH))
+
+    items = workspace.items()
+    pairs = items.filter(pl.col("kind") == "pair")
+    n_passages = items.height - pairs.height
+    has_concept = concept_column is not None and concept_column in pairs.columns
+    concepts = pairs[concept_column].cast(pl.Float64, strict=False).to_list() if has_concept else [None] * pairs.height
+
+    agent = critic.agent
+    records: list[CritiqueRecord | None] = [None] * pairs.height
+    to_judge: list[int] = []
+    inputs: list[CritiqueInput] = []
+    for index, row in enumerate(pairs.select("question", "answer", "is_silence").iter_rows(named=True)):
+        answer = row["answer"] or ""
+        if row["is_silence"]:
+            records[index] = CritiqueRecord.unscored(
+                REASON_SILENCE, "the answer is silence: no words for a text critic to judge; the curator decides", agent
+            )
+        elif not answer.strip():
+            records[index] = CritiqueRecord.unscored(REASON_EMPTY, "the answer has no words to judge", agent)
+        else:
+            to_judge.append(index)
+            inputs.append(CritiqueInput(row["question"] or "", answer, concepts[index]))
+
+    requests_before = getattr(critic, "requests_made", None)
+    hits_before = getattr(critic, "cache_hits", None)
+    with _progress_bar(len(inputs), progress, console) as on_progress:
+        judged = critic.critique_many(inputs, progress=on_progress)
+    counters = (
+        (critic.requests_made - requests_before, critic.cache_hits - hits_before)
+        if isinstance(critic, LLMCritic) and requests_before is not None and hits_before is not None
+        else (None, None)
+    )
+    for index, record in zip(to_judge, judged):
+        records[index] = record
+    final: list[CritiqueRecord] = [record for record in records if record is not None]
+
+    generation = None
+    if pairs.height:
+        results = pl.DataFrame(
+            {
+                "item_id": pairs["item_id"],
+                "content_hash": pairs["content_hash"],
+                "critic_score": [r.score for r in final],
+                "critic_rationale": [r.rationale for r in final],
+                "critic_flags": [list(r.flags) for r in final],
+                "critic_status": [r.status for r in final],
+                "critic_unscored_reason": [r.reason for r in final],
+                "critic_agent": [json.dumps(dict(r.agent), sort_keys=True) for r in final],
+            },
+            schema={
+                "item_id": pl.String,
+                "content_hash": pl.String,
+                "critic_score": pl.Float64,
+                "critic_rationale": pl.String,
+                "critic_flags": pl.List(pl.String),
+                "critic_status": pl.String,
+                "critic_unscored_reason": pl.String,
+                "critic_agent": pl.String,
+            },
+        ).unique(subset=["item_id", "content_hash"], keep="first", maintain_order=True)
+        generation = workspace.update_items(lambda current: _with_critic_columns(current, results))
+
+    return _report(critic, final, n_passages, generation, *counters)
+
+
+def _with_critic_columns(items: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
+    """Items with this run's critic columns joined on (item_id, content_hash), order kept.
+
+    Joined on both keys rather than by position: items ingested while the critic ran
+    simply get nulls, and a pair whose words changed is not given a stale judgement.
+    """
+    base = items.drop([name for name in CRITIC_COLUMNS if name in items.columns])
+    return base.join(results, on=["item_id", "content_hash"], how="left", maintain_order="left")
+
+
+def _report(
+    critic: Critic,
+    records: list[CritiqueRecord],
+    n_passages: int,
+    generation: int | None,
+    n_requests: int | None,
+    n_cache_hits: int | None,
+) -> CritiqueReport:
+    histogram = [0] * 11
+    scores = []
+    for record in records:
+        if record.score is not None:
+            scores.append(record.score)
+            histogram[min(10, int(math.floor(record.score)))] += 1
+    unscored = Counter(record.reason for record in records if not record.is_scored)
+    flags = Counter(flag for record in records for flag in record.flags)
+    return CritiqueReport(
+        agent=critic.agent,
+        n_pairs=len(records),
+        n_scored=len(scores),
+        histogram=tuple(histogram),
+        unscored_by_reason=dict(sorted(unscored.items(), key=lambda kv: (-kv[1], kv[0]))),
+        flag_counts={flag: flags[flag] for flag in FLAGS if flags[flag]},
+        n_passages_skipped=n_passages,
+        generation=generation,
+        n_requests=n_requests,
+        n_cache_hits=n_cache_hits,
+        mean_score=round(sum(scores) / len(scores), 2) if scores else None,
+        records=tuple(records),
+    )
+
+
+class _progress_bar:
+    """A rich progress bar on stderr fed by critique_many's (done, total) callback; off when not a terminal."""
+
+    def __init__(self, total: int, enabled: bool, console: Console | None):
+        self.total, self.enabled, self.console = total, enabled, console
+        self._progress = None
+
+    def __enter__(self):
+        if not self.enabled or not self.total:
+            return None
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+        console = self.console or Console(stderr=True)
+        self._progress = Progress(
+            TextColumn("critiquing"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeRemainingColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
+        self._progress.__enter__()
+        task = self._progress.add_task("critique", total=self.total)
+        progress = self._progress
+
+        def on_progress(done: int, total: int) -> None:
+            progress.update(task, completed=done, total=total)
+
+        return on_progress
+
+    def __exit__(self, *exc_info: Any) -> None:
+        if self._progress is not None:
+            self._progress.__exit__(*exc_info)
+
+
+def render_report(report: CritiqueReport) -> Table:
+    """The summary as one rich Table: the score histogram, then unscored items by reason."""
+    from rich.table import Table
+    from rich.text import Text
+
+    agent = report.agent
+    title = f"critique by {agent.get('kind')} critic {agent.get('model')} ({agent.get('rubric_version')})"
+    table = Table("score", "items", "", title=Text(title), show_edge=False)
+    widest = max(report.histogram) if any(report.histogram) else 1
+    for score, count in enumerate(report.histogram):
+        label = "10" if score == 10 else f"{score}-{score + 1}"
+        table.add_row(label, str(count), "█" * math.ceil(30 * count / widest) if count else "")
+    table.add_section()
+    table.add_row("scored", str(report.n_scored), f"mean {report.mean_score:.2f}" if report.mean_score is not None else "")
+    table.add_row("unscored", str(report.n_unscored), "")
+    for reason, count in report.unscored_by_reason.items():
+        table.add_row(Text(f"  {reason}"), str(count), "")
+    if report.flag_counts:
+        table.add_section()
+        for flag, count in report.flag_counts.items():
+            table.add_row(Text(f"flag {flag}"), str(count), "")
+    table.add_section()
+    table.add_row("passages skipped", str(report.n_passages_skipped), "")
+    if report.n_requests is not None:
+        table.add_row("requests sent", str(report.n_requests), f"{report.n_cache_hits or 0} cache hits")
+    return table
