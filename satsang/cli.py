@@ -138,6 +138,53 @@ def status(workspace: WorkspaceOption = None) -> None:
 
 
 @app.command()
+def dedup(
+    workspace: WorkspaceOption = None,
+    shingle_size: Annotated[int, typer.Option(help="Words per shingle.")] = 5,
+    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
+    threshold: Annotated[float, typer.Option(help="Jaccard similarity at or above which two items are near duplicates.")] = 0.7,
+) -> None:
+    """Mark exact and near duplicates (MinHash + LSH, confirmed by true Jaccard) with a cluster and a kept representative.
+
+    Nothing is dropped: every item gets dedup_* columns; the export decides.
+
+    Example: satsang dedup --threshold 0.8
+    """
+    from curation.dedup import DedupConfig, run_dedup
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        report = run_dedup(Workspace.open(workspace), DedupConfig(shingle_size=shingle_size, num_perm=num_perm, threshold=threshold))
+    _print_dedup_report(report)
+
+
+@app.command()
+def critique(
+    workspace: WorkspaceOption = None,
+    base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint. (default: $SATSANG_CRITIC_BASE_URL; unset: the offline critic)", show_default=False)] = None,
+    model: Annotated[Optional[str], typer.Option(help="Model name. (default: $SATSANG_CRITIC_MODEL, else the endpoint's first model)", show_default=False)] = None,
+) -> None:
+    """Score every pair's aliveness 0-10 with a rationale and flags, and add critic_* columns.
+
+    With no endpoint configured, the offline critic (named text signals plus the concept score) judges.
+    The API key is read from $SATSANG_CRITIC_API_KEY (or $OPENAI_API_KEY) and never written anywhere.
+
+    Example: SATSANG_CRITIC_BASE_URL=http://127.0.0.1:8000/v1 satsang critique
+    """
+    from critic.stage import CriticSettingsError, critic_from_settings, render_report, run_critique
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+        try:
+            critic = critic_from_settings(base_url, model)
+        except CriticSettingsError as error:
+            fail(f"error: {error}")
+        report = run_critique(ws, critic, console=err)
+    out.print(render_report(report))
+
+
+@app.command()
 def run(workspace: WorkspaceOption = None) -> None:
     """Curate the bundled sample (talks 1-49 of Talks with Sri Ramana Maharshi, and Nan Yar?) through every stage there is.
 
@@ -218,6 +265,24 @@ def _print_ingest_reports(*reports: IngestReport) -> None:
         notes += [f"{count} {name.replace('_', ' ')}" for name, count in file.parse_report.items() if count and name != "pairs"]
         table.add_row(Text(Path(file.path).name), file.status, str(file.n_items), ", ".join(notes) or "-")
     out.print(table)
+
+
+def _print_dedup_report(report) -> None:
+    from rich.table import Table
+
+    table = Table(title=f"dedup: shingles of {report.config.shingle_size} words, threshold {report.config.threshold}")
+    table.add_column("items", justify="right")
+    table.add_column("clusters", justify="right")
+    table.add_column("with duplicates", justify="right")
+    table.add_column("exact copies", justify="right")
+    table.add_column("near copies", justify="right")
+    table.add_column("across sources", justify="right")
+    table.add_row(*(str(n) for n in (
+        report.n_items, report.n_clusters, report.n_duplicate_clusters,
+        report.n_exact_duplicates, report.n_near_duplicates, report.n_cross_source_clusters,
+    )))
+    out.print(table)
+    out.print(f"{report.seconds:.2f} s; nothing dropped: each copy points to its cluster's representative.")
 
 
 def _print_status(workspace_status: WorkspaceStatus) -> None:
