@@ -122,12 +122,7 @@ class Event:
     end: int
     role: str = ""  # for markers: "q" or "a"
     speaker: str = ""  # for markers: the speaker as written; for sections: the section name
-    turn_start: int = -1  # for reported speech, speech starts after the lead-in sentence
-    lead_in: bool = False  # reported speech: the lead-in sentence is context, not noise
-
-    def __post_init__(self):
-        if self.turn_start < 0:
-            self.turn_start = self.end
+    lead_in: bool = False  # reported speech: the marker spans its lead-in sentence, which is context
 
 
 def _alternation(words) -> str:
@@ -475,7 +470,7 @@ class _Parser:
                 spans = self._text_spans(ev.start, nxt)
                 (answer or question or {"spans": []})["spans"].extend(spans)
                 continue
-            spans = self._text_spans(ev.turn_start, nxt)
+            spans = self._text_spans(ev.end, nxt)
             if not spans:
                 continue  # an empty turn: as if its marker were not there
             if ev.role == "q":
@@ -484,7 +479,7 @@ class _Parser:
                     question = answer = None
                     ctx_start = ev.start
                 if question is None:
-                    context_end = ev.turn_start if ev.lead_in else ev.start
+                    context_end = ev.end if ev.lead_in else ev.start
                     question = {"event": ev, "spans": spans, "context": (ctx_start, context_end)}
                 else:
                     question["spans"].extend(spans)
