@@ -1,0 +1,795 @@
+"""Review decisions ("responses"): an append-only log in SQLite (WAL) or PostgreSQL.
+
+A response is one human act on one item: accept, reject (with a reason from a
+controlled list), edit (with the edited question and/or answer), or undo. Rows are
+only ever appended: an undo is a new row pointing at the response it reverts, and a
+re-review is simply a newer response. The *effective* response of an item is its
+latest response that is neither an undo nor undone; an item whose every response was
+undone has none, and is unreviewed again. History is never lost.
+
+Where it lives: `<workspace>/reviews.db` (SQLite, WAL) by default; a PostgreSQL
+database when given a `postgresql://` URL (`url=`, or `$SATSANG_DB_URL`), so a team
+can review into one place. Both have the same tables, the same migrations and pass
+the same tests.
+
+Guarantees, and why:
+
+- Every call that writes is one committed transaction, so a reviewer never sees half a
+  bulk action, and a process killed mid-stream loses nothing it was told was stored.
+- SQLite runs `synchronous=FULL`: in WAL mode `NORMAL` survives a killed process but
+  can lose the last commits on power loss. A decision costs a reviewer a minute of
+  reading; the fsync it buys costs well under a millisecond.
+- Writers are serialised (SQLite `BEGIN IMMEDIATE`; PostgreSQL `LOCK TABLE ... IN
+  EXCLUSIVE MODE`, which still lets readers through), so ids grow in commit order:
+  "latest" means latest committed, an undo always targets what was current when it
+  committed, and a reader that remembers the last id it saw misses nothing.
+- Append-only is enforced by the database as well: triggers refuse UPDATE and DELETE
+  on `responses`. This module issues neither.
+- The schema carries a version (`schema_migrations`). Opening a store applies the
+  missing migrations in one transaction; a database newer than this code is refused.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import sqlite3
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import polars as pl
+
+from curation.workspace import WorkspaceError
+
+DB_URL_ENV = "SATSANG_DB_URL"
+SQLITE_FILE = "reviews.db"
+
+DECISIONS: tuple[str, ...] = ("accept", "reject", "edit", "undo")
+REASONS: tuple[str, ...] = ("parse error", "not contemplative", "duplicate", "incomplete", "off-topic", "other")
+
+Backend = Literal["sqlite", "postgresql"]
+
+
+class ResponseStoreError(WorkspaceError):
+    """The review database cannot be opened or used (unreachable, newer schema, not ours, closed)."""
+
+
+class SchemaTooNew(ResponseStoreError):
+    """The database was written by a newer satsang: its schema version is above every migration known here."""
+
+
+class InvalidResponse(ResponseStoreError, ValueError):
+    """A response failed validation; nothing was written."""
+
+
+@dataclass(frozen=True)
+class Response:
+    """One stored response, as read back from the database."""
+
+    id: int  # assigned by the database; grows in commit order
+    item_id: str
+    content_hash: str  # the item's exact-content hash when it was reviewed
+    reviewer: str
+    decision: str  # one of DECISIONS
+    reason: str | None  # one of REASONS; required for reject
+    note: str  # free text, "" if none
+    edited_question: str | None  # edit only
+    edited_answer: str | None  # edit only
+    created_at: str  # ISO 8601, UTC
+    undoes: int | None  # undo only: the id of the response it reverts
+
+
+RESPONSE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Response))
+
+# responses(): every row, oldest first.
+RESPONSE_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Int64,
+    "item_id": pl.String,
+    "content_hash": pl.String,
+    "reviewer": pl.String,
+    "decision": pl.String,
+    "reason": pl.String,
+    "note": pl.String,
+    "edited_question": pl.String,
+    "edited_answer": pl.String,
+    "created_at": pl.String,
+    "undoes": pl.Int64,
+}
+
+# state(): one row per item with an effective response, by item_id.
+STATE_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String,
+    "content_hash": pl.String,
+    "reviewer": pl.String,
+    "decision": pl.String,
+    "reason": pl.String,
+    "note": pl.String,
+    "edited_question": pl.String,
+    "edited_answer": pl.String,
+    "created_at": pl.String,
+    "response_id": pl.Int64,
+}
+
+
+# ---- schema and migrations --------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Migration:
+    """One schema step, written once per dialect. Never edit a released step: add the next one."""
+
+    version: int
+    description: str
+    sqlite: tuple[str, ...]
+    postgresql: tuple[str, ...]
+
+
+_APPEND_ONLY_MESSAGE = "responses are append-only: record a new response instead"
+
+# The checks shared by both dialects: the rules a row must obey whatever wrote it.
+_RESPONSE_CHECKS = """
+    CHECK (reviewer <> ''),
+    CHECK (decision IN ('accept', 'reject', 'edit', 'undo')),
+    CHECK ((decision = 'undo') = (undoes IS NOT NULL)),
+    CHECK (decision <> 'reject' OR reason IS NOT NULL),
+    CHECK (decision <> 'edit' OR edited_question IS NOT NULL OR edited_answer IS NOT NULL)"""
+
+_RESPONSE_COLUMNS_DDL = """
+    item_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    decision TEXT NOT NULL,
+    reason TEXT,
+    note TEXT NOT NULL DEFAULT '',
+    edited_question TEXT,
+    edited_answer TEXT,
+    created_at TEXT NOT NULL,"""
+
+MIGRATIONS: tuple[Migration, ...] = (
+    Migration(
+        1,
+        "responses: append-only log of review decisions",
+        sqlite=(
+            f"""CREATE TABLE responses (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,{_RESPONSE_COLUMNS_DDL}
+    undoes INTEGER REFERENCES responses (id),{_RESPONSE_CHECKS}
+)""",
+            f"CREATE TRIGGER responses_no_update BEFORE UPDATE ON responses"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+            f"CREATE TRIGGER responses_no_delete BEFORE DELETE ON responses"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+        ),
+        postgresql=(
+            f"""CREATE TABLE responses (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,{_RESPONSE_COLUMNS_DDL}
+    undoes BIGINT REFERENCES responses (id),{_RESPONSE_CHECKS}
+)""",
+            f"""CREATE FUNCTION responses_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END $$""",
+            "CREATE TRIGGER responses_no_update_or_delete BEFORE UPDATE OR DELETE ON responses"
+            " FOR EACH ROW EXECUTE FUNCTION responses_append_only()",
+            "CREATE TRIGGER responses_no_truncate BEFORE TRUNCATE ON responses"
+            " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
+        ),
+    ),
+    Migration(
+        2,
+        "index responses by (item_id, id): history, undo and state read one item's rows in order",
+        sqlite=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
+        postgresql=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
+    ),
+)
+
+SCHEMA_VERSION = MIGRATIONS[-1].version
+
+_MIGRATIONS_TABLE_DDL = (
+    "CREATE TABLE schema_migrations ("
+    " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
+)
+
+# PostgreSQL advisory lock key that serialises migrations of one database ("satsang").
+_PG_MIGRATION_LOCK = 0x7361747361_6E67
+
+
+# The effective response of one item (parameter: item_id): its latest response that is
+# neither an undo nor undone. Undos point at their target, so "undone" is one lookup.
+_EFFECTIVE = """WHERE r.item_id = ? AND r.decision <> 'undo'
+      AND NOT EXISTS (SELECT 1 FROM responses AS u WHERE u.item_id = r.item_id AND u.undoes = r.id)
+    ORDER BY r.id DESC LIMIT 1"""
+
+_INSERT = (
+    f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS[1:])})"
+    f" VALUES ({', '.join('?' for _ in RESPONSE_COLUMNS[1:])}) RETURNING id"
+)
+
+# Parameters: content_hash ("" for the undone response's), reviewer, reason, note, created_at, item_id.
+_INSERT_UNDO = f"""INSERT INTO responses ({', '.join(RESPONSE_COLUMNS[1:])})
+    SELECT r.item_id, COALESCE(NULLIF(?, ''), r.content_hash), ?, 'undo', ?, ?, NULL, NULL, ?, r.id
+    FROM responses AS r {_EFFECTIVE}
+    RETURNING id, content_hash, undoes"""
+
+
+# ---- the store ----------------------------------------------------------------------------
+
+
+def resolve_db_url(url: str | None = None) -> str | None:
+    """The database URL to use: `url` if given, else $SATSANG_DB_URL, else None (SQLite in the workspace)."""
+    return url or os.environ.get(DB_URL_ENV) or None
+
+
+def redact_url(url: str) -> str:
+    """`url` with any password replaced by ***, fit for messages and logs."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def _is_postgresql_url(value: str) -> bool:
+    return value.startswith(("postgresql://", "postgres://"))
+
+
+class ResponseStore:
+    """The append-only response log of one workspace (or one team database).
+
+    Thread-safe: one connection, used under a lock, so a Streamlit app can share one store.
+    Example:
+
+        with ResponseStore.open("satsang-workspace") as store:
+            store.record(item_id, content_hash, "ana", "reject", reason="duplicate")
+            store.undo(item_id, "ana")
+            store.state()  # one row per reviewed item
+    """
+
+    # How long an SQLite writer waits for another's transaction before failing.
+    busy_timeout_s: float = 30.0
+
+    def __init__(self, backend: Backend, connection: Any, location: str):
+        self.backend: Backend = backend
+        self.location = location  # the file, or the redacted URL
+        self._connection = connection
+        self._lock = threading.RLock()
+        self._closed = False
+
+    # ---- opening ------------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, workspace_root_or_url: str | os.PathLike[str], url: str | None = None) -> ResponseStore:
+        """Open (creating and migrating as needed) the review database.
+
+        PostgreSQL when `url`, $SATSANG_DB_URL or the first argument is a postgresql:// URL;
+        else SQLite at `<workspace>/reviews.db`, or the file a `sqlite:///path` URL names.
+        """
+        first = str(workspace_root_or_url)
+        target = url or (first if _is_postgresql_url(first) else None) or os.environ.get(DB_URL_ENV) or None
+        if target is not None and _is_postgresql_url(target):
+            return cls._open_postgresql(target)
+        if target is not None and target.startswith("sqlite:///"):
+            path = Path(target.removeprefix("sqlite:///"))  # as SQLAlchemy: sqlite:////abs, sqlite:///rel
+        elif target is not None:
+            raise ResponseStoreError(
+                f"{redact_url(target)}: unsupported database URL (use postgresql://... or sqlite:///path)"
+            )
+        else:
+            root = Path(workspace_root_or_url)
+            if not root.is_dir():
+                raise ResponseStoreError(f"{root}: no such workspace directory")
+            path = root / SQLITE_FILE
+        return cls._open_sqlite(path)
+
+    @classmethod
+    def _open_sqlite(cls, path: Path) -> ResponseStore:
+        if not path.parent.is_dir():
+            raise ResponseStoreError(f"{path.parent}: no such directory")
+        try:
+            # isolation_level=None: this module opens its own transactions (BEGIN IMMEDIATE).
+            connection = sqlite3.connect(
+                path, timeout=cls.busy_timeout_s, isolation_level=None, check_same_thread=False
+            )
+        except sqlite3.Error as error:
+            raise ResponseStoreError(f"{path}: cannot open: {error}") from None
+        store = cls("sqlite", connection, str(path))
+        try:
+            with store._errors("open"):
+                connection.execute(f"PRAGMA busy_timeout = {int(cls.busy_timeout_s * 1000)}")
+                mode = store._retry_while_locked(lambda: connection.execute("PRAGMA journal_mode = WAL").fetchone()[0])
+                if str(mode).lower() != "wal":
+                    raise ResponseStoreError(f"{path}: cannot switch to WAL mode (journal_mode is {mode})")
+                connection.execute("PRAGMA synchronous = FULL")
+                connection.execute("PRAGMA foreign_keys = ON")
+            store._migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    @classmethod
+    def _open_postgresql(cls, url: str) -> ResponseStore:
+        try:
+            import psycopg
+        except ImportError:
+            raise ResponseStoreError("PostgreSQL needs psycopg 3: pip install 'psycopg[binary]'") from None
+        try:
+            connection = psycopg.connect(url, autocommit=True, connect_timeout=10, application_name="satsang")
+        except psycopg.Error as error:
+            message = " ".join(str(error).split())
+            raise ResponseStoreError(f"{redact_url(url)}: cannot connect: {message}") from None
+        store = cls("postgresql", connection, redact_url(url))
+        try:
+            store._migrate()
+        except BaseException:
+            connection.close()
+            raise
+        return store
+
+    def _retry_while_locked(self, step: Any) -> Any:
+        """Run `step`, retrying while SQLite says the database is locked (e.g. a fresh file switching to WAL)."""
+        deadline = time.monotonic() + self.busy_timeout_s
+        while True:
+            try:
+                return step()
+            except sqlite3.OperationalError as error:
+                if "locked" not in str(error) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.01)
+
+    # ---- migrations -----------------------------------------------------------------------
+
+    def _migrate(self) -> None:
+        with self._errors("migrate"):
+            if self._read_version() == SCHEMA_VERSION:
+                return
+            with self._write_transaction(lock_responses=False):
+                if self.backend == "postgresql":
+                    self._execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATION_LOCK,))
+                version = self._read_version()  # again, under the lock: another process may have migrated
+                if version == SCHEMA_VERSION:
+                    return
+                if version == 0:
+                    if self._table_exists("responses"):
+                        raise ResponseStoreError(
+                            f"{self.location}: has a responses table but no schema_migrations:"
+                            " not a satsang review database"
+                        )
+                    self._execute(_MIGRATIONS_TABLE_DDL)
+                for migration in MIGRATIONS:
+                    if migration.version <= version:
+                        continue
+                    for statement in getattr(migration, self.backend):
+                        self._execute(statement)
+                    self._execute(
+                        "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
+                        (migration.version, migration.description, _utc_now()),
+                    )
+
+    def _read_version(self) -> int:
+        if not self._table_exists("schema_migrations"):
+            return 0
+        version = self._execute("SELECT max(version) FROM schema_migrations").fetchone()[0] or 0
+        if version > SCHEMA_VERSION:
+            raise SchemaTooNew(
+                f"{self.location}: review database schema version {version} is newer than this satsang"
+                f" knows ({SCHEMA_VERSION}); upgrade satsang to open it"
+            )
+        return int(version)
+
+    def _table_exists(self, name: str) -> bool:
+        if self.backend == "sqlite":
+            query = "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?"
+        else:
+            # A query on the catalog, not to_regclass(): that reads the session's catalog cache,
+            # which an advisory lock does not refresh, so it can miss a table another process
+            # created while this one waited for the migration lock.
+            query = "SELECT 1 FROM pg_catalog.pg_tables WHERE schemaname = current_schema() AND tablename = ?"
+        return self._execute(query, (name,)).fetchone() is not None
+
+    def schema_version(self) -> int:
+        with self._guard("schema_version"):
+            return self._read_version()
+
+    # ---- writing --------------------------------------------------------------------------
+
+    def record(
+        self,
+        item_id: str,
+        content_hash: str,
+        reviewer: str,
+        decision: str,
+        reason: str | None = None,
+        note: str = "",
+        edited_question: str | None = None,
+        edited_answer: str | None = None,
+    ) -> Response:
+        """Append one response, in its own committed transaction, and return it as stored.
+
+        `decision="undo"` reverts the item's effective response (InvalidResponse if it has none).
+        """
+        row = {
+            "item_id": item_id,
+            "content_hash": content_hash,
+            "reviewer": reviewer,
+            "decision": decision,
+            "reason": reason,
+            "note": note,
+            "edited_question": edited_question,
+            "edited_answer": edited_answer,
+        }
+        return self._append([_validated(row, where="")])[0]
+
+    def record_many(self, responses: Sequence[Mapping[str, Any]]) -> list[Response]:
+        """Append several responses (dicts of `record`'s arguments) in one transaction: all or none.
+
+        Rows apply in order, so a batch may review an item and then undo that review.
+        """
+        rows = [_validated(response, where=f"response {i}: ") for i, response in enumerate(responses)]
+        return self._append(rows) if rows else []
+
+    def undo(self, item_id: str, reviewer: str, note: str = "") -> Response | None:
+        """Append an undo of the item's effective response; None (nothing written) if it has none."""
+        row = _validated({"item_id": item_id, "reviewer": reviewer, "decision": "undo", "note": note}, where="")
+        stored = self._append([row], nothing_to_undo_ok=True)
+        return stored[0] if stored else None
+
+    def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False) -> list[Response]:
+        created_at = _utc_now()
+        written: list[tuple[dict[str, Any], Any]] = []  # (row, cursor whose RETURNING gives its id, or None)
+        with self._guard("record"), self._pipeline():
+            with self._write_transaction():
+                for row in rows:
+                    row = {**row, "created_at": created_at}
+                    if row["decision"] == "undo":
+                        # One statement finds the effective response and appends its undo,
+                        # or appends nothing when there is none.
+                        params = (row["content_hash"], row["reviewer"], row["reason"], row["note"], created_at)
+                        returned = self._execute(_INSERT_UNDO, (*params, row["item_id"])).fetchone()
+                        if returned is None:
+                            if nothing_to_undo_ok:
+                                continue
+                            raise InvalidResponse(
+                                f"{row['item_id']}: nothing to undo (the item has no effective response)"
+                            )
+                        row["id"], row["content_hash"], row["undoes"] = returned
+                        written.append((row, None))
+                    else:
+                        row["undoes"] = None
+                        cursor = self._execute(_INSERT, tuple(row[c] for c in RESPONSE_COLUMNS[1:]))
+                        if self.backend == "sqlite":
+                            row["id"] = cursor.fetchone()[0]
+                            cursor = None
+                        written.append((row, cursor))
+            # PostgreSQL pipelines the inserts with the COMMIT: their ids are read once it is done.
+            for row, cursor in written:
+                if cursor is not None:
+                    row["id"] = cursor.fetchone()[0]
+        return [Response(**{c: row[c] for c in RESPONSE_COLUMNS}) for row, _ in written]
+
+    # ---- reading --------------------------------------------------------------------------
+
+    def history(self, item_id: str) -> list[Response]:
+        """Every response to the item, undos included, oldest first."""
+        with self._guard("history"):
+            rows = self._execute(
+                f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses WHERE item_id = ? ORDER BY id", (item_id,)
+            ).fetchall()
+        return [Response(*row) for row in rows]
+
+    def current(self, item_id: str) -> Response | None:
+        """The item's effective response: its latest one that is not an undo and not undone."""
+        with self._guard("current"):
+            return self._effective(item_id)
+
+    def state(self) -> pl.DataFrame:
+        """One row per item with an effective response (STATE_SCHEMA), sorted by item_id."""
+        columns = ", ".join(c for c in RESPONSE_COLUMNS if c not in ("id", "undoes"))
+        query = f"""
+            WITH live AS (
+                SELECT * FROM responses
+                WHERE decision <> 'undo'
+                  AND id NOT IN (SELECT undoes FROM responses WHERE undoes IS NOT NULL)
+            )
+            SELECT {columns}, id AS response_id FROM live
+            WHERE id IN (SELECT max(id) FROM live GROUP BY item_id)
+            ORDER BY item_id"""
+        with self._guard("state"):
+            rows = self._execute(query).fetchall()
+        return pl.DataFrame(rows, schema=STATE_SCHEMA, orient="row")
+
+    def responses(self) -> pl.DataFrame:
+        """Every response (RESPONSE_SCHEMA: the Response fields), oldest first."""
+        with self._guard("responses"):
+            rows = self._execute(f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses ORDER BY id").fetchall()
+        return pl.DataFrame(rows, schema=RESPONSE_SCHEMA, orient="row")
+
+    def reviewers(self) -> list[str]:
+        """Everyone who has recorded a response, sorted."""
+        with self._guard("reviewers"):
+            rows = self._execute("SELECT DISTINCT reviewer FROM responses ORDER BY reviewer").fetchall()
+        return [row[0] for row in rows]
+
+    def _effective(self, item_id: str) -> Response | None:
+        query = f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses AS r {_EFFECTIVE}"
+        row = self._execute(query, (item_id,)).fetchone()
+        return Response(*row) if row is not None else None
+
+    # ---- checking ---------------------------------------------------------------------------
+
+    def integrity_check(self) -> list[str]:
+        """Problems found in the database, [] when it is sound.
+
+        SQLite: PRAGMA integrity_check and foreign_key_check. Both: the schema version, the
+        append-only triggers, and the log's own rules (every undo reverts an earlier,
+        non-undo response of the same item, none twice; decisions and reasons known;
+        rejects have reasons; edits have text).
+        """
+        problems: list[str] = []
+        with self._guard("integrity_check"):
+            if self.backend == "sqlite":
+                rows = [row[0] for row in self._execute("PRAGMA integrity_check").fetchall()]
+                if rows != ["ok"]:
+                    problems += [f"sqlite integrity_check: {row}" for row in rows]
+                    return problems  # the rest would read a damaged file
+                problems += [
+                    f"sqlite foreign_key_check: {table} row {rowid} points at a missing {parent} row"
+                    for table, rowid, parent, _ in self._execute("PRAGMA foreign_key_check").fetchall()
+                ]
+            version = self._read_version()
+            if version != SCHEMA_VERSION:
+                problems.append(f"schema version is {version}, expected {SCHEMA_VERSION}")
+            for missing in ("responses", "schema_migrations"):
+                if not self._table_exists(missing):
+                    problems.append(f"table {missing} is missing")
+            if problems:
+                return problems
+            if not self._append_only_enforced():
+                problems.append("the append-only triggers on responses are missing")
+            for (id_, target, target_item, item, target_decision) in self._execute(
+                """SELECT u.id, u.undoes, t.item_id, u.item_id, t.decision
+                FROM responses AS u LEFT JOIN responses AS t ON t.id = u.undoes
+                WHERE u.decision = 'undo'
+                  AND (t.id IS NULL OR t.item_id <> u.item_id OR t.decision = 'undo' OR t.id >= u.id)"""
+            ).fetchall():
+                if target_item is None:
+                    problems.append(f"response {id_}: undoes missing response {target}")
+                elif target_item != item:
+                    problems.append(f"response {id_}: undoes response {target} of another item")
+                elif target_decision == "undo":
+                    problems.append(f"response {id_}: undoes response {target}, itself an undo")
+                else:
+                    problems.append(f"response {id_}: undoes a later response {target}")
+            for target, n in self._execute(
+                "SELECT undoes, count(*) FROM responses WHERE undoes IS NOT NULL GROUP BY undoes HAVING count(*) > 1"
+            ).fetchall():
+                problems.append(f"response {target}: undone {n} times")
+            for id_, decision, reason, has_edit, undoes in self._execute(
+                """SELECT id, decision, reason,
+                    CASE WHEN edited_question IS NULL AND edited_answer IS NULL THEN 0 ELSE 1 END, undoes
+                FROM responses"""
+            ).fetchall():
+                if decision not in DECISIONS:
+                    problems.append(f"response {id_}: unknown decision {decision!r}")
+                if reason is not None and reason not in REASONS:
+                    problems.append(f"response {id_}: unknown reason {reason!r}")
+                if decision == "reject" and reason is None:
+                    problems.append(f"response {id_}: reject without a reason")
+                if decision == "edit" and not has_edit:
+                    problems.append(f"response {id_}: edit without edited text")
+                if (decision == "undo") != (undoes is not None):
+                    problems.append(f"response {id_}: undoes is set on a {decision}, or missing on an undo")
+        return problems
+
+    def _append_only_enforced(self) -> bool:
+        if self.backend == "sqlite":
+            query = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'responses'"
+            expected = 2  # before update, before delete
+        else:
+            query = (
+                "SELECT count(*) FROM pg_catalog.pg_trigger AS t"
+                " JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid"
+                " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
+                " WHERE c.relname = 'responses' AND n.nspname = current_schema()"
+                " AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
+            )
+            expected = 2  # before update or delete, before truncate
+        return self._execute(query).fetchone()[0] >= expected
+
+    # ---- plumbing --------------------------------------------------------------------------
+
+    def close(self) -> None:
+        with self._lock:
+            if not self._closed:
+                self._closed = True
+                self._connection.close()
+
+    def __enter__(self) -> ResponseStore:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"ResponseStore({self.backend}: {self.location})"
+
+    @contextmanager
+    def _guard(self, operation: str) -> Iterator[None]:
+        """Hold the store's lock, refuse use after close, and turn driver errors into ResponseStoreError."""
+        with self._lock:
+            if self._closed:
+                raise ResponseStoreError(f"{self.location}: {operation} on a closed response store")
+            with self._errors(operation):
+                yield
+
+    @contextmanager
+    def _errors(self, operation: str) -> Iterator[None]:
+        try:
+            yield
+        except ResponseStoreError:
+            raise
+        except sqlite3.Error as error:
+            raise ResponseStoreError(f"{self.location}: {operation} failed: {error}") from error
+        except Exception as error:
+            if type(error).__module__.startswith("psycopg"):
+                message = " ".join(str(error).split())
+                raise ResponseStoreError(f"{self.location}: {operation} failed: {message}") from error
+            raise
+
+    @contextmanager
+    def _write_transaction(self, lock_responses: bool = True) -> Iterator[None]:
+        """One transaction that excludes every other writer from its start, committed on success."""
+        if self.backend == "sqlite":
+            self._begin_immediate()
+            try:
+                yield
+                self._connection.execute("COMMIT")
+            except BaseException:
+                if self._connection.in_transaction:  # SQLite may have rolled back already (e.g. on I/O error)
+                    self._connection.execute("ROLLBACK")
+                raise
+        else:
+            with self._connection.transaction():
+                if lock_responses:
+                    # EXCLUSIVE blocks other writers only (readers take ACCESS SHARE): ids are
+                    # drawn in commit order, and an undo's target cannot move under it.
+                    self._connection.execute("LOCK TABLE responses IN EXCLUSIVE MODE")
+                yield
+
+    def _begin_immediate(self) -> None:
+        """BEGIN IMMEDIATE, waiting up to busy_timeout_s for other writers.
+
+        IMMEDIATE takes the write lock at once: a deferred transaction that reads and then
+        writes can fail with SQLITE_BUSY_SNAPSHOT, which no busy timeout cures. The wait is
+        ours rather than SQLite's busy handler, whose sleeps grow to 100 ms: with many
+        writers the lock would sit free while they all slept.
+        """
+        deadline = time.monotonic() + self.busy_timeout_s
+        delay = 0.0005
+        self._connection.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    self._connection.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as error:
+                    if "locked" not in str(error) or time.monotonic() > deadline:
+                        raise
+                time.sleep(random.uniform(0, delay))
+                delay = min(delay * 2, 0.02)
+        finally:
+            self._connection.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout_s * 1000)}")
+
+    @contextmanager
+    def _pipeline(self) -> Iterator[None]:
+        """PostgreSQL: send a write's statements together, so the table lock is held for one round trip."""
+        if self.backend == "postgresql":
+            with self._connection.pipeline():
+                yield
+        else:
+            yield
+
+    def _execute(self, sql: str, params: Sequence[Any] = ()) -> Any:
+        if self.backend == "sqlite":
+            return self._connection.execute(sql, params)
+        return self._connection.execute(sql.replace("?", "%s"), params if params else None)
+
+
+# ---- validation ------------------------------------------------------------------------------
+
+_FIELDS = ("item_id", "content_hash", "reviewer", "decision", "reason", "note", "edited_question", "edited_answer")
+
+
+def _validated(response: Mapping[str, Any], where: str) -> dict[str, Any]:
+    """The response as a complete row, or InvalidResponse naming what is wrong (prefixed by `where`)."""
+
+    def fail(message: str) -> InvalidResponse:
+        return InvalidResponse(f"{where}{message}")
+
+    unknown = sorted(set(response) - set(_FIELDS))
+    if unknown:
+        raise fail(f"unknown field(s) {unknown}; a response has {list(_FIELDS)}")
+    row: dict[str, Any] = {name: response.get(name) for name in _FIELDS}
+    row["note"] = "" if row["note"] is None else row["note"]
+    row["content_hash"] = row["content_hash"] or ""
+    for name, value in row.items():
+        if value is not None and not isinstance(value, str):
+            raise fail(f"{name} must be a string, not {type(value).__name__}")
+
+    decision = row["decision"]
+    if decision not in DECISIONS:
+        raise fail(f"decision must be one of {list(DECISIONS)}, not {decision!r}")
+    if not row["item_id"]:
+        raise fail("item_id is required")
+    row["reviewer"] = (row["reviewer"] or "").strip()
+    if not row["reviewer"]:
+        raise fail("reviewer is required")
+    if decision != "undo" and not row["content_hash"]:
+        raise fail("content_hash is required (the item's content hash at review time)")
+
+    reason = row["reason"]
+    if reason is not None and reason not in REASONS:
+        raise fail(f"reason must be one of {list(REASONS)}, not {reason!r}")
+    if decision == "reject" and reason is None:
+        raise fail(f"a reject needs a reason, one of {list(REASONS)}")
+    if reason == "other" and not row["note"].strip():
+        raise fail("reason 'other' needs a note saying what the reason is")
+
+    edited = row["edited_question"] is not None or row["edited_answer"] is not None
+    if decision == "edit":
+        if not edited:
+            raise fail("an edit needs edited_question and/or edited_answer")
+        if row["edited_question"] is not None and not row["edited_question"].strip():
+            raise fail("edited_question is blank (leave it None to keep the question)")
+    elif edited:
+        raise fail(f"edited text belongs to an edit, not to a {decision}")
+    return row
+
+
+def _utc_now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
+# ---- review columns on the items table ---------------------------------------------------------
+
+# Added to items.parquet by mark_reviewed; review_decision is the "reviewed" stage marker
+# (curation.workspace.STAGES). The edited text stays in the store: items' text is never rewritten.
+REVIEW_COLUMNS: dict[str, pl.DataType] = {
+    "review_decision": pl.String,
+    "review_reason": pl.String,
+    "review_reviewer": pl.String,
+    "review_at": pl.String,
+    "review_response_id": pl.Int64,
+    "review_content_changed": pl.Boolean,  # the item's exact text moved since it was reviewed
+}
+
+
+def with_review_columns(items: pl.DataFrame, state: pl.DataFrame) -> pl.DataFrame:
+    """`items` with REVIEW_COLUMNS from `state` (ResponseStore.state()), null where unreviewed."""
+    reviews = state.select(
+        "item_id",
+        pl.col("decision").alias("review_decision"),
+        pl.col("reason").alias("review_reason"),
+        pl.col("reviewer").alias("review_reviewer"),
+        pl.col("created_at").alias("review_at"),
+        pl.col("response_id").alias("review_response_id"),
+        pl.col("content_hash").alias("_reviewed_hash"),
+    )
+    joined = items.drop([c for c in REVIEW_COLUMNS if c in items.columns]).join(reviews, on="item_id", how="left")
+    return joined.with_columns(
+        pl.when(pl.col("review_decision").is_null())
+        .then(None)
+        .otherwise(pl.col("_reviewed_hash") != pl.col("content_hash"))
+        .alias("review_content_changed")
+    ).drop("_reviewed_hash")
+
+
+def mark_reviewed(workspace: Any, store: ResponseStore) -> int:
+    """Commit the store's current state onto the workspace's items as REVIEW_COLUMNS; returns the generation."""
+    state = store.state()
+    return workspace.update_items(lambda items: with_review_columns(items, state))
