@@ -93,7 +93,7 @@ class Stage:
 STAGES: tuple[Stage, ...] = (
     Stage("ingested", None),
     Stage("dedup", "dedup_cluster"),
-    Stage("scored", "score"),
+    Stage("scored", "concept_score"),
     Stage("critiqued", "critic_score"),
     Stage("reviewed", "review_decision"),
 )
@@ -231,8 +231,16 @@ class Workspace:
     def source_text(self, source_id: str) -> str:
         return (self.root / SOURCES_DIR / f"{source_id}.txt").read_text(encoding="utf-8")
 
-    def status(self) -> WorkspaceStatus:
+    def status(self, decisions: pl.DataFrame | None = None) -> WorkspaceStatus:
+        """Counts per source, kind and stage; `decisions` (ResponseStore.state()) marks reviewed items.
+
+        Decisions live in the review database, not in the items table, so the caller passes them in.
+        """
         generation, items, sources = self._snapshot()
+        if decisions is not None and decisions.height:
+            items = items.join(
+                decisions.select("item_id", pl.col("decision").alias("review_decision")), on="item_id", how="left"
+            )
         counts = (
             items.with_columns(_stage_expression(items.columns).alias("stage"))
             .group_by("source_id", "kind", "stage")

@@ -54,6 +54,16 @@ WorkspaceOption = Annotated[
 ]
 
 
+DbOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--db",
+        help="Review database URL, e.g. postgresql://user@host/db. (default: $SATSANG_DB_URL, else reviews.db in the workspace)",
+        show_default=False,
+    ),
+]
+
+
 def fail(message: str) -> NoReturn:
     """One red line on stderr and exit status 1: what every expected error looks like."""
     err.print(message, style="red", markup=False, highlight=False, soft_wrap=True)
@@ -125,7 +135,7 @@ def ingest(
 
 
 @app.command()
-def status(workspace: WorkspaceOption = None) -> None:
+def status(workspace: WorkspaceOption = None, db: DbOption = None) -> None:
     """Show how many items each source has, by kind and stage.
 
     Example: satsang status --workspace ./my-workspace
@@ -133,8 +143,21 @@ def status(workspace: WorkspaceOption = None) -> None:
     from curation.workspace import Workspace
 
     with one_line_errors():
-        workspace_status = Workspace.open(workspace).status()
+        ws = Workspace.open(workspace)
+        workspace_status = ws.status(_review_decisions(ws.root, db))
     _print_status(workspace_status)
+
+
+def _review_decisions(root: Path, db_url: str | None):
+    """The review database's current decisions, or None when nobody has reviewed yet."""
+    import os
+
+    from curation.responses import SQLITE_FILE, ResponseStore
+
+    if not (db_url or os.environ.get("SATSANG_DB_URL") or (root / SQLITE_FILE).exists()):
+        return None  # never create a database just to say nothing is in it
+    with ResponseStore.open(root, url=db_url) as store:
+        return store.state()
 
 
 @app.command()
@@ -182,6 +205,26 @@ def critique(
             fail(f"error: {error}")
         report = run_critique(ws, critic, console=err)
     out.print(render_report(report))
+
+
+@app.command()
+def review(
+    workspace: WorkspaceOption = None,
+    db: DbOption = None,
+    port: Annotated[Optional[int], typer.Option(help="Port to serve on. (default: Streamlit's, 8501)", show_default=False)] = None,
+) -> None:
+    """Open the review dashboard: accept, reject with a reason, or edit items; decisions go to the review database.
+
+    Keys: A accept, 1-6 reject with a reason, E edit, S skip, U undo, J/K next/previous.
+
+    Example: satsang review --workspace ./satsang-workspace --port 8501
+    """
+    from curation.workspace import Workspace
+    from dashboards.launch import launch
+
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+    raise typer.Exit(launch(ws.root, db, port=port))
 
 
 @app.command()
