@@ -101,7 +101,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 
 from curation import schema
-from curation.workspace import TMP_PREFIX, WorkspaceError, _fsync, _pause_if_testing
+from curation.workspace import TMP_PREFIX, WorkspaceError, fsync, pause_if_testing
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -406,10 +406,10 @@ def export_version(
         except BaseException:
             shutil.rmtree(staging, ignore_errors=True)  # a kill cannot get here; the next export sweeps that
             raise
-        _pause_if_testing("export-before-rename")
+        pause_if_testing("export-before-rename")
         os.rename(staging, final)
-        _fsync(versions)
-        _pause_if_testing("export-after-rename")
+        fsync(versions)
+        pause_if_testing("export-after-rename")
         _make_read_only(final)
     return ExportResult(
         selection.version_id,
@@ -434,7 +434,7 @@ def preview_selection(workspace: Workspace, config: ExportConfig, db_url: str | 
 
 def _select_for_export(workspace: Workspace, config: ExportConfig, db_url: str | None) -> _Selection:
     # One snapshot, so items and sources come from the same generation.
-    _, items, sources = workspace._snapshot()
+    _, items, sources = workspace.snapshot()
     config = config.resolved(sources)
     state, responses, store = _review_frames(workspace, db_url)
     candidates, steps = _apply_selection(items, state, config, sources)
@@ -895,7 +895,7 @@ def _write_version(staging: Path, selection: _Selection, parent: str | None, cre
     finally:
         if bars_were_on:
             enable_progress_bar()
-    _pause_if_testing("export-after-data")
+    pause_if_testing("export-after-data")
 
     if rows is not None:
         with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") as seed:
@@ -1174,8 +1174,8 @@ def _sha256_file(path: Path) -> str:
 def _fsync_tree(directory: Path) -> None:
     for root, dirs, files in os.walk(directory, topdown=False):
         for name in files:
-            _fsync(Path(root) / name)
-        _fsync(Path(root))
+            fsync(Path(root) / name)
+        fsync(Path(root))
 
 
 def _make_read_only(directory: Path) -> None:

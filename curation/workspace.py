@@ -223,10 +223,10 @@ class Workspace:
         return self._head().generation
 
     def items(self) -> pl.DataFrame:
-        return self._snapshot()[1]
+        return self.snapshot()[1]
 
     def sources(self) -> pl.DataFrame:
-        return self._snapshot()[2]
+        return self.snapshot()[2]
 
     def source_text(self, source_id: str) -> str:
         return (self.root / SOURCES_DIR / f"{source_id}.txt").read_text(encoding="utf-8")
@@ -236,7 +236,7 @@ class Workspace:
 
         Decisions live in the review database, not in the items table, so the caller passes them in.
         """
-        generation, items, sources = self._snapshot()
+        generation, items, sources = self.snapshot()
         if decisions is not None and decisions.height:
             items = items.join(
                 decisions.select("item_id", pl.col("decision").alias("review_decision")), on="item_id", how="left"
@@ -289,7 +289,7 @@ class Workspace:
         notify = progress or (lambda path, phase: None)
 
         with self._writer_lock():
-            _, items, sources = self._snapshot()
+            _, items, sources = self.snapshot()
             known_ids = set(sources["source_id"].to_list())
             reports: list[FileReport] = []
             new_items: list[pl.DataFrame] = []
@@ -348,14 +348,17 @@ class Workspace:
         """Commit `transform(items)` as a new generation; the hook later stages add their columns through.
 
         The fixed ITEM_SCHEMA columns must come back unchanged in name and type.
-        Returns the generation committed.
+        Returns the generation committed, or the current one when the update changes nothing
+        (a stage re-run on unchanged input leaves the workspace as it was).
         """
         with self._writer_lock():
-            _, items, sources = self._snapshot()
+            generation, items, sources = self.snapshot()
             updated = transform(items)
             wrong = {name: dtype for name, dtype in ITEM_SCHEMA.items() if updated.schema.get(name) != dtype}
             if wrong:
                 raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
+            if set(updated.columns) == set(items.columns) and updated.select(items.columns).equals(items):
+                return generation  # same content; a stage that re-adds its columns may reorder them
             return self._commit(updated, sources)
 
     # ---- internals -----------------------------------------------------------------
@@ -369,7 +372,7 @@ class Workspace:
         except (ValueError, KeyError, TypeError) as error:
             raise WorkspaceError(f"{self.root / HEAD}: unreadable ({error})") from None
 
-    def _snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
+    def snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
         """Both tables from one generation, so items and sources always agree."""
         for _ in range(5):
             generation = self._head().generation
@@ -391,7 +394,7 @@ class Workspace:
         head = self._head()
         generation = head.generation + 1
         _write_generation(self.root / TABLES_DIR, generation, items, sources)
-        _pause_if_testing("before-head")
+        pause_if_testing("before-head")
         _write_file_atomic(self.root / HEAD, _head_json(_Head(generation, head.generation)))
         self._sweep()
         return generation
@@ -554,10 +557,10 @@ def _write_generation(tables: Path, generation: int, items: pl.DataFrame, source
     staging.mkdir()
     for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
         frame.write_parquet(staging / name)
-        _fsync(staging / name)
-    _fsync(staging)
+        fsync(staging / name)
+    fsync(staging)
     os.rename(staging, final)
-    _fsync(tables)
+    fsync(tables)
 
 
 def _write_file_atomic(path: Path, data: bytes) -> None:
@@ -567,10 +570,10 @@ def _write_file_atomic(path: Path, data: bytes) -> None:
         file.flush()
         os.fsync(file.fileno())
     os.replace(temp, path)
-    _fsync(path.parent)
+    fsync(path.parent)
 
 
-def _fsync(path: Path) -> None:
+def fsync(path: Path) -> None:
     """Flush a file or directory to disk, so a rename that follows never outruns its contents."""
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -579,7 +582,7 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def _pause_if_testing(point: str) -> None:
+def pause_if_testing(point: str) -> None:
     if os.environ.get(PAUSE_ENV) == point:
         print(f"paused at {point}", file=sys.stderr, flush=True)
         time.sleep(3600)

@@ -182,6 +182,33 @@ def dedup(
 
 
 @app.command()
+def score(
+    workspace: WorkspaceOption = None,
+    db: DbOption = None,
+    model: Annotated[Optional[str], typer.Option(help="Sentence-transformers model: an HF id or a local path. (default: $SATSANG_EMBEDDING_MODEL, else the packaged all-MiniLM-L6-v2)", show_default=False)] = None,
+    learn: Annotated[bool, typer.Option("--learn", help="Also learn the concept from curators' decisions (accepted and edited answers, rejections as not contemplative).")] = False,
+) -> None:
+    """Score each answer and passage 0-1, contemplative (1) vs conversational (0), from embeddings.
+
+    The concept is a classifier over labelled exemplars shipped in curation/data/;
+    embeddings are kept in the workspace, so re-scoring unchanged items encodes nothing.
+
+    Example: satsang score --learn
+    """
+    from curation.score import ScoreConfig, ScoreError, run_score
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+        config = ScoreConfig(model=model) if model else ScoreConfig()
+        try:
+            report = run_score(ws, config, learn=learn, decisions=_review_decisions(ws.root, db) if learn else None)
+        except ScoreError as error:
+            fail(f"error: {error}")
+    out.print(report.format(), markup=False, highlight=False)
+
+
+@app.command()
 def critique(
     workspace: WorkspaceOption = None,
     base_url: Annotated[Optional[str], typer.Option(help="OpenAI-compatible endpoint. (default: $SATSANG_CRITIC_BASE_URL; unset: the offline critic)", show_default=False)] = None,
@@ -205,6 +232,120 @@ def critique(
             fail(f"error: {error}")
         report = run_critique(ws, critic, console=err)
     out.print(render_report(report))
+
+
+class DatasetKindChoice(str, Enum):
+    sft = "sft"
+    pretrain = "pretrain"
+
+
+@app.command()
+def export(
+    name: Annotated[str, typer.Option(help="Version name; the id is <name>-<12 hex of its content and config>.")],
+    kind: Annotated[DatasetKindChoice, typer.Option(help="sft: conversations of pairs; pretrain: text of passages.")] = DatasetKindChoice.sft,
+    workspace: WorkspaceOption = None,
+    db: DbOption = None,
+    include_unreviewed: Annotated[bool, typer.Option("--include-unreviewed", help="Also take items no one has reviewed (subject to the thresholds).")] = False,
+    min_concept_score: Annotated[Optional[float], typer.Option(help="Unreviewed items: concept score (0-1) at least this.", show_default=False)] = None,
+    min_critic_score: Annotated[Optional[float], typer.Option(help="Unreviewed pairs: critic score (0-10) at least this.", show_default=False)] = None,
+    source: Annotated[Optional[list[str]], typer.Option(help="Only this source (sha256, prefix or title); repeatable.", show_default=False)] = None,
+    all_duplicates: Annotated[bool, typer.Option("--all-duplicates", help="Keep every member of a dedup cluster, not only its representative.")] = False,
+    with_answers: Annotated[bool, typer.Option("--with-answers", help="pretrain: pairs' answers become text too.")] = False,
+    single_turn: Annotated[bool, typer.Option("--single-turn", help="sft: one pair per conversation, never joined.")] = False,
+    silence_as: Annotated[Optional[str], typer.Option(help="sft: the assistant message for a silent answer (default: leave those pairs out).", show_default=False)] = None,
+) -> None:
+    """Export an immutable, content-addressed dataset version with its data card.
+
+    Default selection: accepted and edited items, one per dedup cluster.
+    Exporting unchanged inputs again gives the same id and writes nothing.
+
+    Example: satsang export --name talks-v1 --kind sft
+    """
+    from curation.export import ExportConfig, export_version, render_export_result
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        config = ExportConfig(
+            name=name, kind=kind.value, include_unreviewed=include_unreviewed,
+            min_concept_score=min_concept_score, min_critic_score=min_critic_score,
+            sources=tuple(source or ()), representatives_only=not all_duplicates,
+            include_answers_in_pretrain=with_answers, item_kinds=("passage", "pair") if with_answers else (),
+            multi_turn=not single_turn, silence_text=silence_as,
+        )
+        result = export_version(Workspace.open(workspace), config, db_url=db)
+    out.print(render_export_result(result))
+
+
+@app.command()
+def versions(workspace: WorkspaceOption = None) -> None:
+    """List the dataset versions in the workspace.
+
+    Example: satsang versions
+    """
+    from curation.export import list_versions, render_versions
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        infos = list_versions(Workspace.open(workspace))
+    out.print(render_versions(infos))
+
+
+@app.command()
+def show(
+    version: Annotated[str, typer.Argument(help="Version id, unique prefix, or name (its latest version).")],
+    workspace: WorkspaceOption = None,
+    html: Annotated[Optional[Path], typer.Option(help="Also write the data card as HTML here, plots embedded.", show_default=False)] = None,
+) -> None:
+    """Show a version's manifest summary and where its data card is.
+
+    Example: satsang show sample --html card.html
+    """
+    from curation.export import load_manifest, render_manifest, resolve_version
+    from curation.workspace import Workspace
+    from data_cards.render import write_card_html
+
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+        path = resolve_version(ws, version)
+        out.print(render_manifest(load_manifest(ws, version), path))
+        if html is not None:
+            out.print(f"Card as HTML: {write_card_html(path, html)}", markup=False, highlight=False)
+
+
+@app.command()
+def diff(
+    old: Annotated[str, typer.Argument(help="The older version (id, prefix or name).")],
+    new: Annotated[str, typer.Argument(help="The newer version.")],
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Items added, removed and edited between two versions, per source, with examples.
+
+    Example: satsang diff talks-v1-3f2a talks-v1-9c41
+    """
+    from curation.export import diff_versions, render_diff
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        out.print(render_diff(diff_versions(Workspace.open(workspace), old, new)))
+
+
+@app.command()
+def verify(
+    version: Annotated[str, typer.Argument(help="Version id, unique prefix, or name.")],
+    workspace: WorkspaceOption = None,
+) -> None:
+    """Recompute every hash of a version; report any changed, missing or added file.
+
+    Example: satsang verify sample
+    """
+    from curation.export import render_verify, verify_version
+    from curation.workspace import Workspace
+
+    with one_line_errors():
+        problems = verify_version(Workspace.open(workspace), version)
+    out.print(render_verify(version, problems))
+    if problems:
+        raise typer.Exit(1)
 
 
 @app.command()
@@ -231,11 +372,15 @@ def review(
 def run(workspace: WorkspaceOption = None) -> None:
     """Curate the bundled sample (talks 1-49 of Talks with Sri Ramana Maharshi, and Nan Yar?) through every stage there is.
 
-    The stages so far: create the workspace (or reuse it) and ingest the books.
-    Running it again is safe: books already ingested add nothing.
+    The stages: create the workspace (or reuse it), ingest the books, dedup, score,
+    critique (offline, unless $SATSANG_CRITIC_BASE_URL names an endpoint), and export a
+    version "sample" of the unreviewed items with its data card.
+    Running it again is safe: books already ingested add nothing, unchanged items are not re-encoded.
 
     Example: satsang run --workspace /tmp/sample-workspace
     """
+    from critic.stage import render_report
+    from curation.export import render_export_result
     from satsang.pipeline import run_pipeline
 
     with one_line_errors(), _ingest_progress(None) as progress:
@@ -243,8 +388,12 @@ def run(workspace: WorkspaceOption = None) -> None:
     root = result.workspace.root.resolve()
     out.print(("Created" if result.created else "Using existing") + f" workspace {root}", markup=False, highlight=False)
     _print_ingest_reports(*result.ingest_reports)
+    _print_dedup_report(result.dedup_report)
+    out.print(result.score_report.format(), markup=False, highlight=False)
+    out.print(render_report(result.critique_report))
     with one_line_errors():
         _print_status(result.workspace.status())
+    out.print(render_export_result(result.export_result))
     out.print(f"Workspace: {root}", markup=False, highlight=False)
 
 

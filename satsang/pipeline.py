@@ -1,7 +1,6 @@
 """The whole data path over the bundled sample books: what `satsang run` does.
 
-Each stage is a library call on the workspace; a stage that lands later (dedup,
-scoring, critique, export) adds its call to `run_pipeline`, after ingest.
+Each stage is a library call on the workspace, in the order of the data path.
 """
 
 from __future__ import annotations
@@ -10,6 +9,10 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from critic.stage import CritiqueReport, critic_from_settings, run_critique
+from curation.dedup import DedupReport, run_dedup
+from curation.export import SAMPLE_CONFIG, ExportResult, export_version
+from curation.score import ScoreReport, run_score
 from curation.workspace import (
     MANIFEST,
     IngestReport,
@@ -46,6 +49,10 @@ class PipelineResult:
     workspace: Workspace
     created: bool  # False when the run reused a workspace that was already there
     ingest_reports: tuple[IngestReport, ...]
+    dedup_report: DedupReport
+    score_report: ScoreReport
+    critique_report: CritiqueReport
+    export_result: ExportResult
 
 
 def sample_path(filename: str) -> Path:
@@ -58,9 +65,11 @@ def run_pipeline(
     workspace_path: str | Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> PipelineResult:
-    """Run every stage that exists so far over the sample books: init (if needed), then ingest.
+    """Run every stage over the sample books: init (if needed), ingest, dedup, score, critique, export.
 
-    Re-running on the same workspace is safe: ingest recognises books it already holds.
+    Re-running on the same workspace is safe: ingest recognises books it already holds,
+    scoring re-encodes nothing unchanged, and the critic is the offline one unless
+    $SATSANG_CRITIC_BASE_URL names an endpoint.
     """
     root = Path(workspace_path) if workspace_path is not None else default_workspace_path()
     try:
@@ -79,4 +88,8 @@ def run_pipeline(
         )
         for book in SAMPLE_BOOKS
     )
-    return PipelineResult(workspace, created, reports)
+    dedup_report = run_dedup(workspace)
+    score_report = run_score(workspace)
+    critique_report = run_critique(workspace, critic_from_settings(), progress=False)
+    export_result = export_version(workspace, SAMPLE_CONFIG)
+    return PipelineResult(workspace, created, reports, dedup_report, score_report, critique_report, export_result)
