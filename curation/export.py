@@ -29,8 +29,7 @@ and the manifest count it under that step and a reason):
 
 Edits: an `edit` response's `edited_question` / `edited_answer` replace the
 pair's question / answer where they are not null; a passage's edited text is
-the response's `edited_text` when the store has such a column, else its
-`edited_answer`. The manifest keeps each item's workspace `content_hash` and
+its `edited_answer` (the store has one field for edited text besides the question). The manifest keeps each item's workspace `content_hash` and
 its `exported_hash` (the same hash of the content as exported), so an edit is
 visible and `diff` finds it.
 
@@ -136,19 +135,6 @@ LOCK_TIMEOUT_S = 60.0
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _HEX = re.compile(r"^[0-9a-f]+$")
 
-# The columns of the review state this module reads, and their types when the store is empty.
-REVIEW_STATE_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String,
-    "content_hash": pl.String,
-    "reviewer": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-    "note": pl.String,
-    "edited_question": pl.String,
-    "edited_answer": pl.String,
-    "created_at": pl.String,
-    "response_id": pl.String,
-}
 
 # Suggestion columns later stages add; absent ones read as null.
 _OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
@@ -448,27 +434,20 @@ def _select_for_export(workspace: Workspace, config: ExportConfig, db_url: str |
 
 def _review_frames(workspace: Workspace, db_url: str | None) -> tuple[pl.DataFrame, pl.DataFrame, str]:
     """The review store's state, its live responses (no undo, none undone), and what the store is."""
-    empty = pl.DataFrame(schema=REVIEW_STATE_SCHEMA)
-    try:
-        from curation.responses import ResponseStore
-    except ModuleNotFoundError as error:
-        if error.name != "curation.responses":
-            raise
-        return empty, empty, "none (curation.responses is not installed)"
-    from curation.responses import DB_URL_ENV, SQLITE_FILE
+    from curation.responses import DB_URL_ENV, SQLITE_FILE, STATE_SCHEMA, ResponseStore
 
     if db_url is None and not os.environ.get(DB_URL_ENV) and not (workspace.root / SQLITE_FILE).exists():
+        empty = _normalise_review(pl.DataFrame(schema=STATE_SCHEMA))
         return empty, empty, "none yet (no review database in the workspace)"  # an export creates no database
     with ResponseStore.open(workspace.root, url=db_url) as store:
         state, responses = store.state(), store.responses()
-        backend, location = getattr(store, "backend", ""), str(getattr(store, "location", ""))
-    if "id" in responses.columns and "response_id" not in responses.columns:
-        responses = responses.rename({"id": "response_id"})
-    if "undoes" in responses.columns:
-        undone = responses["undoes"].drop_nulls().cast(pl.String).to_list()
-        responses = responses.filter((pl.col("decision") != "undo") & ~pl.col("response_id").cast(pl.String).is_in(undone))
+        backend, location = store.backend, str(store.location)
+    undone = responses["undoes"].drop_nulls().to_list()
+    responses = responses.rename({"id": "response_id"}).filter(
+        (pl.col("decision") != "undo") & ~pl.col("response_id").is_in(undone)
+    )
     # Not the path: a card must not change with where the workspace happens to be.
-    inside = bool(location) and backend == "sqlite" and Path(location).resolve() == (workspace.root / SQLITE_FILE).resolve()
+    inside = backend == "sqlite" and Path(location).resolve() == (workspace.root / SQLITE_FILE).resolve()
     where = "SQLite reviews.db in the workspace" if inside else f"{backend} {_redact(location)}".strip()
     return _normalise_review(state), _normalise_review(responses), where
 
@@ -478,19 +457,16 @@ def _redact(url: str) -> str:
 
 
 def _normalise_review(frame: pl.DataFrame) -> pl.DataFrame:
-    """The review columns this module reads, as strings (timestamps as ISO 8601 UTC)."""
+    """The review state's columns, as strings (timestamps as ISO 8601 UTC)."""
+    from curation.responses import STATE_SCHEMA
+
     columns = []
-    for name, dtype in REVIEW_STATE_SCHEMA.items():
-        if name not in frame.columns:
-            columns.append(pl.lit(None, dtype=dtype).alias(name))
-        elif name == "created_at" and frame.schema[name].is_temporal():
-            columns.append(pl.col(name).map_elements(_iso_utc, return_dtype=pl.String))
-        elif name == "created_at":
+    for name in STATE_SCHEMA:
+        if name == "created_at":
             columns.append(pl.col(name).cast(pl.String).map_elements(_iso_utc, return_dtype=pl.String))
         else:
             columns.append(pl.col(name).cast(pl.String))
-    extra = [pl.col("edited_text").cast(pl.String)] if "edited_text" in frame.columns else []
-    return frame.select(*columns, *extra)
+    return frame.select(columns)
 
 
 def _with_optional_columns(items: pl.DataFrame) -> pl.DataFrame:
@@ -510,7 +486,6 @@ def _apply_selection(
         pl.col("content_hash").alias("_reviewed_hash"),
         pl.col("edited_question").alias("_edited_question"),
         pl.col("edited_answer").alias("_edited_answer"),
-        (pl.col("edited_text") if "edited_text" in state.columns else pl.lit(None, dtype=pl.String)).alias("_edited_text"),
         pl.col("response_id").alias("_response_id"),
         pl.col("created_at").alias("_reviewed_at"),
     ).unique("item_id", keep="last", maintain_order=True)
@@ -566,7 +541,7 @@ def _apply_selection(
     final_text = pl.when(is_pair).then(
         pl.coalesce("_edited_question", "question").str.strip_chars().str.len_chars().clip(upper_bound=1)
         * final_answer.str.strip_chars().str.len_chars().clip(upper_bound=1)
-    ).otherwise(pl.coalesce("_edited_text", "_edited_answer", "text").str.strip_chars().str.len_chars())
+    ).otherwise(pl.coalesce("_edited_answer", "text").str.strip_chars().str.len_chars())
     rules.append(("content", ~silent & (final_text == 0), pl.lit("empty text after edit")))
 
     step = pl.lit(None, dtype=pl.String)
@@ -649,7 +624,7 @@ def _final_content(selected: pl.DataFrame, config: ExportConfig) -> pl.DataFrame
     frame = selected.with_columns(
         pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
         pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
-        pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_text", "_edited_answer", "text")).alias("_text"),
+        pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
         (is_pair & pl.col("is_silence") & pl.col("_edited_answer").is_null()).alias("_silent"),
     ).sort("source_id", "start", "end", "item_id")
     # Only edited items need their hash recomputed; the rest export their content as it is.

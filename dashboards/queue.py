@@ -36,9 +36,7 @@ from typing import Any
 
 import polars as pl
 
-# The decisions a response can carry (curation.responses); an "undo" reverts the item's effective response.
-DECISIONS = ("accept", "reject", "edit", "undo")
-REASONS = ("parse error", "not contemplative", "duplicate", "incomplete", "off-topic", "other")
+from curation.responses import REASONS, STATE_SCHEMA
 
 # Decision states an item can be in, as the filters name them.
 UNREVIEWED = "unreviewed"
@@ -67,19 +65,6 @@ SUGGESTION_COLUMNS: dict[str, pl.DataType] = {
     "dedup_reason": pl.String,
 }
 
-# The columns of ResponseStore.state(), used when no store is given or it holds nothing yet.
-STATE_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String,
-    "content_hash": pl.String,
-    "reviewer": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-    "note": pl.String,
-    "edited_question": pl.String,
-    "edited_answer": pl.String,
-    "created_at": pl.String,
-    "response_id": pl.Int64,
-}
 
 _TALK_NUMBER = r"(\d+)"
 
