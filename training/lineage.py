@@ -1,0 +1,165 @@
+"""Lineage: what every checkpoint directory says about where it came from.
+
+Each checkpoint directory (every `checkpoint-N/` and the run's output directory) holds
+`satsang_lineage.json`:
+
+    format, stage ("pretrain" | "sft"), checkpoint {step, final, adapter_sha256}
+    dataset     version id, name, kind, manifest sha256 (of the manifest.json bytes), digest, path
+    base_model  id as given, local path, sha256 of its weight files (where local), architecture
+    parent      the lineage of the checkpoint this one continued (SFT on a pretrain adapter), whole,
+                so the chain survives the parent directory being deleted
+    hyperparameters, target_modules, tokenizer (chat template and its sha256)
+    tool        satsang version, git commit (and whether the tree was dirty), library versions
+    steps, epoch, started_at, ended_at, resumed_from, final_loss, mean_loss
+    tokens      training tokens the trainer read, per source and per (source, section), and in total
+
+Token counts are taken from the batches the trainer actually trained on (so epochs repeat
+them and a run stopped early counts what it saw): `tokens` are positions the model read
+(attention mask), `loss_tokens` the positions it was trained to predict, `dataset_tokens`
+the tokenized size of the dataset once. Totals are sums of the per-section rows, so the
+numbers always add up.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from curation.workspace import WorkspaceError
+
+LINEAGE_NAME = "satsang_lineage.json"
+LINEAGE_FORMAT = 1
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+
+
+class TrainingError(WorkspaceError):
+    """Training, a checkpoint or its lineage cannot be used as asked; the message says why."""
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sha256_text(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_lineage(directory: str | Path) -> dict[str, Any] | None:
+    """The lineage of a checkpoint directory; None when it has none. Raises TrainingError when unreadable."""
+    path = Path(directory) / LINEAGE_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError as error:
+        raise TrainingError(f"{path}: unreadable lineage ({error})") from None
+    if not isinstance(data, dict):
+        raise TrainingError(f"{path}: unreadable lineage (not a JSON object)")
+    return data
+
+
+def write_lineage(directory: str | Path, lineage: dict[str, Any]) -> Path:
+    """Write atomically (temp file, fsync, rename), so a killed run never leaves half a lineage."""
+    directory = Path(directory)
+    path = directory / LINEAGE_NAME
+    tmp = directory / f".{LINEAGE_NAME}.tmp"
+    data = json.dumps(lineage, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
+    with open(tmp, "w", encoding="utf-8") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def weights_digest(model_dir: str | Path) -> dict[str, Any] | None:
+    """sha256 of each weight file of a local model directory, and one digest over them all; None if none.
+
+    The combined digest is the sha256 of the lines "<file sha256>  <name>\\n", sorted by name,
+    so it names the weights whatever the sharding's file order on disk.
+    """
+    directory = Path(model_dir)
+    if not directory.is_dir():
+        return None
+    files = sorted(p for p in directory.iterdir() if p.is_file() and p.name.endswith(WEIGHT_SUFFIXES) and not p.name.startswith("."))
+    files = [p for p in files if not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))]
+    if not files:
+        return None
+    digests = {p.name: sha256_file(p) for p in files}
+    combined = hashlib.sha256("".join(f"{digest}  {name}\n" for name, digest in digests.items()).encode()).hexdigest()
+    return {"sha256": combined, "files": digests}
+
+
+def local_model_dir(model: str | Path) -> Path | None:
+    """The local directory of a model: the path itself, or its snapshot in the Hugging Face cache; None if neither."""
+    path = Path(model).expanduser()
+    if path.is_dir():
+        return path.resolve()
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(model), local_files_only=True))
+    except Exception:  # noqa: BLE001 - not cached, not a repo id, offline: all mean "not local"
+        return None
+
+
+def git_commit(start: str | Path | None = None) -> dict[str, Any]:
+    """The commit of the source tree this code runs from, and whether the tree had uncommitted changes."""
+    root = Path(start) if start is not None else Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=True).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=20, check=True
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+    return {"commit": commit or None, "dirty": bool(dirty)}
+
+
+def tool_info() -> dict[str, Any]:
+    from importlib import metadata
+
+    versions: dict[str, Any] = {}
+    for dist, key in (
+        ("satsang-workbench", "satsang"),
+        ("torch", "torch"),
+        ("transformers", "transformers"),
+        ("peft", "peft"),
+        ("trl", "trl"),
+        ("datasets", "datasets"),
+        ("accelerate", "accelerate"),
+    ):
+        try:
+            versions[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[key] = None
+    versions.update(git_commit())
+    return versions
+
+
+def lineage_chain(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The stages of a lineage, root first: [pretrain, sft] for an SFT run on a pretrain checkpoint."""
+    chain = []
+    seen = 0
+    while isinstance(lineage, dict) and lineage:
+        chain.append(lineage)
+        lineage = lineage.get("parent")
+        seen += 1
+        if seen > 64:  # a parent chain this long is a loop someone wrote by hand
+            raise TrainingError("lineage: parent chain longer than 64 stages")
+    return list(reversed(chain))
