@@ -40,7 +40,7 @@ import bisect
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 from curation import schema
 
@@ -55,6 +55,10 @@ class NoSpeakerMarkers(ValueError):
     """The text has no speaker markers of any convention this parser knows."""
 
 
+class NoPairs(NoSpeakerMarkers):
+    """Speakers were found, but no question was ever followed by an answer."""
+
+
 @dataclass(frozen=True)
 class DialogueConfig:
     """How a dialogue book marks its speakers and its structure."""
@@ -67,7 +71,8 @@ class DialogueConfig:
     # Names of the one who answers; any other named speaker asks.
     answerer_names: tuple[str, ...] = (
         "Sri Ramana Maharshi", "Ramana Maharshi", "Sri Maharshi", "Maharshi", "Sri Ramana",
-        "Sri Bhagavan", "Bhagavan", "The Master", "Master", "Maharaj", "Maharajji",
+        "Sri Bhagavan", "Bhagavan", "The Master", "Master", "Maharaj", "Maharajji", "Ramana",
+        "Swamiji", "Guru", "Teacher", "The Sage",
     )
     # Titles that begin a named visitor's marker ("Mr. G. Duff:").
     honorifics: tuple[str, ...] = (
@@ -212,6 +217,32 @@ def detect_convention(text: str) -> str:
     return best
 
 
+# Words that stand before a colon at a line start without naming a speaker.
+NOT_SPEAKERS = {
+    "note", "notes", "example", "examples", "illustration", "footnote", "translation", "summary", "verse",
+    "chapter", "talk", "contents", "introduction", "preface", "foreword", "n.b", "ps", "source", "see", "cf",
+}
+_LINE_LABEL = re.compile(r"(?m)^[ \t]*([A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]*){0,2})[ \t]*:(?=[ \t]*\S|[ \t]*\n)")
+
+
+def frequent_speaker_labels(text: str, min_count: int = 3) -> Counter:
+    """Labels that begin three or more lines before a colon ("SOCRATES:", "Questioner:"): a book's speakers."""
+    counts = Counter(m.group(1) for m in _LINE_LABEL.finditer(text))
+    return Counter({
+        label: n for label, n in counts.items()
+        if n >= min_count and label.rstrip(".").lower() not in NOT_SPEAKERS and not re.search(r"\d", label)
+    })
+
+
+def _with_detected_labels(config: DialogueConfig, labels: Counter) -> DialogueConfig:
+    """Auto mode: the book's own speaker labels join the config (as askers, unless they name the answerer)."""
+    known = {name.lower() for name in config.answerer_names + config.answer_labels + config.question_labels}
+    answerers = {name.lower() for name in config.answerer_names + config.answer_labels}
+    new = [label for label in labels if label.rstrip(".").lower() not in known and label.lower() not in known]
+    askers = tuple(label.rstrip(".") for label in new if label.rstrip(".").lower() not in answerers)
+    return replace(config, question_labels=config.question_labels + askers) if askers else config
+
+
 def _repeated_header_lines(text: str) -> list[str]:
     """Short lines repeated three or more times, with no sentence punctuation: running headers."""
     lines = Counter(line.strip() for line in text.splitlines())
@@ -225,6 +256,9 @@ def _repeated_header_lines(text: str) -> list[str]:
 class _Parser:
     def __init__(self, text: str, config: DialogueConfig, title: str):
         self.text = text
+        self.speaker_labels = frequent_speaker_labels(text)
+        if config.convention == "auto":
+            config = _with_detected_labels(config, self.speaker_labels)
         self.config = config
         self.p = _Patterns(config, title)
         self.convention = detect_convention(text) if config.convention == "auto" else config.convention
@@ -449,6 +483,13 @@ class _Parser:
                 counts["sections_with_pairs"] += 1
             for turn_index, (ctx, q, a, silent) in enumerate(pairs):
                 items.append(self._item(source_id, name, date, conversation, turn_index, ctx, q, a, silent, refs))
+        if not items:
+            speakers = ", ".join(f"{label} ({n})" for label, n in self.speaker_labels.most_common(6)) or "none by name"
+            raise NoPairs(
+                f"speaker markers found but no question is followed by an answer "
+                f"({counts['unpaired_answers']} answers with no question, {counts['unanswered_questions']} "
+                f"questions with no answer; speakers: {speakers}); name the one who answers with --answerer"
+            )
         counts["sections"] = sum(1 for s in sections if s[0])
         counts["pairs"] = len(items)
         counts["silences"] = sum(i["is_silence"] for i in items)

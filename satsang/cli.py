@@ -106,13 +106,15 @@ def ingest(
     title: Annotated[Optional[str], typer.Option(help="Book title (also cut out where it repeats as a page header). (default: the file name)", show_default=False)] = None,
     convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), or auto: detect from the book (default).", show_default=False)] = None,
     target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
+    answerer: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that answers (the teacher), e.g. SOCRATES; repeatable. Added to the built-in names.", show_default=False)] = None,
+    asker: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that asks, e.g. GLAUCON; repeatable. Any other titled name asks too.", show_default=False)] = None,
     licence: Annotated[str, typer.Option(help="Licence note kept with the source.")] = "",
 ) -> None:
     """Ingest books into the workspace, all files in one commit: if any file is rejected, nothing is added.
 
     Example: satsang ingest talks.txt --kind dialogue --title "Talks with Sri Ramana Maharshi"
     """
-    dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens)
+    dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens, answerer, asker)
     from curation.workspace import Workspace
 
     with one_line_errors():
@@ -397,16 +399,27 @@ def run(workspace: WorkspaceOption = None) -> None:
     out.print(f"Workspace: {root}", markup=False, highlight=False)
 
 
-def _parser_configs(kind: SourceKindChoice, convention: ConventionChoice | None, target_tokens: int | None):
+def _parser_configs(
+    kind: SourceKindChoice,
+    convention: ConventionChoice | None,
+    target_tokens: int | None,
+    answerers: list[str] | None = None,
+    askers: list[str] | None = None,
+):
     """The parser config the options ask for; options that do not fit the kind are errors, not ignored."""
     if kind is SourceKindChoice.dialogue:
         if target_tokens is not None:
             fail("error: --target-tokens applies to --kind prose only")
         from curation.dialogue import DialogueConfig
 
-        return DialogueConfig(convention=(convention or ConventionChoice.auto).value), None
-    if convention is not None:
-        fail("error: --convention applies to --kind dialogue only")
+        default = DialogueConfig()
+        return DialogueConfig(
+            convention=(convention or ConventionChoice.auto).value,
+            answerer_names=tuple(answerers or ()) + default.answerer_names,
+            question_labels=tuple(askers or ()) + default.question_labels,
+        ), None
+    if convention is not None or answerers or askers:
+        fail("error: --convention, --answerer and --asker apply to --kind dialogue only")
     from dataclasses import replace
 
     from curation.prose import ProseConfig

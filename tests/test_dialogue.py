@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from curation.dialogue import DialogueConfig, NoSpeakerMarkers, detect_convention, parse_dialogue
+from curation.dialogue import DialogueConfig, NoPairs, NoSpeakerMarkers, detect_convention, parse_dialogue
 from curation.quality import turn_contamination
 
 DATA = Path(__file__).parent / "data"
@@ -170,3 +170,20 @@ def test_full_books_contamination_below_goal(book):
     assert result.report["pairs"] > 600
     assert turn_contamination(result.items).rate <= 0.003
     assert_spans_slice_back(text, result.items)
+
+
+def test_a_books_own_speaker_labels_are_detected_and_the_answerer_can_be_named():
+    text = (
+        "SOCRATES: What is justice, then?\nGLAUCON: I do not know, Socrates.\n"
+        "SOCRATES: And who is it that does not know?\nGLAUCON: I myself.\n"
+        "SOCRATES: Then look at that one.\nGLAUCON: I am looking.\nSOCRATES: And what do you see?\n"
+    )
+    with pytest.raises(NoPairs, match=r"SOCRATES \(4\), GLAUCON \(3\).*--answerer"):
+        parse_dialogue(text, SOURCE_ID)  # nobody is known to answer: say who speaks, and how to fix it
+    items = parse_dialogue(text, SOURCE_ID, DialogueConfig(answerer_names=("SOCRATES",))).items
+    assert qa(items) == [
+        ("I do not know, Socrates.", "And who is it that does not know?"),
+        ("I myself.", "Then look at that one."),
+        ("I am looking.", "And what do you see?"),
+    ]
+    assert (items[0]["question_speaker"], items[0]["answer_speaker"]) == ("GLAUCON", "SOCRATES")
