@@ -220,11 +220,10 @@ def load_checkpoint(
     Raises CheckpointError when the adapter does not fit the base model: an adapter weight
     with no module to go to, or a targeted module with no weights.
     """
-    from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
     directory = Path(checkpoint_dir)
-    weights = adapter_weights_path(directory)
+    adapter_weights_path(directory)
     if read_adapter_config(directory) is None:
         raise CheckpointError(f"{directory}: no {ADAPTER_CONFIG}; `satsang diagnose {directory} --fix` can rebuild one from the lineage")
     lineage = read_lineage(directory) or {}
@@ -235,22 +234,7 @@ def load_checkpoint(
     except OSError as error:
         raise CheckpointError(f"base model {base!r} of {directory} cannot be loaded: {str(error).splitlines()[0]}") from None
     tokenizer = load_tokenizer(directory, base)
-
-    state = read_adapter_state(directory)
-    canonical, changes = canonical_adapter_state(state)
-    expected = expected_adapter_keys(model, read_adapter_config(directory) or {})
-    _check_keys(directory, set(canonical), expected)
-    if changes:
-        # Load a canonical copy, so PEFT's own loader (dtype casts, device placement) does the rest.
-        from safetensors.torch import save_file
-
-        with tempfile.TemporaryDirectory(prefix="satsang-adapter-") as tmp:
-            save_file({k: v.contiguous() for k, v in canonical.items()}, str(Path(tmp) / ADAPTER_SAFETENSORS), metadata={"format": "pt"})
-            shutil.copy2(directory / ADAPTER_CONFIG, Path(tmp) / ADAPTER_CONFIG)
-            model = PeftModel.from_pretrained(model, tmp)
-    else:
-        model = PeftModel.from_pretrained(model, str(directory))
-    _check_loaded(weights, model, canonical)
+    model = attach_adapter(model, directory)
     if merge:
         model = model.merge_and_unload()
     model.to(device)
@@ -258,6 +242,31 @@ def load_checkpoint(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, lineage
+
+
+def attach_adapter(model: Any, checkpoint_dir: str | Path, is_trainable: bool = False) -> Any:
+    """A PeftModel: the checkpoint's adapter on `model` (a base model), every adapter weight loaded or CheckpointError."""
+    from peft import PeftModel
+
+    directory = Path(checkpoint_dir)
+    weights = adapter_weights_path(directory)
+    config = read_adapter_config(directory)
+    if config is None:
+        raise CheckpointError(f"{directory}: no {ADAPTER_CONFIG}; `satsang diagnose {directory} --fix` can rebuild one from the lineage")
+    canonical, changes = canonical_adapter_state(read_adapter_state(directory))
+    _check_keys(directory, set(canonical), expected_adapter_keys(model, config))
+    if changes:
+        # Load a canonical copy, so PEFT's own loader (dtype casts, device placement) does the rest.
+        from safetensors.torch import save_file
+
+        with tempfile.TemporaryDirectory(prefix="satsang-adapter-") as tmp:
+            save_file({k: v.contiguous() for k, v in canonical.items()}, str(Path(tmp) / ADAPTER_SAFETENSORS), metadata={"format": "pt"})
+            shutil.copy2(directory / ADAPTER_CONFIG, Path(tmp) / ADAPTER_CONFIG)
+            peft_model = PeftModel.from_pretrained(model, tmp, is_trainable=is_trainable)
+    else:
+        peft_model = PeftModel.from_pretrained(model, str(directory), is_trainable=is_trainable)
+    _check_loaded(weights, peft_model, canonical)
+    return peft_model
 
 
 def _check_keys(directory: Path, found: set[str], expected: set[str]) -> None:

@@ -1,0 +1,426 @@
+"""LoRA pretraining and SFT on dataset versions exported from the real sample, with lineage and audit.
+
+The base model is a tiny Phi-architecture model with a byte-level BPE tokenizer trained on the
+sample in a fixture (training.tiny; nothing is downloaded). The workspace is the bundled
+sample curated by `run_pipeline` (an sft version "sample") plus a pretrain version "prose".
+Each run is a few dozen steps of rank-8 LoRA on 128-token sequences.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import stat
+from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from training.audit import audit_checkpoint, render_audit
+from training.checkpoint import ADAPTER_SAFETENSORS, diagnose_checkpoint, load_checkpoint
+from training.config import PretrainConfig, SFTConfig, load_config
+from training.lineage import LINEAGE_NAME, TrainingError, read_lineage, write_lineage
+from training.pretrain import train_pretrain
+from training.sft import DEFAULT_CHAT_TEMPLATE, train_sft
+from training.targets import discover_target_modules
+
+SAMPLES = Path(__file__).resolve().parents[1] / "satsang" / "samples"
+SMALL = dict(
+    lora_rank=8,
+    lora_alpha=16,
+    max_seq_len=128,
+    batch_size=4,
+    per_device_batch_size=2,  # so gradient accumulation is exercised too
+    logging_steps=1,
+    learning_rate=1e-2,
+    lr_scheduler="constant",
+    warmup_ratio=0.0,
+    save_steps=8,
+)
+# 64-token blocks: the sample's prose makes about 150 of them, so 24 steps of 4 stay within the first epoch.
+PRETRAIN = {**SMALL, "max_seq_len": 64}
+PRETRAIN_STEPS = 24
+SFT_STEPS = 16
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    torch.set_num_threads(1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> Path:
+    from training.tiny import build_tiny_phi
+
+    return build_tiny_phi(tmp_path_factory.mktemp("tiny"), [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")])
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory):
+    from curation.export import ExportConfig, export_version
+    from satsang.pipeline import run_pipeline
+
+    result = run_pipeline(tmp_path_factory.mktemp("workspace") / "ws")
+    prose = export_version(result.workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
+    return SimpleNamespace(root=result.workspace.root, workspace=result.workspace, sft=result.export_result.path, pretrain=prose.path)
+
+
+@pytest.fixture(scope="module")
+def pretrained(workspace, tiny, tmp_path_factory):
+    config = PretrainConfig(**PRETRAIN, max_steps=PRETRAIN_STEPS)
+    return train_pretrain(config, workspace.pretrain, tiny, tmp_path_factory.mktemp("runs") / "prose", progress=False)
+
+
+@pytest.fixture(scope="module")
+def sft(workspace, pretrained, tmp_path_factory):
+    config = SFTConfig(**SMALL, max_steps=SFT_STEPS)
+    return train_sft(config, workspace.sft, tmp_path_factory.mktemp("runs") / "sft", from_checkpoint=pretrained.output_dir, progress=False)
+
+
+def mean(values) -> float:
+    values = list(values)
+    return sum(values) / len(values)
+
+
+def loss_drop(result, n: int = 4) -> tuple[float, float]:
+    losses = [loss for _, loss in result.losses]
+    return mean(losses[:n]), mean(losses[-n:])
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+# ---- pretraining ------------------------------------------------------------------------------
+
+
+def test_pretrain_loss_decreases_and_checkpoints_carry_lineage(pretrained, workspace, tiny):
+    from curation.export import verify_path
+
+    first, last = loss_drop(pretrained)
+    assert last < first - 0.05, pretrained.losses
+    assert pretrained.steps == PRETRAIN_STEPS
+    assert [p.name for p in pretrained.checkpoints] == ["checkpoint-8", "checkpoint-16", "checkpoint-24"]
+    previous_tokens = 0
+    for checkpoint in pretrained.checkpoints:
+        assert (checkpoint / ADAPTER_SAFETENSORS).is_file() and (checkpoint / "optimizer.pt").is_file()
+        lineage = read_lineage(checkpoint)
+        assert lineage["checkpoint"]["step"] == int(checkpoint.name.split("-")[1]) and not lineage["checkpoint"]["final"]
+        assert lineage["checkpoint"]["adapter_sha256"] == sha256(checkpoint / ADAPTER_SAFETENSORS)
+        assert lineage["tokens"]["total"]["tokens"] > previous_tokens
+        previous_tokens = lineage["tokens"]["total"]["tokens"]
+
+    lineage = pretrained.lineage
+    assert read_lineage(pretrained.output_dir) == lineage
+    assert lineage["stage"] == "pretrain" and lineage["checkpoint"]["final"] and lineage["parent"] is None
+    assert lineage["dataset"]["version_id"] == workspace.pretrain.name
+    assert lineage["dataset"]["manifest_sha256"] == sha256(workspace.pretrain / "manifest.json")
+    assert lineage["base_model"]["path"] == str(tiny.resolve())
+    assert lineage["base_model"]["weights_sha256"] and lineage["base_model"]["weight_files"]["model.safetensors"] == sha256(tiny / "model.safetensors")
+    assert lineage["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
+    assert lineage["hyperparameters"]["lora_rank"] == 8 and lineage["hyperparameters"]["gradient_accumulation_steps"] == 2
+    assert lineage["tool"]["satsang"] and lineage["tool"]["commit"]
+    assert lineage["started_at"] <= lineage["ended_at"]
+    assert lineage["steps"] == PRETRAIN_STEPS and lineage["final_loss"] == pretrained.losses[-1][1]
+    # Training read the version in memory: it still verifies (no cache files were written into it).
+    assert verify_path(workspace.pretrain) == []
+
+
+def test_pretrain_token_counts_add_up_and_match_the_trainer(pretrained):
+    tokens = pretrained.lineage["tokens"]
+    total = tokens["total"]
+    for key in ("tokens", "loss_tokens", "dataset_tokens"):
+        assert sum(s[key] for s in tokens["by_source"]) == total[key]
+        assert sum(s[key] for s in tokens["by_section"]) == total[key]
+    # Packed blocks: every position is read; every position but the first of each sequence is predicted.
+    sequences = PRETRAIN_STEPS * SMALL["batch_size"]
+    assert total["tokens"] - total["loss_tokens"] == sequences
+    assert total["tokens"] <= sequences * PRETRAIN["max_seq_len"]
+    # TRL counts tokens its own way (the attention mask of every training batch): the same number.
+    trl_counted = [e["num_tokens"] for e in read_trainer_log(pretrained.output_dir) if "num_tokens" in e]
+    assert trl_counted[-1] == total["tokens"] == pretrained.tokens
+    assert [s["title"] for s in tokens["by_source"]] == ["Nan Yar? (Who am I?)"]
+
+
+def read_trainer_log(directory: Path) -> list[dict]:
+    return json.loads((directory / "trainer_state.json").read_text())["log_history"]
+
+
+def test_adapter_reloads_and_generates(pretrained, tiny):
+    from safetensors.torch import load_file
+
+    model, tokenizer, lineage = load_checkpoint(pretrained.output_dir)
+    assert lineage == pretrained.lineage
+    saved = load_file(str(pretrained.output_dir / ADAPTER_SAFETENSORS))
+    live = {k: v for k, v in model.state_dict().items() if "lora_" in k}
+    assert len(saved) == len(live) == 24
+    for key, tensor in saved.items():
+        assert torch.equal(live[key.replace(".weight", ".default.weight")], tensor)
+    prompt = tokenizer("Who am I?", return_tensors="pt")
+    out = model.generate(**prompt, max_new_tokens=12, do_sample=False)
+    assert out.shape[1] == prompt["input_ids"].shape[1] + 12
+    assert tokenizer.decode(out[0, prompt["input_ids"].shape[1] :]).strip()
+    # A mid-run checkpoint loads too, and differs from the final adapter.
+    middle, _, middle_lineage = load_checkpoint(pretrained.checkpoints[0])
+    assert middle_lineage["steps"] == 8
+    with torch.no_grad():
+        assert not torch.allclose(middle(**prompt).logits, model(**prompt).logits)
+
+
+def test_resume_continues_where_the_checkpoint_stopped(pretrained, workspace, tiny, tmp_path):
+    config = PretrainConfig(**PRETRAIN, max_steps=PRETRAIN_STEPS)
+    resumed = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed", resume_from=pretrained.checkpoints[0], progress=False)
+    assert resumed.steps == PRETRAIN_STEPS
+    assert resumed.lineage["resumed_from"] == [str(pretrained.checkpoints[0].resolve())]
+    assert resumed.lineage["started_at"] == read_lineage(pretrained.checkpoints[0])["started_at"]
+    # The same batches as the uninterrupted run: the same tokens, section by section, and the same losses.
+    assert resumed.lineage["tokens"] == pretrained.lineage["tokens"]
+    after = dict(pretrained.losses)
+    for step, loss in resumed.losses:
+        if step > 8:
+            assert loss == pytest.approx(after[step], abs=1e-4)
+
+    with pytest.raises(TrainingError, match="already holds a run"):
+        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed", progress=False)
+    with pytest.raises(TrainingError, match="not a resumable checkpoint"):
+        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "again", resume_from=pretrained.output_dir, progress=False)
+
+
+# ---- sft ---------------------------------------------------------------------------------------
+
+
+def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspace):
+    first, last = loss_drop(sft)
+    assert last < first - 0.05, sft.losses
+    assert sft.steps == SFT_STEPS
+    lineage = sft.lineage
+    assert lineage["stage"] == "sft"
+    assert lineage["parent"] == pretrained.lineage
+    assert lineage["from_checkpoint"] == {"path": str(pretrained.output_dir.resolve()), "adapter_sha256": sha256(pretrained.output_dir / ADAPTER_SAFETENSORS)}
+    assert lineage["dataset"]["version_id"] == workspace.sft.name
+    assert lineage["base_model"]["weights_sha256"] == pretrained.lineage["base_model"]["weights_sha256"]
+    # The parent's adapter trained on: its LoRA settings are the ones recorded.
+    assert lineage["lora"]["r"] == 8 and lineage["lora"]["continued_from"] == str(pretrained.output_dir.resolve())
+    assert lineage["hyperparameters"]["lora_rank"] == 8
+    # Assistant-only loss: only the answers are predicted.
+    total = lineage["tokens"]["total"]
+    assert 0 < total["loss_tokens"] < total["tokens"] * 0.9
+    assert lineage["tokenizer"]["chat_template_source"].startswith("satsang default")
+    # Every checkpoint of the chain loads on the base model alone.
+    model, tokenizer, loaded = load_checkpoint(sft.checkpoints[-1])
+    assert loaded["parent"] == pretrained.lineage
+    messages = [{"role": "user", "content": "I feel lost in my practice."}]
+    prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    assert prompt == "Instruct: I feel lost in my practice.\nOutput:"
+    ids = tokenizer(prompt, return_tensors="pt")
+    assert model.generate(**ids, max_new_tokens=6, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 6
+
+
+def test_default_chat_template_masks_the_answer_and_its_end(tiny):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    messages = [
+        {"role": "user", "content": "What is the means?"},
+        {"role": "assistant", "content": "Enquiry: who am I?"},
+        {"role": "user", "content": "And then?"},
+        {"role": "assistant", "content": "Be still."},
+    ]
+    encoded = tokenizer.apply_chat_template(messages, return_assistant_tokens_mask=True, return_dict=True, tokenize=True)
+    ids, mask = encoded["input_ids"], encoded["assistant_masks"]
+    trained = tokenizer.decode([t for t, m in zip(ids, mask) if m])
+    assert trained == " Enquiry: who am I?<|endoftext|> Be still.<|endoftext|>"
+    assert "What is the means" not in trained
+
+
+def test_sft_from_a_base_model_and_a_base_that_is_not_the_parents(workspace, tiny, pretrained, tmp_path):
+    from training.tiny import TinyPhiConfig, build_tiny_phi
+
+    config = SFTConfig(**SMALL, max_steps=4)
+    result = train_sft(config, workspace.sft, tmp_path / "plain", base_model=tiny, progress=False)
+    assert result.lineage["parent"] is None and result.lineage["from_checkpoint"] is None
+    assert result.lineage["lora"]["r"] == 8
+    assert read_lineage(result.checkpoints[0])["steps"] == 4 or result.steps == 4
+
+    other = build_tiny_phi(tmp_path / "other", [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")], TinyPhiConfig(seed=7))
+    with pytest.raises(TrainingError, match="is not the one"):
+        train_sft(config, workspace.sft, tmp_path / "mismatch", base_model=other, from_checkpoint=pretrained.output_dir, progress=False)
+    with pytest.raises(TrainingError, match="give a base model"):
+        train_sft(config, workspace.sft, tmp_path / "nothing", progress=False)
+
+
+# ---- audit -------------------------------------------------------------------------------------
+
+
+def test_audit_names_versions_sources_sections_and_tokens_that_add_up(sft, pretrained, workspace):
+    report = audit_checkpoint(sft.output_dir)
+    assert report.ok, report.problems
+    assert [s["stage"] for s in report.stages] == ["pretrain", "sft"]
+    assert report.total["versions"] == [workspace.pretrain.name, workspace.sft.name]
+    assert all(s["dataset"]["status"] == "verified" for s in report.stages)
+    sources = {s["title"]: s for s in report.total["sources"]}
+    assert set(sources) == {"Nan Yar? (Who am I?)", "Talks with Sri Ramana Maharshi"}
+    # A source's sha256 is the sha256 of the book's bytes as shipped.
+    assert sources["Nan Yar? (Who am I?)"]["sha256"] == sha256(SAMPLES / "nan-yar.txt")
+    assert sources["Talks with Sri Ramana Maharshi"]["sha256"] == sha256(SAMPLES / "talks-sample.txt")
+    assert sources["Nan Yar? (Who am I?)"]["stages"] == ["pretrain"] and sources["Talks with Sri Ramana Maharshi"]["stages"] == ["sft"]
+    pretrain_stage, sft_stage = report.stages
+    assert pretrain_stage["tokens"] == pretrained.lineage["tokens"]["total"]
+    assert sft_stage["tokens"] == sft.lineage["tokens"]["total"]
+    sections = {s["section"] for s in sft_stage["sections"]}
+    assert sections and all(s.startswith("Talk ") for s in sections)
+    assert len(sections) == len(sft_stage["sections"])  # one source: one row per talk
+    for key in ("tokens", "loss_tokens", "dataset_tokens"):
+        for stage in report.stages:
+            assert sum(s[key] for s in stage["sources"]) == sum(s[key] for s in stage["sections"]) == stage["tokens"][key]
+        assert sum(s[key] for s in report.total["sources"]) == report.total["tokens"][key]
+        assert sum(s[key] for s in report.total["sections"]) == report.total["tokens"][key]
+        assert report.total["tokens"][key] == sum(stage["tokens"][key] for stage in report.stages)
+    data = json.loads(json.dumps(report.to_dict()))
+    assert data["ok"] and data["stages"][1]["sources"][0]["sha256"] == sources["Talks with Sri Ramana Maharshi"]["sha256"]
+    from rich.console import Console
+
+    console = Console(width=250, record=True, file=open(os.devnull, "w"))  # noqa: SIM115
+    console.print(render_audit(report))
+    text = console.export_text()
+    assert "Talks with Sri Ramana Maharshi" in text and "Talk 9" in text and f"{report.total['tokens']['tokens']:,}" in text
+
+
+def writable_copy(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target)
+    for path in [target, *target.rglob("*")]:
+        path.chmod(path.stat().st_mode | stat.S_IWUSR)
+    return target
+
+
+def test_audit_reports_missing_and_inconsistent_lineage(pretrained, workspace, tmp_path):
+    checkpoint = tmp_path / "checkpoint"
+    checkpoint.mkdir()
+    for item in pretrained.output_dir.iterdir():
+        if item.is_file():
+            shutil.copy2(item, checkpoint / item.name)
+    version = writable_copy(workspace.pretrain, tmp_path / "moved" / workspace.pretrain.name)
+    lineage = read_lineage(checkpoint)
+    lineage["dataset"]["path"] = str(version)
+    write_lineage(checkpoint, lineage)
+    assert audit_checkpoint(checkpoint).ok
+
+    with open(version / "manifest.json", "a", encoding="utf-8") as manifest:
+        manifest.write(" ")
+    report = audit_checkpoint(checkpoint)
+    assert not report.ok and report.stages[0]["dataset"]["status"] == "changed"
+    assert "no longer matches the lineage" in report.problems[0]
+
+    shutil.rmtree(tmp_path / "moved")
+    report = audit_checkpoint(checkpoint)
+    assert report.ok and report.stages[0]["dataset"]["status"] == "not found" and "not found" in report.notes[0]
+    report = audit_checkpoint(checkpoint, workspace=workspace.root)  # found in the workspace by id
+    assert report.ok and report.stages[0]["dataset"]["status"] == "verified"
+
+    lineage["tokens"]["total"]["tokens"] += 1
+    write_lineage(checkpoint, lineage)
+    assert any("do not add up" in p for p in audit_checkpoint(checkpoint).problems)
+
+    (checkpoint / ADAPTER_SAFETENSORS).write_bytes(b"not the adapter")
+    assert any("changed since its lineage was written" in p for p in audit_checkpoint(checkpoint).problems)
+
+    (checkpoint / LINEAGE_NAME).unlink()
+    report = audit_checkpoint(checkpoint)
+    assert not report.ok and "cannot say which data trained it" in report.problems[0]
+    (checkpoint / LINEAGE_NAME).write_text("{not json")
+    assert "unreadable lineage" in audit_checkpoint(checkpoint).problems[0]
+
+
+# ---- what training refuses ---------------------------------------------------------------------
+
+
+def test_training_reads_verified_versions_of_its_kind_only(workspace, tiny, tmp_path):
+    config = PretrainConfig(**SMALL, max_steps=2)
+    with pytest.raises(TrainingError, match="is a sft version"):
+        train_pretrain(config, workspace.sft, tiny, tmp_path / "a", progress=False)
+    with pytest.raises(TrainingError, match="is a pretrain version"):
+        train_sft(SFTConfig(**SMALL, max_steps=2), workspace.pretrain, tmp_path / "b", base_model=tiny, progress=False)
+    plain = tmp_path / "plain"
+    plain.mkdir()
+    with pytest.raises(TrainingError, match="not a dataset version"):
+        train_pretrain(config, plain, tiny, tmp_path / "c", progress=False)
+    tampered = writable_copy(workspace.pretrain, tmp_path / "tampered")
+    shard = next((tampered / "data").glob("*.parquet"))
+    shard.write_bytes(shard.read_bytes() + b"\0")
+    with pytest.raises(TrainingError, match="does not verify"):
+        train_pretrain(config, tampered, tiny, tmp_path / "d", progress=False)
+    with pytest.raises(TrainingError, match="cannot be loaded"):
+        train_pretrain(config, workspace.pretrain, tmp_path / "no-model", tmp_path / "e", progress=False)
+
+
+def test_target_modules_are_discovered_or_checked(tiny):
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(tiny)
+    assert discover_target_modules(model) == ("q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2")
+    assert discover_target_modules(model, ("q_proj", "fc2")) == ("q_proj", "fc2")
+    with pytest.raises(TrainingError, match=r"nonexistent match no linear layer .*its linear layers: dense, fc1, fc2, k_proj, q_proj, v_proj"):
+        discover_target_modules(model, ("q_proj", "nonexistent"))
+    with pytest.raises(TrainingError, match="lm_head match no linear layer"):
+        discover_target_modules(model, ("lm_head",))
+    model.config.model_type = "unknown"
+    assert set(discover_target_modules(model)) == {"q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"}
+
+    class Embeddings(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.embed = torch.nn.Embedding(10, 4)
+
+    with pytest.raises(TrainingError, match="no linear layers"):
+        discover_target_modules(Embeddings())
+
+
+def test_config_defaults_are_the_seeds_and_files_and_flags_override(tmp_path):
+    config = PretrainConfig()
+    assert (config.lora_rank, config.lora_alpha, config.lora_dropout, config.epochs, config.batch_size, config.learning_rate) == (64, 128.0, 0.05, 3.0, 64, 2e-4)
+    assert (config.save_steps, config.gradient_checkpointing, config.compile, config.wandb, config.packing) == (1000, True, False, False, True)
+    assert config.gradient_accumulation_steps == 8
+    assert SFTConfig().assistant_only_loss
+    assert "LoRA rank" in PretrainConfig.help("lora_rank") and "64" in PretrainConfig.help("lora_rank")
+
+    (tmp_path / "train.toml").write_text('lora_rank = 16\ntarget_modules = ["q_proj", "v_proj"]\n[pretrain]\nmax_seq_len = 512\n[sft]\nlearning_rate = 1e-4\n')
+    pre = load_config(PretrainConfig, tmp_path / "train.toml", learning_rate=3e-4, lora_alpha=None)
+    assert (pre.lora_rank, pre.max_seq_len, pre.learning_rate, pre.lora_alpha, pre.target_modules) == (16, 512, 3e-4, 128.0, ("q_proj", "v_proj"))
+    post = load_config(SFTConfig, tmp_path / "train.toml")
+    assert (post.lora_rank, post.max_seq_len, post.learning_rate) == (16, 1024, 1e-4)
+    (tmp_path / "train.json").write_text(json.dumps({"epochs": 1, "wandb": True, "wandb_mode": "offline"}))
+    assert load_config(PretrainConfig, tmp_path / "train.json").epochs == 1.0
+    (tmp_path / "train.yaml").write_text("batch_size: 32\nper_device_batch_size: 4\n")
+    assert load_config(PretrainConfig, tmp_path / "train.yaml").gradient_accumulation_steps == 8
+
+    (tmp_path / "bad.toml").write_text("lora_rnak = 8\n")
+    with pytest.raises(TrainingError, match="unknown settings lora_rnak"):
+        load_config(PretrainConfig, tmp_path / "bad.toml")
+    with pytest.raises(TrainingError, match="multiple of per_device_batch_size"):
+        PretrainConfig(batch_size=10, per_device_batch_size=4)
+    with pytest.raises(TrainingError, match="lora_rank must be a whole number"):
+        load_config(PretrainConfig, None, lora_rank="8")
+    with pytest.raises(TrainingError, match="wandb_mode must be one of"):
+        PretrainConfig(wandb_mode="cloud")
+    with pytest.raises(TrainingError, match="no such config file"):
+        load_config(PretrainConfig, tmp_path / "missing.toml")
+
+
+def test_compiled_training_saves_clean_keys_and_wandb_offline_records_the_version(workspace, tiny, tmp_path, monkeypatch):
+    for name in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_CONFIG_DIR", "WANDB_DATA_DIR", "WANDB_ARTIFACT_DIR"):
+        monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    config = PretrainConfig(**{**SMALL, "save_steps": 2}, max_steps=2, compile=True, compile_backend="eager", wandb=True, wandb_mode="offline")
+    result = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "compiled", progress=False)
+    assert result.steps == 2
+    diagnosis = diagnose_checkpoint(result.checkpoints[0])
+    assert diagnosis.status == "ok" and diagnosis.orig_mod_keys == 0 and not diagnosis.adapter_names
+    assert result.lineage["hyperparameters"]["compile"] is True
+    wandb_record = result.lineage["wandb"]
+    assert wandb_record["mode"] == "offline" and wandb_record["run_id"]
+    run_files = list(Path(wandb_record["dir"]).glob("*.wandb"))
+    assert run_files and workspace.pretrain.name.encode() in run_files[0].read_bytes()

@@ -1,0 +1,301 @@
+"""Training data: dataset versions only, tokenized with the origin of every token kept.
+
+`open_version(dir, kind)` refuses anything but an intact dataset version of the wanted kind
+(checksums, manifest and rows recomputed by curation.export.verify_path), so a checkpoint's
+lineage can always name the exact data. The version is read into memory
+(`load_from_disk(..., keep_in_memory=True)`): `datasets` would otherwise write cache files
+into the read-only version directory.
+
+Every token carries its group, a (source, section) pair, from tokenization through packing
+into the batch (`satsang_origin`), and the trainer counts what it trained on per group
+(`TokenLedger`). So the audit's numbers are the trainer's own, and they add up by
+construction: a source's count is the sum of its sections', the total the sum of all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.lineage import TrainingError
+
+if TYPE_CHECKING:
+    import torch
+    from datasets import Dataset
+
+ORIGIN = "satsang_origin"  # per-token group index, in datasets (pretrain) and in batches (both stages)
+GROUP = "satsang_group"  # per-row group index (sft: a conversation is one talk of one source)
+NO_SECTION = ""
+
+
+@dataclass(frozen=True)
+class DatasetVersion:
+    """A verified dataset version, as training reads it."""
+
+    path: Path
+    version_id: str
+    name: str
+    kind: str  # "pretrain" | "sft"
+    digest: str
+    manifest_sha256: str  # of the manifest.json bytes: what audit rechecks
+    created_at: str
+    n_items: int
+    n_rows: int
+    sources: tuple[dict[str, Any], ...]  # the manifest's source records
+
+    def titles(self) -> dict[str, str]:
+        return {s["source_id"]: s.get("title", "") for s in self.sources}
+
+    def record(self) -> dict[str, Any]:
+        """What a lineage says about this version."""
+        return {
+            "version_id": self.version_id,
+            "name": self.name,
+            "kind": self.kind,
+            "digest": self.digest,
+            "manifest_sha256": self.manifest_sha256,
+            "created_at": self.created_at,
+            "path": str(self.path),
+            "n_items": self.n_items,
+            "n_rows": self.n_rows,
+            "sources": [
+                {k: s.get(k) for k in ("source_id", "title", "kind", "licence", "items", "tokens")} for s in self.sources
+            ],
+        }
+
+
+def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
+    """The version at `path`, verified; TrainingError naming the problem when it is not an intact version of `kind`."""
+    from curation.export import CHECKSUMS_NAME, MANIFEST_NAME, ExportError, load_manifest_path, verify_path
+
+    directory = Path(path)
+    if not directory.is_dir():
+        raise TrainingError(f"{directory}: no such dataset version directory")
+    if not (directory / MANIFEST_NAME).is_file() or not (directory / CHECKSUMS_NAME).is_file():
+        raise TrainingError(
+            f"{directory}: not a dataset version (no {MANIFEST_NAME} and {CHECKSUMS_NAME}); training reads versions only: satsang export --name NAME"
+        )
+    problems = verify_path(directory)
+    if problems:
+        shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+        raise TrainingError(f"{directory}: dataset version does not verify ({shown})")
+    try:
+        manifest = load_manifest_path(directory)
+    except ExportError as error:
+        raise TrainingError(str(error)) from None
+    if kind is not None and manifest.get("kind") != kind:
+        raise TrainingError(
+            f"{directory.name} is a {manifest.get('kind')} version; this stage trains on {kind} versions (satsang export --kind {kind})"
+        )
+    counts = manifest.get("counts", {})
+    return DatasetVersion(
+        path=directory.resolve(),
+        version_id=manifest["version_id"],
+        name=manifest.get("name", ""),
+        kind=manifest.get("kind", ""),
+        digest=manifest.get("digest", ""),
+        manifest_sha256=hashlib.sha256((directory / MANIFEST_NAME).read_bytes()).hexdigest(),
+        created_at=manifest.get("created_at", ""),
+        n_items=int(counts.get("items", 0)),
+        n_rows=int(counts.get("rows", 0)),
+        sources=tuple(manifest.get("sources", [])),
+    )
+
+
+def load_rows(version: DatasetVersion) -> Dataset:
+    from datasets import load_from_disk
+    from datasets.utils.logging import disable_progress_bar
+
+    disable_progress_bar()
+    return load_from_disk(str(version.path / "dataset"), keep_in_memory=True)
+
+
+@dataclass
+class Groups:
+    """(source_id, section) pairs, indexed in order of first appearance in the dataset."""
+
+    keys: list[tuple[str, str]] = field(default_factory=list)
+    index: dict[tuple[str, str], int] = field(default_factory=dict)
+
+    def add(self, source_id: str, section: str) -> int:
+        key = (source_id, section or NO_SECTION)
+        if key not in self.index:
+            self.index[key] = len(self.keys)
+            self.keys.append(key)
+        return self.index[key]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+# ---- pretraining ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PreparedData:
+    dataset: Dataset
+    groups: Groups
+    dataset_tokens: list[int]  # per group: tokens in the dataset once (for pretraining, EOS included)
+
+
+def pretrain_dataset(version: DatasetVersion, tokenizer: Any, max_seq_len: int, packing: bool = True) -> PreparedData:
+    """Token blocks of a pretrain version: `input_ids` and, per token, its group (`satsang_origin`).
+
+    Each text is tokenized without special tokens and ended with EOS. Packing concatenates
+    them and cuts blocks of exactly max_seq_len (the last may be shorter), so documents share
+    blocks and nothing is padding. Without packing each text is cut into blocks of its own.
+    No token is dropped either way.
+    """
+    import numpy as np
+    from datasets import Dataset
+
+    rows = load_rows(version)
+    if "text" not in rows.column_names:
+        raise TrainingError(f"{version.path}: a pretrain version has a 'text' column; this one has {', '.join(rows.column_names)}")
+    eos = tokenizer.eos_token_id
+    if eos is None:
+        raise TrainingError("the tokenizer has no EOS token to end each text with")
+    groups = Groups()
+    group_of_row = [groups.add(sid, sec) for sid, sec in zip(list(rows["source_id"]), list(rows["section"]))]
+    encoded = tokenizer(list(rows["text"]), add_special_tokens=False, verbose=False)["input_ids"]
+    lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
+    dataset_tokens = np.bincount(np.array(group_of_row, dtype=np.int64), weights=lengths, minlength=len(groups)).astype(np.int64).tolist()
+    if packing:
+        flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=np.int64, count=int(lengths.sum()))
+        origin = np.repeat(np.array(group_of_row, dtype=np.int64), lengths)
+        cuts = range(0, len(flat), max_seq_len)
+        blocks = [flat[i : i + max_seq_len].tolist() for i in cuts]
+        origins = [origin[i : i + max_seq_len].tolist() for i in cuts]
+    else:
+        blocks, origins = [], []
+        for ids, group in zip(encoded, group_of_row):
+            ids = [*ids, eos]
+            for i in range(0, len(ids), max_seq_len):
+                blocks.append(ids[i : i + max_seq_len])
+                origins.append([group] * len(blocks[-1]))
+    if not blocks:
+        raise TrainingError(f"{version.path}: no text to train on")
+    dataset = Dataset.from_dict({"input_ids": blocks, ORIGIN: origins})
+    return PreparedData(dataset, groups, [int(n) for n in dataset_tokens])
+
+
+# ---- sft --------------------------------------------------------------------------------------
+
+
+def sft_dataset(version: DatasetVersion) -> tuple[Dataset, Groups]:
+    """The conversations of an sft version (`messages`), each with its group (`satsang_group`), for SFTTrainer to tokenize."""
+    rows = load_rows(version)
+    if "messages" not in rows.column_names:
+        raise TrainingError(f"{version.path}: an sft version has a 'messages' column; this one has {', '.join(rows.column_names)}")
+    groups = Groups()
+    group_of_row = [groups.add(sid, sec) for sid, sec in zip(list(rows["source_id"]), list(rows["section"]))]
+    dataset = rows.select_columns(["messages"]).add_column(GROUP, group_of_row)
+    return dataset, groups
+
+
+def dataset_tokens_by_group(dataset: Dataset, n_groups: int) -> list[int]:
+    """Tokens per group of a tokenized dataset (after SFTTrainer's preparation, truncation included)."""
+    import numpy as np
+
+    lengths = np.array([len(ids) for ids in list(dataset["input_ids"])], dtype=np.int64)
+    groups = np.array(list(dataset[GROUP]), dtype=np.int64)
+    return np.bincount(groups, weights=lengths, minlength=n_groups).astype(np.int64).tolist()
+
+
+# ---- batches and the ledger -------------------------------------------------------------------
+
+
+@dataclass
+class OriginCollator:
+    """Pads a batch on the right; labels are the input ids (or the dataset's `labels`), -100 on padding.
+
+    Adds `satsang_origin` [batch, length]: each position's group, -1 on padding. The trainer
+    takes it out before the forward pass.
+    """
+
+    pad_token_id: int
+
+    def __call__(self, examples: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        import torch
+
+        length = max(len(e["input_ids"]) for e in examples)
+        batch = len(examples)
+        input_ids = torch.full((batch, length), self.pad_token_id, dtype=torch.long)
+        attention_mask = torch.zeros((batch, length), dtype=torch.long)
+        labels = torch.full((batch, length), -100, dtype=torch.long)
+        origin = torch.full((batch, length), -1, dtype=torch.long)
+        for i, example in enumerate(examples):
+            ids = torch.as_tensor(example["input_ids"], dtype=torch.long)
+            n = ids.numel()
+            input_ids[i, :n] = ids
+            attention_mask[i, :n] = 1
+            labels[i, :n] = torch.as_tensor(example["labels"], dtype=torch.long) if "labels" in example else ids
+            if ORIGIN in example:
+                origin[i, :n] = torch.as_tensor(example[ORIGIN], dtype=torch.long)
+            elif GROUP in example:
+                origin[i, :n] = int(example[GROUP])
+            else:
+                raise TrainingError(f"batch example without {ORIGIN} or {GROUP}: token accounting needs one")
+        return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels, ORIGIN: origin}
+
+
+class TokenLedger:
+    """Tokens trained on per group: `tokens` the model read, `loss_tokens` it was trained to predict."""
+
+    def __init__(self, n_groups: int) -> None:
+        import torch
+
+        self.n_groups = n_groups
+        self.tokens = torch.zeros(n_groups, dtype=torch.long)
+        self.loss_tokens = torch.zeros(n_groups, dtype=torch.long)
+
+    def add(self, origin: torch.Tensor, attention_mask: torch.Tensor, labels: torch.Tensor) -> None:
+        import torch
+
+        if self.tokens.device != origin.device:
+            self.tokens = self.tokens.to(origin.device)
+            self.loss_tokens = self.loss_tokens.to(origin.device)
+        read = origin[attention_mask.bool() & (origin >= 0)]
+        self.tokens += torch.bincount(read, minlength=self.n_groups)[: self.n_groups]
+        # The label at position 0 is never predicted (the model predicts position t+1 from t).
+        predicted = origin[:, 1:][(labels[:, 1:] != -100) & (origin[:, 1:] >= 0)]
+        self.loss_tokens += torch.bincount(predicted, minlength=self.n_groups)[: self.n_groups]
+
+    def restore(self, groups: Groups, report: dict[str, Any] | None) -> None:
+        """Start from a checkpoint's counts (resume): its per-section rows, matched by (source, section)."""
+        for row in (report or {}).get("by_section", []):
+            key = (row.get("source_id", ""), row.get("section", NO_SECTION) or NO_SECTION)
+            if key not in groups.index:
+                raise TrainingError(f"the checkpoint counted tokens of {key}, which this dataset does not have: another dataset?")
+            i = groups.index[key]
+            self.tokens[i] = int(row.get("tokens", 0))
+            self.loss_tokens[i] = int(row.get("loss_tokens", 0))
+
+    def report(self, groups: Groups, titles: dict[str, str], dataset_tokens: list[int], tokenizer_name: str) -> dict[str, Any]:
+        """The lineage's `tokens`: per section, per source (sums of its sections) and total (sum of all)."""
+        tokens = self.tokens.cpu().tolist()
+        loss_tokens = self.loss_tokens.cpu().tolist()
+        by_section = []
+        by_source: dict[str, dict[str, Any]] = {}
+        for i, (source_id, section) in enumerate(groups.keys):
+            row = {"source_id": source_id, "title": titles.get(source_id, ""), "section": section, "tokens": tokens[i], "loss_tokens": loss_tokens[i], "dataset_tokens": dataset_tokens[i]}
+            by_section.append(row)
+            source = by_source.setdefault(
+                source_id, {"source_id": source_id, "title": titles.get(source_id, ""), "sections": 0, "tokens": 0, "loss_tokens": 0, "dataset_tokens": 0}
+            )
+            source["sections"] += 1
+            for k in ("tokens", "loss_tokens", "dataset_tokens"):
+                source[k] += row[k]
+        total = {k: sum(row[k] for row in by_section) for k in ("tokens", "loss_tokens", "dataset_tokens")}
+        return {
+            "method": (
+                f"{tokenizer_name} tokens in the batches the trainer trained on, counted per (source, section): tokens = positions "
+                "read (attention mask), loss_tokens = positions predicted (labels), so epochs count again; dataset_tokens = the "
+                "tokenized dataset once"
+            ),
+            "total": total,
+            "by_source": sorted(by_source.values(), key=lambda s: (s["title"], s["source_id"])),
+            "by_section": by_section,
+        }

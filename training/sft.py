@@ -1,0 +1,76 @@
+"""SFT on dialogue pairs with TRL's SFTTrainer, from a base model or on top of a pretrain checkpoint.
+
+    result = train_sft(SFTConfig(), "ws/versions/sample-<id>", "runs/sft", from_checkpoint="runs/prose")
+
+The loss is on the assistant's words only (assistant_only_loss): the question is context,
+the answer is what the model learns to give. TRL finds the assistant's tokens through the
+chat template's `{% generation %}` markers; a tokenizer with no template gets
+`DEFAULT_CHAT_TEMPLATE`, Phi-2's own Instruct:/Output: form, with the markers, and the
+end-of-text token inside them so the model learns to stop. The template is saved with every
+checkpoint's tokenizer, so inference formats prompts exactly as training did
+(`tokenizer.apply_chat_template(messages, add_generation_prompt=True)` ends in "Output:").
+
+With `from_checkpoint` the parent's adapter trains on (same rank, alpha and targets; the
+LoRA settings of the config are not used), and the lineage embeds the parent's lineage, so
+an audit of the SFT checkpoint names the pretraining data too.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from training.config import SFTConfig
+from training.data import open_version
+from training.lineage import TrainingError
+from training.pretrain import TrainResult, run_stage
+
+# Phi-2's documented QA form. "Output:" ends the prompt; the answer starts with its own space,
+# so the prompt tokenizes the same way alone and followed by an answer.
+DEFAULT_CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{% if message['role'] == 'system' %}{{ message['content'] }}\n\n"
+    "{% elif message['role'] == 'user' %}Instruct: {{ message['content'] }}\n"
+    "{% elif message['role'] == 'assistant' %}Output:{% generation %} {{ message['content'] }}{{ eos_token }}{% endgeneration %}\n"
+    "{% endif %}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}Output:{% endif %}"
+)
+
+
+def set_chat_template(tokenizer, template_path: str | Path | None = None) -> str:
+    """Give the tokenizer its training chat template; returns where it came from (for the lineage)."""
+    if template_path is not None:
+        path = Path(template_path)
+        try:
+            tokenizer.chat_template = path.read_text(encoding="utf-8")
+        except OSError as error:
+            raise TrainingError(f"{path}: cannot read the chat template ({error.strerror})") from None
+        return str(path.resolve())
+    if getattr(tokenizer, "chat_template", None):
+        return "tokenizer"
+    tokenizer.chat_template = DEFAULT_CHAT_TEMPLATE
+    return "satsang default (Instruct:/Output:)"
+
+
+def train_sft(
+    config: SFTConfig,
+    dataset_version_dir: str | Path,
+    output_dir: str | Path,
+    base_model: str | Path | None = None,
+    from_checkpoint: str | Path | None = None,
+    resume_from: str | Path | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """SFT on an sft dataset version: a new adapter on `base_model`, or `from_checkpoint`'s adapter trained on.
+
+    With both, `base_model` says where the parent's base model is now; its weights must hash
+    to what the parent's lineage recorded. Resuming needs neither: the checkpoint's lineage says.
+    """
+    if not isinstance(config, SFTConfig):
+        raise TrainingError(f"train_sft takes an SFTConfig, not {type(config).__name__}")
+    if base_model is None and from_checkpoint is None and resume_from is None:
+        raise TrainingError("give a base model (--base-model) or a pretrain checkpoint to continue (--from)")
+    version = open_version(dataset_version_dir, "sft")
+    return run_stage(
+        "sft", config, version, output_dir, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume_from, progress=progress
+    )
