@@ -112,7 +112,7 @@ def test_status_reads_the_workspace_from_the_environment(tmp_path: Path):
         (["ingest", "{tmp}/missing.txt", "--kind", "prose", "-w", "{ws}"], "{tmp}/missing.txt: no such file"),
         (["ingest", "{tmp}", "--kind", "prose", "-w", "{ws}"], "{tmp}: is a directory"),
         (["ingest", str(NAN_YAR), "--kind", "dialogue", "-w", "{ws}"], f"{NAN_YAR}: no speaker markers found"),
-        (["ingest", str(NAN_YAR), "--kind", "prose", "--convention", "qa", "-w", "{ws}"], "--convention applies to --kind dialogue only"),
+        (["ingest", str(NAN_YAR), "--kind", "prose", "--convention", "qa", "-w", "{ws}"], "--convention, --answerer and --asker apply to --kind dialogue only"),
         (["ingest", str(TALKS), "--kind", "dialogue", "--target-tokens", "50", "-w", "{ws}"], "--target-tokens applies to --kind prose only"),
         (["ingest", str(NAN_YAR), "--kind", "prose", "--target-tokens", "3", "-w", "{ws}"], "--target-tokens must be at least"),
     ],

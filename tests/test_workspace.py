@@ -332,8 +332,8 @@ def test_update_items_refuses_to_break_the_fixed_schema(filled: Workspace):
 
 
 def test_status_lists_a_source_that_yielded_no_items(workspace: Workspace, tmp_path: Path):
-    # A D.: marker but no answer: the parser finds markers and emits no pair.
-    lone = tmp_path / "lone-question.txt"
-    lone.write_text("Talk 1.\nD.: Who am I?\n")
-    workspace.ingest([lone], "dialogue")
+    # Prose that is nothing but page numbers: valid text, and no passage in it.
+    numbers = tmp_path / "page-numbers.txt"
+    numbers.write_text("12\n\n13\n")
+    workspace.ingest([numbers], "prose")
     assert workspace.status().counts.select("kind", "stage", "n_items").rows() == [("", "ingested", 0)]
