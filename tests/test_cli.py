@@ -29,7 +29,7 @@ def command_names() -> list[str]:
 
 
 def test_the_commands_are_there():
-    assert command_names() == ["critique", "dedup", "diff", "export", "ingest", "init", "review", "run", "score", "show", "status", "verify", "versions"]
+    assert command_names() == ["critique", "dedup", "diff", "eval", "export", "generate", "ingest", "init", "review", "run", "score", "serve", "show", "status", "verify", "versions"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in command_names())])
