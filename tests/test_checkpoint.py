@@ -187,6 +187,7 @@ def test_fix_rebuilds_a_missing_adapter_config_from_the_lineage(trained, probe, 
     broken = write_adapter(tmp_path / "noconfig", compiled_state(live), None)
     diagnosis = diagnose_checkpoint(broken)
     assert diagnosis.status == "broken" and any(ADAPTER_CONFIG in p for p in diagnosis.problems)
+    assert diagnosis.fixable  # only the config is missing, and the naming: --fix mends both
     with pytest.raises(CheckpointError, match="lora_alpha"):
         fix_checkpoint(broken)
     base_path = live.peft_config["default"].base_model_name_or_path

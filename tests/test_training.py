@@ -43,7 +43,7 @@ SMALL = dict(
 # 64-token blocks: the sample's prose makes about 150 of them, so 24 steps of 4 stay within the first epoch.
 PRETRAIN = {**SMALL, "max_seq_len": 64}
 PRETRAIN_STEPS = 24
-SFT_STEPS = 16
+SFT_STEPS = 24
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -101,7 +101,7 @@ def test_pretrain_loss_decreases_and_checkpoints_carry_lineage(pretrained, works
     from curation.export import verify_path
 
     first, last = loss_drop(pretrained)
-    assert last < first - 0.05, pretrained.losses
+    assert last < first - 0.03, pretrained.losses
     assert pretrained.steps == PRETRAIN_STEPS
     assert [p.name for p in pretrained.checkpoints] == ["checkpoint-8", "checkpoint-16", "checkpoint-24"]
     previous_tokens = 0
@@ -149,8 +149,10 @@ def read_trainer_log(directory: Path) -> list[dict]:
     return json.loads((directory / "trainer_state.json").read_text())["log_history"]
 
 
-def test_adapter_reloads_and_generates(pretrained, tiny):
+def test_adapter_reloads_and_generates(pretrained, tiny, workspace):
+    from datasets import load_from_disk
     from safetensors.torch import load_file
+    from transformers import AutoModelForCausalLM
 
     model, tokenizer, lineage = load_checkpoint(pretrained.output_dir)
     assert lineage == pretrained.lineage
@@ -168,6 +170,15 @@ def test_adapter_reloads_and_generates(pretrained, tiny):
     assert middle_lineage["steps"] == 8
     with torch.no_grad():
         assert not torch.allclose(middle(**prompt).logits, model(**prompt).logits)
+    # Held still, on the same texts: the adapter lowers the loss of the base model (no batch-to-batch noise).
+    texts = list(load_from_disk(str(workspace.pretrain / "dataset"), keep_in_memory=True)["text"][:8])
+    batch = tokenizer(texts, return_tensors="pt", padding=True, truncation=True, max_length=64)
+    labels = batch["input_ids"].masked_fill(batch["attention_mask"] == 0, -100)
+    base = AutoModelForCausalLM.from_pretrained(tiny).eval()
+    with torch.no_grad():
+        before = base(**batch, labels=labels).loss.item()
+        after = model(**batch, labels=labels).loss.item()
+    assert after < before - 0.05, (before, after)
 
 
 def test_resume_continues_where_the_checkpoint_stopped(pretrained, workspace, tiny, tmp_path):
@@ -194,7 +205,7 @@ def test_resume_continues_where_the_checkpoint_stopped(pretrained, workspace, ti
 
 def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspace):
     first, last = loss_drop(sft)
-    assert last < first - 0.05, sft.losses
+    assert last < first - 0.03, sft.losses
     assert sft.steps == SFT_STEPS
     lineage = sft.lineage
     assert lineage["stage"] == "sft"
@@ -217,6 +228,29 @@ def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspac
     assert prompt == "Instruct: I feel lost in my practice.\nOutput:"
     ids = tokenizer(prompt, return_tensors="pt")
     assert model.generate(**ids, max_new_tokens=6, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 6
+
+
+def test_sft_resumes_from_its_checkpoint_alone(sft, workspace, tmp_path):
+    # The checkpoint's lineage says which parent adapter (and so which base) the run continued.
+    config = SFTConfig(**SMALL, max_steps=SFT_STEPS)
+    resumed = train_sft(config, workspace.sft, tmp_path / "resumed", resume_from=sft.checkpoints[0], progress=False)
+    assert resumed.steps == SFT_STEPS
+    assert resumed.lineage["parent"] == sft.lineage["parent"]
+    assert resumed.lineage["tokens"] == sft.lineage["tokens"]
+
+
+def test_dataset_references_resolve_to_versions(workspace, tmp_path):
+    from training.data import resolve_dataset
+
+    assert resolve_dataset("prose", workspace.root) == workspace.pretrain
+    assert resolve_dataset(workspace.sft.name[:10], workspace.root) == workspace.sft
+    assert resolve_dataset(str(workspace.sft)) == workspace.sft
+    with pytest.raises(TrainingError, match="not a dataset version"):
+        resolve_dataset(str(tmp_path))
+    from curation.workspace import WorkspaceError
+
+    with pytest.raises(WorkspaceError, match="no version 'nope'"):  # curation.export's own error, also a one-line CLI error
+        resolve_dataset("nope", workspace.root)
 
 
 def test_default_chat_template_masks_the_answer_and_its_end(tiny):
@@ -244,7 +278,7 @@ def test_sft_from_a_base_model_and_a_base_that_is_not_the_parents(workspace, tin
     result = train_sft(config, workspace.sft, tmp_path / "plain", base_model=tiny, progress=False)
     assert result.lineage["parent"] is None and result.lineage["from_checkpoint"] is None
     assert result.lineage["lora"]["r"] == 8
-    assert read_lineage(result.checkpoints[0])["steps"] == 4 or result.steps == 4
+    assert result.steps == 4 and [p.name for p in result.checkpoints] == ["checkpoint-4"]  # the last step is always saved
 
     other = build_tiny_phi(tmp_path / "other", [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")], TinyPhiConfig(seed=7))
     with pytest.raises(TrainingError, match="is not the one"):

@@ -395,10 +395,14 @@ class Diagnosis:
     stats: list[TensorStats] = field(default_factory=list)
     norm_summary: dict[str, dict[str, float]] = field(default_factory=dict)  # lora_A / lora_B -> min, mean, max
     lineage: bool = False
+    config_missing: bool = False
 
     @property
     def fixable(self) -> bool:
-        return self.status == "fixable"
+        """fix_checkpoint gives a loadable adapter: only the naming is wrong, or only adapter_config.json is missing."""
+        if self.status == "fixable":
+            return True
+        return self.status == "broken" and self.config_missing and len(self.problems) == 1
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -434,6 +438,7 @@ def diagnose_checkpoint(checkpoint_dir: str | Path, base_model: str | Path | Non
     except CheckpointError as error:
         diagnosis.problems.append(str(error))
     if diagnosis.config is None and not any(ADAPTER_CONFIG in p for p in diagnosis.problems):
+        diagnosis.config_missing = True
         diagnosis.problems.append(f"no {ADAPTER_CONFIG}: PEFT cannot load the adapter (--fix rebuilds it from the lineage)")
 
     # Naming: what PEFT's loader would do with these keys as they are.
@@ -678,7 +683,7 @@ def render_diagnosis(diagnosis: Diagnosis, fixed: Path | None = None) -> Rendera
         parts.append(Text(f"problem: {problem}", style="red"))
     for note in diagnosis.notes:
         parts.append(Text(f"note: {note}", style="yellow" if diagnosis.status == "fixable" else ""))
-    if diagnosis.status == "fixable" and fixed is None:
+    if diagnosis.fixable and fixed is None:
         parts.append(Text(f"fix: satsang diagnose {diagnosis.path} --fix  (writes a copy PEFT loads; load_checkpoint remaps on the fly)"))
     if fixed is not None:
         parts.append(Text(f"Wrote {fixed}: keys in PEFT's file form; PeftModel.from_pretrained loads it", style="green"))

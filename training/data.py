@@ -104,6 +104,19 @@ def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
     )
 
 
+def resolve_dataset(ref: str | Path, workspace: str | Path | None = None) -> Path:
+    """A version directory from a path to one, or from an id, unique id prefix or name (its latest) in the workspace."""
+    from curation.export import MANIFEST_NAME, resolve_version
+    from curation.workspace import Workspace
+
+    path = Path(ref).expanduser()
+    if path.is_dir() and (path / MANIFEST_NAME).is_file():
+        return path
+    if path.is_dir():
+        raise TrainingError(f"{path}: not a dataset version (no {MANIFEST_NAME}); training reads versions only: satsang export --name NAME")
+    return resolve_version(Workspace.open(workspace), str(ref))
+
+
 def load_rows(version: DatasetVersion) -> Dataset:
     from datasets import load_from_disk
     from datasets.utils.logging import disable_progress_bar

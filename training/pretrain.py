@@ -478,3 +478,23 @@ def _start_wandb(config: TrainConfig, run: StageRun, output_dir: Path) -> Any:
         raise TrainingError(f"wandb: {str(error).splitlines()[0]} (offline: --wandb-mode offline)") from None
     run.wandb = {"project": config.wandb_project, "mode": config.wandb_mode, "run_id": wandb_run.id, "dir": str(Path(wandb_run.dir).parent)}
     return wandb_run
+
+
+def render_train_result(result: TrainResult) -> Any:
+    """What `satsang train` prints when a run ends."""
+    from rich.console import Group
+    from rich.text import Text
+
+    lineage = result.lineage
+    total = lineage["tokens"]["total"]
+    first = result.losses[0][1] if result.losses else None
+    loss = f"loss {first:.4f} -> {result.final_loss:.4f}" if first is not None and result.final_loss is not None else "loss n/a"
+    lines = [
+        Text.assemble(("Trained ", ""), (result.stage, "bold"), f" on {lineage['dataset']['version_id']} from {lineage['base_model']['id']}"
+                      + (f" + {lineage['from_checkpoint']['path']}" if lineage.get("from_checkpoint") else "")),
+        Text(f"{result.steps} steps, epoch {lineage['epoch']:.2f}, {loss}; {total['tokens']:,} tokens trained ({total['loss_tokens']:,} predicted), "
+             f"{result.tokens_per_second:,.0f} tokens/s over {result.seconds:.0f} s"),
+        Text(f"Adapter and lineage: {result.output_dir}" + (f"; checkpoints: {', '.join(p.name for p in result.checkpoints)}" if result.checkpoints else "")),
+        Text(f"Audit: satsang audit {result.output_dir}", style="dim"),
+    ]
+    return Group(*lines)
