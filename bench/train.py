@@ -83,9 +83,9 @@ def build_model(args, dtype):
         return AutoModelForCausalLM.from_pretrained(args.model, dtype=dtype), args.model
     if args.phi2_random:
         torch.manual_seed(0)
-        with torch.device(args.device):
-            model = PhiForCausalLM(PhiConfig(**PHI2)).to(dtype)
-        return model, "Phi-2 architecture, random weights"
+        with torch.device(args.device):  # initialised where it will run, in its dtype: no 11 GB float32 detour
+            model = AutoModelForCausalLM.from_config(PhiConfig(**PHI2), dtype=dtype)
+        return model, "Phi-2 architecture (2.78B), random weights"
     from training.tiny import TinyPhiConfig, build_tiny_phi
 
     directory = build_tiny_phi(Path(tempfile.mkdtemp(prefix="bench-train-")), [SAMPLE.read_text(encoding="utf-8")], TinyPhiConfig())

@@ -253,6 +253,28 @@ def test_dataset_references_resolve_to_versions(workspace, tmp_path):
         resolve_dataset("nope", workspace.root)
 
 
+@pytest.mark.parametrize("packing", [True, False])
+def test_pretrain_blocks_keep_every_token_and_its_origin(workspace, tiny, packing):
+    from transformers import AutoTokenizer
+
+    from training.data import ORIGIN, load_rows, open_version, pretrain_dataset
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny)
+    version = open_version(workspace.pretrain, "pretrain")
+    prepared = pretrain_dataset(version, tokenizer, 64, packing=packing)
+    blocks = list(prepared.dataset["input_ids"])
+    origins = list(prepared.dataset[ORIGIN])
+    assert all(len(b) == len(o) <= 64 for b, o in zip(blocks, origins))
+    texts = list(load_rows(version)["text"])
+    expected = [t for text in texts for t in (*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id)]
+    assert [t for block in blocks for t in block] == expected  # nothing dropped, nothing reordered
+    assert sum(prepared.dataset_tokens) == len(expected)
+    if packing:
+        assert all(len(b) == 64 for b in blocks[:-1])
+    else:
+        assert len(blocks) >= len(texts)
+
+
 def test_default_chat_template_masks_the_answer_and_its_end(tiny):
     from transformers import AutoTokenizer
 

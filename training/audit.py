@@ -188,7 +188,6 @@ def _total(stages: list[dict[str, Any]]) -> dict[str, Any]:
 
 def render_audit(report: AuditReport, sections: bool = True) -> RenderableType:
     from rich.console import Group
-    from rich.table import Table
     from rich.text import Text
 
     parts: list[Any] = [Text.assemble((str(report.checkpoint), "bold"), "  ", ("OK" if report.ok else "LINEAGE PROBLEMS", "bold green" if report.ok else "bold red"))]

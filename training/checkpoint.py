@@ -38,7 +38,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.lineage import LINEAGE_NAME, TrainingError, local_model_dir, now_iso, read_lineage, sha256_file, write_lineage
+from training.lineage import LINEAGE_NAME, TrainingError, now_iso, read_lineage, sha256_file, write_lineage
 
 if TYPE_CHECKING:
     import torch
