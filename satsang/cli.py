@@ -516,6 +516,221 @@ def _print_status(workspace_status: WorkspaceStatus) -> None:
     )
 
 
+# ---- training: satsang train pretrain|sft, satsang audit, satsang diagnose ----------------------
+train_app = typer.Typer(
+    help="Train LoRA adapters on dataset versions: continued pretraining on prose, then SFT on dialogue.",
+    epilog="Example: satsang train pretrain --dataset prose --base-model microsoft/phi-2 --output runs/prose",
+    no_args_is_help=True,
+)
+app.add_typer(train_app, name="train")
+
+DatasetOption = Annotated[str, typer.Option("--dataset", help="Dataset version: id, unique id prefix, name (its latest) or a version directory.", show_default=False)]
+OutputOption = Annotated[Path, typer.Option("--output", help="Run directory: checkpoint-N/ every --save-steps; the final adapter, tokenizer and satsang_lineage.json at its top.", show_default=False)]
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML, JSON or YAML file of settings (flat, or [pretrain]/[sft] tables); flags override it.", show_default=False)]
+ResumeOption = Annotated[Optional[Path], typer.Option("--resume", help="Resume from this checkpoint-N directory (same dataset version).", show_default=False)]
+RankOption = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r. (default: 64)", show_default=False)]
+AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; updates scale by alpha / r. (default: 128)", show_default=False)]
+DropoutOption = Annotated[Optional[float], typer.Option("--dropout", help="LoRA dropout. (default: 0.05)", show_default=False)]
+TargetsOption = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names to adapt. (default: discovered; Phi: q_proj,k_proj,v_proj,dense,fc1,fc2)", show_default=False)]
+EpochsOption = Annotated[Optional[float], typer.Option("--epochs", help="Passes over the dataset. (default: 3)", show_default=False)]
+MaxStepsOption = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).", show_default=False)]
+BatchOption = Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per optimizer step. (default: 64)", show_default=False)]
+MicroBatchOption = Annotated[Optional[int], typer.Option("--per-device-batch-size", help="Sequences per forward pass; the rest is gradient accumulation. (default: 8)", show_default=False)]
+LrOption = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. (default: 2e-4)", show_default=False)]
+SeqOption = Annotated[Optional[int], typer.Option("--max-seq-len", help="Tokens per sequence. (default: 1024)", show_default=False)]
+SaveStepsOption = Annotated[Optional[int], typer.Option("--save-steps", help="A checkpoint every this many steps. (default: 1000)", show_default=False)]
+CheckpointingOption = Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass. (default: on)", show_default=False)]
+CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model. (default: off)", show_default=False)]
+DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="auto, bfloat16, float16 or float32. (default: auto: bfloat16 on a GPU that has it, else float32)", show_default=False)]
+TrainDeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. (default: auto)", show_default=False)]
+WandbOption = Annotated[Optional[bool], typer.Option("--wandb/--no-wandb", help="Log to Weights & Biases; the run config carries the dataset version. (default: off)", show_default=False)]
+WandbModeOption = Annotated[Optional[str], typer.Option("--wandb-mode", help="online or offline. (default: online)", show_default=False)]
+SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for the adapter's initialisation and the data order. (default: 42)", show_default=False)]
+
+
+def _train_settings(**flags):
+    targets = flags.pop("target_modules")
+    if targets is not None:
+        flags["target_modules"] = tuple(t.strip() for t in targets.split(",") if t.strip())
+    return flags
+
+
+@train_app.command("pretrain")
+def train_pretrain_command(
+    dataset: DatasetOption,
+    base_model: Annotated[str, typer.Option("--base-model", help="Base model: a Hugging Face id or a local directory.", show_default=False)],
+    output: OutputOption,
+    workspace: WorkspaceOption = None,
+    config: ConfigOption = None,
+    resume: ResumeOption = None,
+    rank: RankOption = None,
+    alpha: AlphaOption = None,
+    dropout: DropoutOption = None,
+    target_modules: TargetsOption = None,
+    epochs: EpochsOption = None,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchOption = None,
+    per_device_batch_size: MicroBatchOption = None,
+    lr: LrOption = None,
+    max_seq_len: SeqOption = None,
+    save_steps: SaveStepsOption = None,
+    gradient_checkpointing: CheckpointingOption = None,
+    compile: CompileOption = None,
+    dtype: DtypeOption = None,
+    device: TrainDeviceOption = None,
+    wandb: WandbOption = None,
+    wandb_mode: WandbModeOption = None,
+    seed: SeedOption = None,
+    packing: Annotated[Optional[bool], typer.Option("--packing/--no-packing", help="Pack texts (EOS between) into --max-seq-len blocks. (default: on)", show_default=False)] = None,
+) -> None:
+    """LoRA continued pretraining on a pretrain dataset version (the seed's defaults: rank 64, alpha 128, 3 epochs, batch 64, lr 2e-4).
+
+    Every checkpoint gets satsang_lineage.json: the dataset version and its manifest hash, the base
+    model and its weights' hash, hyperparameters, commit, steps, times, loss and tokens per source.
+
+    Example: satsang train pretrain --dataset prose --base-model microsoft/phi-2 --output runs/prose
+    """
+    from training.config import PretrainConfig, load_config
+    from training.data import resolve_dataset
+    from training.pretrain import render_train_result, train_pretrain
+
+    with one_line_errors():
+        settings = load_config(
+            PretrainConfig,
+            config,
+            **_train_settings(
+                lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, epochs=epochs, max_steps=max_steps,
+                batch_size=batch_size, per_device_batch_size=per_device_batch_size, learning_rate=lr, max_seq_len=max_seq_len,
+                save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, compile=compile, dtype=dtype, device=device,
+                wandb=wandb, wandb_mode=wandb_mode, seed=seed, packing=packing,
+            ),
+        )
+        result = train_pretrain(settings, resolve_dataset(dataset, workspace), base_model, output, resume_from=resume)
+    out.print(render_train_result(result))
+
+
+@train_app.command("sft")
+def train_sft_command(
+    dataset: DatasetOption,
+    output: OutputOption,
+    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on (its lineage chains in).", show_default=False)] = None,
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model for a new adapter; with --from, where the parent's base is now.", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    config: ConfigOption = None,
+    resume: ResumeOption = None,
+    rank: RankOption = None,
+    alpha: AlphaOption = None,
+    dropout: DropoutOption = None,
+    target_modules: TargetsOption = None,
+    epochs: EpochsOption = None,
+    max_steps: MaxStepsOption = None,
+    batch_size: BatchOption = None,
+    per_device_batch_size: MicroBatchOption = None,
+    lr: LrOption = None,
+    max_seq_len: SeqOption = None,
+    save_steps: SaveStepsOption = None,
+    gradient_checkpointing: CheckpointingOption = None,
+    compile: CompileOption = None,
+    dtype: DtypeOption = None,
+    device: TrainDeviceOption = None,
+    wandb: WandbOption = None,
+    wandb_mode: WandbModeOption = None,
+    seed: SeedOption = None,
+    assistant_only_loss: Annotated[Optional[bool], typer.Option("--assistant-only-loss/--full-loss", help="Loss on the assistant's words only. (default: on)", show_default=False)] = None,
+    chat_template: Annotated[Optional[Path], typer.Option("--chat-template", help="Jinja chat template file. (default: the tokenizer's, else Phi-2's Instruct:/Output: form)", show_default=False)] = None,
+) -> None:
+    """SFT on an sft dataset version with TRL's SFTTrainer: on top of a pretrain checkpoint (--from) or a base model.
+
+    Example: satsang train sft --dataset sample --from runs/prose --output runs/sft
+    """
+    from training.config import SFTConfig, load_config
+    from training.data import resolve_dataset
+    from training.pretrain import render_train_result
+    from training.sft import train_sft
+
+    with one_line_errors():
+        settings = load_config(
+            SFTConfig,
+            config,
+            **_train_settings(
+                lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, epochs=epochs, max_steps=max_steps,
+                batch_size=batch_size, per_device_batch_size=per_device_batch_size, learning_rate=lr, max_seq_len=max_seq_len,
+                save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, compile=compile, dtype=dtype, device=device,
+                wandb=wandb, wandb_mode=wandb_mode, seed=seed, assistant_only_loss=assistant_only_loss,
+                chat_template=str(chat_template) if chat_template is not None else None,
+            ),
+        )
+        result = train_sft(
+            settings, resolve_dataset(dataset, workspace), output, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume
+        )
+    out.print(render_train_result(result))
+
+
+@app.command()
+def audit(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (a run's output or one of its checkpoint-N).", show_default=False)],
+    workspace: WorkspaceOption = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the report as JSON.")] = False,
+    sections: Annotated[bool, typer.Option("--sections/--no-sections", help="List every section (talk) with its tokens.")] = True,
+) -> None:
+    """Which dataset versions, sources (title, sha256) and sections trained a checkpoint, with tokens per stage and in total.
+
+    Exit status 1 when the lineage is missing or no longer matches (a changed manifest or adapter).
+
+    Example: satsang audit runs/sft --json
+    """
+    import json as json_module
+
+    from curation.workspace import default_workspace_path
+    from training.audit import audit_checkpoint, render_audit
+
+    root = workspace if workspace is not None else default_workspace_path()
+    with one_line_errors():
+        report = audit_checkpoint(checkpoint, workspace=root if root.is_dir() else None)
+    if as_json:
+        print(json_module.dumps(report.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        out.print(render_audit(report, sections=sections))
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+@app.command()
+def diagnose(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory with an adapter_model.safetensors (or .bin).", show_default=False)],
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Check shapes against this base. (default: the lineage's, else adapter_config.json's)", show_default=False)] = None,
+    fix: Annotated[bool, typer.Option("--fix", help="Write a copy with keys in PEFT's form (it loads with PeftModel.from_pretrained).")] = False,
+    output: Annotated[Optional[Path], typer.Option("--output", help="Where --fix writes. (default: <checkpoint>-fixed)", show_default=False)] = None,
+    lora_alpha: Annotated[Optional[float], typer.Option("--lora-alpha", help="--fix without adapter_config.json or lineage: the alpha to record.", show_default=False)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the diagnosis as JSON.")] = False,
+) -> None:
+    """Check a checkpoint: key naming (torch.compile's _orig_mod., adapter names), weight statistics (norms, zeros, NaN/Inf), shapes against the base model.
+
+    Exit status 1 when the adapter would not load or is damaged (and --fix did not mend it).
+
+    Example: satsang diagnose runs/prose/checkpoint-1000 --fix
+    """
+    import json as json_module
+
+    from training.checkpoint import diagnose_checkpoint, fix_checkpoint, render_diagnosis
+
+    fixed = None
+    with one_line_errors():
+        diagnosis = diagnose_checkpoint(checkpoint, base_model=base_model)
+        if fix and diagnosis.fixable:
+            fixed = fix_checkpoint(checkpoint, output, lora_alpha=lora_alpha)
+    if as_json:
+        print(json_module.dumps({**diagnosis.to_dict(), "fixed": str(fixed) if fixed else None}, indent=2, default=str))
+    else:
+        out.print(render_diagnosis(diagnosis, fixed=fixed))
+    if fix and diagnosis.status == "ok":
+        out.print("Nothing to fix: the adapter loads as it is.", markup=False, highlight=False)
+    if diagnosis.status == "broken" and fixed is None:
+        raise typer.Exit(1)
+
+
+# ---- inference: satsang generate, serve, eval ------------------------------------------------
+
 CheckpointOption = Annotated[
     Path,
     typer.Option("--checkpoint", "-c", help="Checkpoint directory: a LoRA adapter with its tokenizer and satsang_lineage.json (or a whole model).", show_default=False),

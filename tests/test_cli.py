@@ -29,10 +29,10 @@ def command_names() -> list[str]:
 
 
 def test_the_commands_are_there():
-    assert command_names() == ["critique", "dedup", "diff", "eval", "export", "generate", "ingest", "init", "review", "run", "score", "serve", "show", "status", "verify", "versions"]
+    assert command_names() == ["audit", "critique", "dedup", "diagnose", "diff", "eval", "export", "generate", "ingest", "init", "review", "run", "score", "serve", "show", "status", "train", "verify", "versions"]
 
 
-@pytest.mark.parametrize("args", [[], *([name] for name in command_names())])
+@pytest.mark.parametrize("args", [[], *([name] for name in command_names()), ["train", "pretrain"], ["train", "sft"]])
 def test_every_help_has_an_example(args: list[str]):
     result = satsang(*args, "--help")
     assert result.exit_code == 0, result.output
