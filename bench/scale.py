@@ -1,0 +1,340 @@
+"""Scale-out benchmark: ingest + MinHash/LSH dedup of a large synthetic corpus, local executor vs Ray.
+
+Run as: python bench/scale.py [--mb 500] [--cpus 2] [--executors local,ray[,partitioned]] [--corpus DIR] [--keep]
+
+The corpus (default 500 MB of UTF-8 text, in books of 0.5-4 MB) is assembled from
+the sentences of the real books in ../shared/data/books: shuffled into paragraphs
+and chapters, about 15% of the words of each sentence replaced by other words of
+the books, so that passages are new text; and 4% of the paragraphs are copies
+(exact, or with 2% of the words changed) of shared ones, so that the dedup has
+real work. It is written once to --corpus (default: a temporary
+directory) and reused if already there.
+
+Each executor runs in its own child process, on a fresh workspace:
+
+- local: `Workspace.ingest` (all books, one commit) then `curation.dedup.run_dedup`:
+  what `satsang ingest` and `satsang dedup` do today, in one process.
+- ray: `curation.distributed.ingest_books` and `run_dedup_distributed` on a local
+  Ray with --cpus CPUs (ray.init in the child).
+- partitioned (not run by default): the same two functions with `LocalExecutor`,
+  in one process: tells the partitioned algorithm's share of the gain from Ray's.
+
+Printed per executor: seconds and MB/s for ingest, dedup and both; the peak memory
+of the whole process tree (the child and, for Ray, every Ray process it started:
+GCS, raylet, workers), sampled with psutil, as the sum of RSS and the sum of PSS
+(shared pages, such as Ray's object store, counted once); the driver's own peak
+RSS (ru_maxrss); and whether the two executors produced identical items (a hash of
+every row, dedup columns included). Then the Ray/local throughput ratio.
+No timed assertions: it reports.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import re
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+BOOKS = Path(__file__).resolve().parents[2] / "shared" / "data" / "books"
+FALLBACK_TEXTS = Path(__file__).resolve().parents[1] / "tests" / "data"
+MANIFEST = "corpus.json"
+SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[A-Z\"'(])")
+
+
+# ---- the corpus ------------------------------------------------------------------------------
+
+
+def _sentences() -> tuple[list[list[str]], list[str]]:
+    """Sentences (as word lists) and the vocabulary of the real books."""
+    sources = sorted(BOOKS.glob("*.txt")) if BOOKS.is_dir() else sorted(FALLBACK_TEXTS.glob("*.txt"))
+    sentences = []
+    for path in sources:
+        text = " ".join(path.read_text(encoding="utf-8").split())
+        for sentence in SENTENCE_END.split(text):
+            words = sentence.split()
+            if 4 <= len(words) <= 80:
+                sentences.append(words)
+    vocabulary = sorted({word for words in sentences for word in words})
+    return sentences, vocabulary
+
+
+def _edit(words: list[str], rate: float, rng: random.Random, vocabulary: list[str]) -> list[str]:
+    return [rng.choice(vocabulary) if rng.random() < rate else word for word in words]
+
+
+def _paragraph(rng: random.Random, rate: float) -> str:
+    sentences, vocabulary = _CORPUS
+    return " ".join(" ".join(_edit(rng.choice(sentences), rate, rng, vocabulary)) for _ in range(rng.randint(3, 9)))
+
+
+def _write_book(args: tuple[int, int, int, str]) -> tuple[str, int]:
+    """One book of about `size` bytes, deterministic in (seed, number)."""
+    number, size, seed, directory = args
+    _, vocabulary = _CORPUS
+    rng = random.Random(seed * 1_000_003 + number)
+    parts: list[str] = [f"BOOK {number}\n\n"]
+    written = 0
+    chapter = 0
+    while written < size:
+        if chapter == 0 or rng.random() < 0.03:
+            chapter += 1
+            heading = f"CHAPTER {chapter}\n\n"
+            parts.append(heading)
+            written += len(heading)
+        roll = rng.random()
+        if roll < 0.02:
+            paragraph = rng.choice(_SHARED)  # an exact copy of a paragraph other books hold too
+        elif roll < 0.04:
+            paragraph = " ".join(_edit(rng.choice(_SHARED).split(), 0.02, rng, vocabulary))  # a near copy
+        else:
+            paragraph = _paragraph(rng, 0.15)
+        parts.append(paragraph + "\n\n")
+        written += len(paragraph.encode("utf-8")) + 2
+    path = Path(directory) / f"book-{number:05d}.txt"
+    path.write_text("".join(parts), encoding="utf-8")
+    return str(path), path.stat().st_size
+
+
+_CORPUS: tuple[list[list[str]], list[str]] = ([], [])
+_SHARED: list[str] = []  # paragraphs that books copy from: the same in every worker (seeded)
+
+
+def _init_corpus(seed: int) -> None:
+    global _CORPUS, _SHARED
+    _CORPUS = _sentences()
+    rng = random.Random(seed)
+    _SHARED = [_paragraph(rng, 0.15) for _ in range(3000)]
+
+
+def make_corpus(directory: Path, megabytes: int, seed: int, processes: int) -> list[Path]:
+    """The books, written once; reused when the manifest says they were made with these settings."""
+    import multiprocessing
+
+    manifest_path = directory / MANIFEST
+    settings = {"megabytes": megabytes, "seed": seed}
+    if manifest_path.exists():
+        manifest = json.loads(manifest_path.read_text())
+        if manifest["settings"] == settings and all(Path(p).exists() for p in manifest["books"]):
+            return [Path(p) for p in manifest["books"]]
+    directory.mkdir(parents=True, exist_ok=True)
+    rng = random.Random(seed)
+    sizes, total = [], 0
+    while total < megabytes * 1_000_000:
+        size = rng.randint(500_000, 4_000_000)
+        sizes.append(size)
+        total += size
+    started = time.perf_counter()
+    with multiprocessing.get_context("fork").Pool(processes, initializer=_init_corpus, initargs=(seed,)) as pool:
+        written = pool.map(_write_book, [(i, size, seed, str(directory)) for i, size in enumerate(sizes)], chunksize=1)
+    books = [path for path, _ in written]
+    manifest_path.write_text(json.dumps({"settings": settings, "books": books, "bytes": sum(n for _, n in written)}))
+    print(f"corpus: {len(books)} books, {sum(n for _, n in written) / 1e6:.0f} MB written to {directory}"
+          f" in {time.perf_counter() - started:.0f} s", flush=True)
+    return [Path(p) for p in books]
+
+
+# ---- one executor, in a child process ------------------------------------------------------------
+
+
+def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path) -> dict:
+    import hashlib
+
+    import polars as pl
+
+    from curation.dedup import run_dedup
+    from curation.workspace import init_workspace
+
+    manifest = json.loads((corpus / MANIFEST).read_text())
+    books = [Path(p) for p in manifest["books"]]
+    megabytes = manifest["bytes"] / 1e6
+    workspace = init_workspace(workdir / f"ws-{executor_name}")
+    timings = {}
+    if executor_name == "local":
+        started = time.perf_counter()
+        report = workspace.ingest(books, "prose")
+        timings["ingest"] = time.perf_counter() - started
+        started = time.perf_counter()
+        dedup_report = run_dedup(workspace)
+        timings["dedup"] = time.perf_counter() - started
+    else:
+        from curation.distributed import ingest_books, run_dedup_distributed
+        from curation.executors import LocalExecutor, RayExecutor
+
+        started = time.perf_counter()
+        executor = LocalExecutor() if executor_name == "partitioned" else RayExecutor(num_cpus=cpus)
+        timings["ray_start"] = time.perf_counter() - started
+        started = time.perf_counter()
+        report = ingest_books(workspace, books, "prose", executor=executor).report
+        timings["ingest"] = time.perf_counter() - started
+        started = time.perf_counter()
+        dedup_report = run_dedup_distributed(workspace, executor=executor,
+                                              progress=lambda m: print(f"  {executor_name} dedup {m}", flush=True))
+        timings["dedup"] = time.perf_counter() - started
+        executor.close()
+    items = workspace.items().sort("source_id", "item_id")
+    digest = hashlib.sha256(items.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    return {
+        "executor": executor_name,
+        "megabytes": megabytes,
+        "books": len(books),
+        "items": items.height,
+        "sources": report.n_new_sources,
+        "timings": timings,
+        "dedup": {"clusters": dedup_report.n_clusters, "exact": dedup_report.n_exact_duplicates,
+                  "near": dedup_report.n_near_duplicates, "cross_source": dedup_report.n_cross_source_clusters},
+        "digest": digest,
+        "driver_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
+
+
+class TreeMemory:
+    """Peak memory of a process and all its descendants, sampled in a thread."""
+
+    def __init__(self, pid: int, interval: float = 0.5):
+        import psutil
+
+        self.root = psutil.Process(pid)
+        self.interval = interval
+        self.peak_rss = self.peak_pss = self.peak_single_rss = 0
+        self.peak_processes = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        import psutil
+
+        tick = 0
+        while not self._stop.is_set():
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                break
+            rss = pss = single = 0
+            full = tick % 4 == 0  # PSS reads smaps: every other second is enough
+            for process in processes:
+                try:
+                    if full:
+                        info = process.memory_full_info()
+                        rss += info.rss
+                        pss += info.pss
+                        single = max(single, info.rss)
+                    else:
+                        value = process.memory_info().rss
+                        rss += value
+                        single = max(single, value)
+                except psutil.Error:
+                    continue
+            self.peak_rss = max(self.peak_rss, rss)
+            self.peak_pss = max(self.peak_pss, pss)
+            self.peak_single_rss = max(self.peak_single_rss, single)
+            self.peak_processes = max(self.peak_processes, len(processes))
+            tick += 1
+            self._stop.wait(self.interval)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def run_executor(name: str, corpus: Path, cpus: int, workdir: Path) -> dict:
+    output = workdir / f"result-{name}.json"
+    command = [sys.executable, __file__, "--child", name, "--corpus", str(corpus), "--cpus", str(cpus),
+               "--workdir", str(workdir), "--result", str(output)]
+    started = time.perf_counter()
+    child = subprocess.Popen(command)
+    memory = TreeMemory(child.pid)
+    code = child.wait()
+    memory.stop()
+    if code != 0:
+        raise SystemExit(f"{name}: the child exited with status {code}")
+    result = json.loads(output.read_text())
+    result["wall"] = time.perf_counter() - started
+    result["peak_tree_rss_mb"] = memory.peak_rss / 2**20
+    result["peak_tree_pss_mb"] = memory.peak_pss / 2**20
+    result["peak_single_rss_mb"] = memory.peak_single_rss / 2**20
+    result["peak_processes"] = memory.peak_processes
+    return result
+
+
+def report(results: list[dict]) -> None:
+    print()
+    print(f"{'executor':<8} {'MB':>6} {'items':>8} {'ingest s':>9} {'dedup s':>8} {'total s':>8} "
+          f"{'ingest MB/s':>11} {'dedup MB/s':>10} {'MB/s':>6} {'tree RSS MB':>11} {'tree PSS MB':>11} "
+          f"{'driver MB':>9} {'procs':>5}")
+    for r in results:
+        t = r["timings"]
+        total = t["ingest"] + t["dedup"]
+        print(f"{r['executor']:<8} {r['megabytes']:>6.0f} {r['items']:>8} {t['ingest']:>9.1f} {t['dedup']:>8.1f} "
+              f"{total:>8.1f} {r['megabytes'] / t['ingest']:>11.2f} {r['megabytes'] / t['dedup']:>10.2f} "
+              f"{r['megabytes'] / total:>6.2f} {r['peak_tree_rss_mb']:>11.0f} {r['peak_tree_pss_mb']:>11.0f} "
+              f"{r['driver_maxrss_mb']:>9.0f} {r['peak_processes']:>5}")
+    for r in results:
+        print(f"{r['executor']}: dedup {r['dedup']}; Ray start {r['timings']['ray_start']:.1f} s (not counted)"
+              if r["executor"] == "ray" else f"{r['executor']}: dedup {r['dedup']}")
+    by_name = {r["executor"]: r for r in results}
+
+    def total(r: dict) -> float:
+        return r["timings"]["ingest"] + r["timings"]["dedup"]
+
+    if "local" in by_name:
+        local = by_name["local"]
+        for name, other in by_name.items():
+            if name == "local":
+                continue
+            print(f"\nthroughput ratio {name}/local: ingest {local['timings']['ingest'] / other['timings']['ingest']:.2f}x, "
+                  f"dedup {local['timings']['dedup'] / other['timings']['dedup']:.2f}x, "
+                  f"ingest + dedup {total(local) / total(other):.2f}x; "
+                  f"identical items (dedup columns included): {local['digest'] == other['digest']}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--mb", type=int, default=500, help="corpus size in MB (default 500)")
+    parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs for Ray and for writing the corpus")
+    parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("--corpus", type=Path, help="where the corpus is (or is written); default: a temp dir")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--keep", action="store_true", help="keep the workspaces and a temporary corpus")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        result = run_child(args.child, args.corpus, args.cpus, args.workdir)
+        args.result.write_text(json.dumps(result))
+        return
+
+    import shutil
+
+    temporary = args.corpus is None
+    corpus = args.corpus or Path(tempfile.mkdtemp(prefix="satsang-scale-corpus-"))
+    make_corpus(corpus, args.mb, args.seed, args.cpus)
+    workdir = Path(tempfile.mkdtemp(prefix="satsang-scale-"))
+    results = []
+    try:
+        for name in args.executors.split(","):
+            print(f"running {name} ...", flush=True)
+            results.append(run_executor(name.strip(), corpus, args.cpus, workdir))
+            print(f"  {name}: {json.dumps(results[-1])}", flush=True)  # kept in the log if a later run fails
+            if not args.keep:
+                shutil.rmtree(workdir / f"ws-{name.strip()}", ignore_errors=True)
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if temporary:
+                shutil.rmtree(corpus, ignore_errors=True)
+    report(results)
+
+
+if __name__ == "__main__":
+    main()

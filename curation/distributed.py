@@ -1,0 +1,659 @@
+"""The heavy stages, cut into units an executor can run anywhere: parsing books, MinHash/LSH dedup, embedding.
+
+Each stage gives the same result whatever runs it (`LocalExecutor` in this
+process, `RayExecutor` on a cluster) and the same result as its single-process
+version in `curation.workspace`, `curation.dedup` and `curation.score`; the tests
+(tests/test_ray.py) compare them on the same input.
+
+Parsing many books (`ingest_books`): each book is one task (read, validate,
+hash, parse: `BookTask` -> `ParsedBook`); the commit stays single-writer on the
+driver, under the workspace lock, exactly as `Workspace.ingest` commits.
+
+Dedup (`dedup_partitioned`), designed so that no process holds every signature.
+Files, under a work directory every worker can read (shared storage on a cluster)::
+
+    input/part-00000.parquet               row, kind, text          (written by the driver)
+    rows/part-00000.parquet                row, key                 key: hash of (kind, normalised text)
+    texts/part-00000.parquet               key, kind, text          normalised, one row per distinct key
+    signatures/part-00000.parquet          key, signature           MinHash, uint32[num_perm]
+    buckets/band=000/part-00000.parquet    kind, band, key          band: the band's r values, as bytes
+    candidates/band=000.parquet            a, b                     keys sharing that band, a < b
+    edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
+
+1. sign (one task per input partition): normalise, key, shingle and sign the
+   partition's distinct texts (`curation.dedup.shingle_texts` and
+   `minhash_signatures`, so signatures are bit for bit the local ones), and
+   write its rows, texts, signatures and one bucket file per LSH band.
+2. bands (one task per band): read that band's bucket files only; texts of the
+   same kind with the same band bytes are candidate pairs (what datasketch's
+   MinHashLSH proposes: equal band slices of the same signatures).
+3. confirm (one task per shard of candidate pairs, by key prefix): read the
+   shard's candidates, fetch just those keys' texts, keep the pairs whose true
+   shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
+4. components (driver): union-find over the confirmed edges (small) and the
+   exact-duplicate keys gives the clusters. Clusters of one row get the columns
+   `curation.dedup.dedup` gives a lone item; the rows of larger clusters go, whole
+   clusters at a time, to tasks that run `curation.dedup.dedup` itself on them:
+   candidate pairs and Jaccard are properties of a pair, so dedup over a union
+   of whole clusters finds exactly those clusters again and applies its own
+   representative rule to them. The result equals `dedup(items)` column for column.
+
+Scoring (`ExecutorEmbedder`, `run_score_distributed`): texts are cut into the
+batches sentence-transformers itself would form (longest first, `batch_size`
+at a time) and each batch is encoded whole by a worker that loaded the model
+once, so every embedding, and so every score, is identical to a local encode.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import os
+import shutil
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import polars as pl
+
+from curation.executors import Executor, LocalExecutor, WorkerPool, chunks
+from curation.score import Embedder
+from curation.workspace import FileReport, IngestError, IngestReport
+
+if TYPE_CHECKING:
+    from curation.dedup import DedupConfig, DedupReport
+    from curation.score import ScoreConfig, ScoreReport
+    from curation.workspace import Workspace
+
+# ---- parsing many books --------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BookTask:
+    """One book to ingest: its path (readable where the task runs), how to parse it, its title and licence."""
+
+    path: str
+    kind: Literal["dialogue", "prose"] = "prose"
+    title: str | None = None  # None: the file name without extension, as Workspace.ingest does
+    licence: str = ""
+    dialogue_config: Any = None
+    prose_config: Any = None
+
+
+@dataclass
+class ParsedBook:
+    """A book as a task returns it: the source row and its items, or why it was rejected."""
+
+    task: BookTask
+    status: Literal["parsed", "already ingested", "rejected"]
+    source_id: str = ""
+    source: dict[str, Any] = field(default_factory=dict)  # a SOURCE_SCHEMA row, less ingested_at
+    items: pl.DataFrame | None = None
+    n_duplicate_item_ids: int = 0
+    convention: str = ""
+    parse_report: dict[str, Any] = field(default_factory=dict)
+    error: tuple[str, str, int | None] | None = None  # (path, message, line) of the IngestError
+
+
+def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -> ParsedBook:
+    """Read, validate, hash and parse one book, as `Workspace.ingest` does for each file (no commit)."""
+    from curation import workspace as ws
+
+    path = Path(task.path)
+    try:
+        data = ws.read_source_file(path)
+        source_id = hashlib.sha256(data).hexdigest()
+        if source_id in known_source_ids:
+            return ParsedBook(task, "already ingested", source_id)
+        text = ws.decode_source(path, data)
+        title = task.title if task.title is not None else path.stem
+        parsed = ws._parse(task.kind, path, text, source_id, title, task.dialogue_config, task.prose_config)
+    except IngestError as error:
+        return ParsedBook(task, "rejected", error=(error.path, error.message, error.line))
+    rows, n_duplicates = ws._first_of_each_item_id(parsed.items)
+    source = {
+        "source_id": source_id,
+        "title": title,
+        "kind": task.kind,
+        "original_path": str(path.resolve()),
+        "stored_path": f"{ws.SOURCES_DIR}/{source_id}.txt",
+        "n_bytes": len(data),
+        "n_chars": len(text),
+        "n_items": len(rows),
+        "licence": task.licence,
+        "parser": task.kind,
+        "parser_version": parsed.parser_version,
+        "parser_config": parsed.config_json,
+        "convention": parsed.convention,
+    }
+    return ParsedBook(
+        task, "parsed", source_id, source, ws._items_frame(rows), n_duplicates, parsed.convention, parsed.report
+    )
+
+
+@dataclass(frozen=True)
+class BooksIngest:
+    """`ingest_books`' outcome: the ingest report, and the files rejected (only when skip_rejected)."""
+
+    report: IngestReport
+    rejected: tuple[IngestError, ...]
+
+
+def ingest_books(
+    workspace: Workspace,
+    books: Iterable[BookTask | str | os.PathLike[str]],
+    kind: Literal["dialogue", "prose"] = "prose",
+    executor: Executor | None = None,
+    skip_rejected: bool = False,
+    progress: Callable[[Path | None, str], None] | None = None,
+) -> BooksIngest:
+    """Parse books on `executor` (default: this process) and commit them in one generation from this process.
+
+    `books`: BookTasks, or paths (parsed as `kind`, titled by file name). The same
+    items and sources as `Workspace.ingest`, except that each book may carry its own
+    title and licence. All or nothing: a rejected file raises its IngestError and
+    nothing is committed, unless `skip_rejected`, which leaves rejected files out
+    and lists them. Parsing runs outside the workspace lock (it may take long); the
+    commit re-reads the workspace under the lock, so a book ingested meanwhile by
+    someone else is "already ingested", and checks that each file still has the
+    bytes that were parsed.
+    """
+    from curation import workspace as ws
+
+    tasks = [b if isinstance(b, BookTask) else BookTask(str(b), kind) for b in books]
+    if not tasks:
+        raise ValueError("no files to ingest")
+    executor = executor or LocalExecutor()
+    notify = progress or (lambda path, phase: None)
+    known = frozenset(workspace.sources()["source_id"].to_list())
+
+    parsed: list[ParsedBook] = []
+    rejected: list[IngestError] = []
+    for book in executor.imap(parse_book, tasks, shared=known):
+        notify(Path(book.task.path), "parsed")
+        if book.status == "rejected":
+            error = IngestError(book.error[0], book.error[1], book.error[2])
+            if not skip_rejected:
+                raise error
+            rejected.append(error)
+            continue
+        parsed.append(book)
+
+    with workspace._writer_lock():
+        _, items, sources = workspace.snapshot()
+        known_now = set(sources["source_id"].to_list())
+        reports: list[FileReport] = []
+        new: list[ParsedBook] = []
+        for book in parsed:
+            if book.status == "already ingested" or book.source_id in known_now:
+                reports.append(FileReport(book.task.path, book.source_id, "already ingested"))
+                continue
+            known_now.add(book.source_id)  # the same bytes twice in one call: the second adds nothing
+            new.append(book)
+            reports.append(
+                FileReport(book.task.path, book.source_id, "ingested", book.source["n_items"],
+                           book.n_duplicate_item_ids, book.convention, book.parse_report)
+            )
+        if not new:
+            return BooksIngest(IngestReport(tuple(reports), generation=None), tuple(rejected))
+        notify(None, "committing")
+        for book in new:
+            data = ws.read_source_file(Path(book.task.path))
+            if hashlib.sha256(data).hexdigest() != book.source_id:
+                raise IngestError(book.task.path, "file changed while it was being ingested; nothing was committed")
+            ws._write_file_atomic(workspace.root / ws.SOURCES_DIR / f"{book.source_id}.txt", data)
+        now = ws._utc_now()
+        new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=ws.SOURCE_SCHEMA)
+        generation = workspace._commit(
+            pl.concat([items, *(book.items for book in new)], how="diagonal"),
+            pl.concat([sources, new_sources], how="vertical"),
+        )
+    return BooksIngest(IngestReport(tuple(reports), generation), tuple(rejected))
+
+
+# ---- dedup: partitioned MinHash, LSH bands, confirmation, components ---------------------------
+
+DEFAULT_ROWS_PER_PARTITION = 20_000
+
+
+@dataclass(frozen=True)
+class _DedupPlan:
+    work_dir: str
+    config: DedupConfig
+    bands: int
+    rows: int  # per band
+    n_shards: int  # confirmation shards
+
+
+def _part(directory: str, index: int) -> str:
+    return os.path.join(directory, f"part-{index:05d}.parquet")
+
+
+def _write_atomic(frame: pl.DataFrame, path: str) -> None:
+    """Write then rename: a task Ray retries rewrites its file whole, never half."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
+    frame.write_parquet(temp)
+    os.replace(temp, path)
+
+
+def _text_key(kind: str, normalised: str) -> str:
+    """Names one distinct (kind, normalised text): what `dedup` collapses exact duplicates by."""
+    return hashlib.blake2b(f"{kind}\x1f{normalised}".encode("utf-8"), digest_size=16).hexdigest()
+
+
+def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
+    """Phase 1: keys, normalised texts, MinHash signatures and LSH band buckets of one input partition."""
+    import pyarrow as pa
+
+    from curation.dedup import minhash_signatures, shingle_texts
+    from curation.schema import normalise
+
+    work = plan.work_dir
+    frame = pl.read_parquet(_part(os.path.join(work, "input"), partition))
+    kinds = frame["kind"].to_list()
+    normalised = [normalise(text or "") for text in frame["text"].to_list()]
+    keys = [_text_key(kind, text) for kind, text in zip(kinds, normalised)]
+    first: dict[str, int] = {}
+    for i, key in enumerate(keys):
+        first.setdefault(key, i)
+    distinct = list(first.values())
+    shingled = shingle_texts([normalised[i] for i in distinct], plan.config.shingle_size)
+    signatures = minhash_signatures(shingled, plan.config.num_perm, plan.config.seed)
+    eligible = np.diff(shingled.offsets) > 0  # texts with no words take part in no band
+
+    distinct_keys = [keys[i] for i in distinct]
+    distinct_kinds = [kinds[i] for i in distinct]
+    _write_atomic(pl.DataFrame({"row": frame["row"], "key": keys}), _part(os.path.join(work, "rows"), partition))
+    _write_atomic(
+        pl.DataFrame({"key": distinct_keys, "kind": distinct_kinds, "text": [normalised[i] for i in distinct]}),
+        _part(os.path.join(work, "texts"), partition),
+    )
+    _write_atomic(
+        pl.DataFrame({
+            "key": distinct_keys,
+            "signature": pl.Series(signatures, dtype=pl.Array(pl.UInt32, plan.config.num_perm)),
+        }),
+        _part(os.path.join(work, "signatures"), partition),
+    )
+    eligible_rows = np.nonzero(eligible)[0]
+    band_keys = pl.Series("key", [distinct_keys[i] for i in eligible_rows], dtype=pl.String)
+    band_kinds = pl.Series("kind", [distinct_kinds[i] for i in eligible_rows], dtype=pl.String)
+    for band in range(plan.bands):
+        # Exact band values, as bytes: equal bytes iff MinHashLSH puts the two in one bucket.
+        values = np.ascontiguousarray(signatures[eligible_rows, band * plan.rows : (band + 1) * plan.rows])
+        width = values.shape[1] * values.itemsize
+        band_bytes = pl.Series("band", pa.FixedSizeBinaryArray.from_buffers(
+            pa.binary(width), len(eligible_rows), [None, pa.py_buffer(values.tobytes())])).cast(pl.Binary)
+        _write_atomic(
+            pl.DataFrame([band_kinds, band_bytes, band_keys]),
+            _part(os.path.join(work, "buckets", f"band={band:03d}"), partition),
+        )
+    return {"rows": frame.height, "distinct": len(distinct), "eligible": int(eligible.sum())}
+
+
+def band_candidates(band: int, plan: _DedupPlan) -> int:
+    """Phase 2: the candidate pairs of one band (keys of one kind with equal band bytes), from its files only."""
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "buckets", f"band={band:03d}", "part-*.parquet")))
+    buckets = pl.read_parquet(files).unique() if files else pl.DataFrame(
+        schema={"kind": pl.String, "band": pl.Binary, "key": pl.String})
+    pairs = (
+        buckets.join(buckets, on=["kind", "band"], suffix="_b")
+        .filter(pl.col("key") < pl.col("key_b"))
+        .select(pl.col("key").alias("a"), pl.col("key_b").alias("b"))
+        .unique()
+    )
+    _write_atomic(pairs, os.path.join(plan.work_dir, "candidates", f"band={band:03d}.parquet"))
+    return pairs.height
+
+
+def _shard_of(column: str, n_shards: int) -> pl.Expr:
+    return pl.col(column).str.slice(0, 8).str.to_integer(base=16) % n_shards
+
+
+def confirm_shard(shard: int, plan: _DedupPlan) -> int:
+    """Phase 3: one shard of the distinct candidate pairs, confirmed by true shingle Jaccard (dedup's own code)."""
+    from curation.dedup import confirm_pairs, shingle_texts
+
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "candidates", "band=*.parquet")))
+    schema = {"a": pl.String, "b": pl.String, "jaccard": pl.Float64}
+    candidates = (
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect()
+        if files else pl.DataFrame(schema={"a": pl.String, "b": pl.String})
+    )
+    edges = pl.DataFrame(schema=schema)
+    if candidates.height:
+        needed = pl.concat([candidates["a"], candidates["b"]]).unique()
+        texts = (
+            pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
+            .filter(pl.col("key").is_in(needed.implode()))
+            .unique("key")
+            .sort("key")
+            .collect()
+        )
+        index = {key: i for i, key in enumerate(texts["key"].to_list())}
+        shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
+        pairs = {(index[a], index[b]) for a, b in candidates.iter_rows()}
+        keys = texts["key"].to_list()
+        confirmed = confirm_pairs(shingled, pairs, plan.config.threshold)
+        edges = pl.DataFrame(
+            {"a": [keys[i] for i, _, _ in confirmed], "b": [keys[j] for _, j, _ in confirmed],
+             "jaccard": [s for _, _, s in confirmed]},
+            schema=schema,
+        )
+    _write_atomic(edges, _part(os.path.join(plan.work_dir, "edges"), shard))
+    return edges.height
+
+
+def dedup_clusters(batch: pl.DataFrame, shared: tuple[DedupConfig, list[str]]) -> pl.DataFrame:
+    """Phase 4: `curation.dedup.dedup` itself over rows making up whole clusters; returns row + its columns."""
+    from curation.dedup import DEDUP_COLUMNS, dedup
+
+    config, source_order = shared
+    return dedup(batch, config, source_order=source_order, progress=False).select(["row", *DEDUP_COLUMNS])
+
+
+_DEDUP_INPUT_COLUMNS = ("item_id", "source_id", "kind", "text", "start")
+
+
+def dedup_partitioned(
+    items: pl.DataFrame | pl.LazyFrame,
+    config: DedupConfig | None = None,
+    source_order: Sequence[str] | None = None,
+    executor: Executor | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
+    keep_work_dir: bool = False,
+    progress: Callable[[str], None] | None = None,
+) -> pl.DataFrame:
+    """What `curation.dedup.dedup(items, config, source_order)` returns, computed in partitions on `executor`.
+
+    work_dir: where the partition files go; on a cluster, a directory every node
+    reads and writes at the same path (default: a new temporary directory, removed
+    afterwards unless keep_work_dir).
+    """
+    from curation.dedup import DEDUP_COLUMNS, DedupConfig, dedup
+
+    config = config or DedupConfig()
+    executor = executor or LocalExecutor()
+    say = progress or (lambda message: None)
+    frame = items.collect() if isinstance(items, pl.LazyFrame) else items
+    frame = frame.drop([name for name in DEDUP_COLUMNS if name in frame.columns])
+    n = frame.height
+    if n == 0:
+        return dedup(frame, config)
+    if rows_per_partition < 1:
+        raise ValueError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
+    order = list(dict.fromkeys([*(source_order or []), *frame["source_id"].to_list()]))
+
+    created = work_dir is None
+    work = str(work_dir) if work_dir is not None else tempfile.mkdtemp(prefix="satsang-dedup-")
+    os.makedirs(work, exist_ok=True)
+    try:
+        bands, rows = config.lsh_params()
+        n_partitions = -(-n // rows_per_partition)
+        plan = _DedupPlan(work, config, bands, rows, n_shards=max(n_partitions, executor.parallelism))
+
+        started = time.perf_counter()
+        indexed = frame.select(pl.int_range(n, dtype=pl.Int64).alias("row"), "kind", "text")
+        for partition in range(n_partitions):
+            _write_atomic(indexed.slice(partition * rows_per_partition, rows_per_partition),
+                          _part(os.path.join(work, "input"), partition))
+        say(f"input: {n} rows in {n_partitions} partitions ({time.perf_counter() - started:.1f}s)")
+
+        started = time.perf_counter()
+        counts = executor.map(sign_partition, range(n_partitions), shared=plan)
+        say(f"signatures: {sum(c['distinct'] for c in counts)} distinct texts ({time.perf_counter() - started:.1f}s)")
+
+        started = time.perf_counter()
+        n_candidates = executor.map(band_candidates, range(bands), shared=plan)
+        say(f"bands: {sum(n_candidates)} candidate pairs over {bands} bands ({time.perf_counter() - started:.1f}s)")
+
+        started = time.perf_counter()
+        n_edges = executor.map(confirm_shard, range(plan.n_shards), shared=plan)
+        say(f"confirm: {sum(n_edges)} near-duplicate pairs ({time.perf_counter() - started:.1f}s)")
+
+        started = time.perf_counter()
+        result = _assemble(frame, work, config, order, executor, rows_per_partition)
+        say(f"clusters ({time.perf_counter() - started:.1f}s)")
+        return result
+    finally:
+        if created and not keep_work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def _assemble(
+    frame: pl.DataFrame, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
+) -> pl.DataFrame:
+    """Components over exact keys and confirmed edges; dedup's columns for every row, in row order."""
+    from curation.dedup import DEDUP_COLUMNS, _UnionFind, dedup
+
+    n = frame.height
+    row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
+    edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet"))
+    nodes = pl.concat([edges["a"], edges["b"]]).unique().sort().to_list()
+    node_index = {key: i for i, key in enumerate(nodes)}
+    clusters = _UnionFind(len(nodes))
+    for a, b in edges.select("a", "b").iter_rows():
+        clusters.union(node_index[a], node_index[b])
+    labels = pl.DataFrame(
+        {"key": nodes, "label": [nodes[clusters.find(i)] for i in range(len(nodes))]},
+        schema={"key": pl.String, "label": pl.String},
+    )
+    rows = (
+        row_keys.join(labels, on="key", how="left")
+        .with_columns(pl.coalesce("label", "key").alias("label"))
+        .with_columns(pl.len().over("label").alias("size"))
+        .sort("row")
+    )
+    if rows.height != n or not rows["row"].equals(pl.Series("row", range(n), dtype=pl.Int64)):
+        raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
+
+    # Rows of clusters of two or more: whole clusters per batch, each batch deduped by dedup() itself.
+    indexed = frame.select(pl.int_range(n, dtype=pl.Int64).alias("row"), *_DEDUP_INPUT_COLUMNS)
+    batches: list[pl.DataFrame] = []
+    shared_rows = rows.filter(pl.col("size") > 1)
+    if shared_rows.height:
+        by_cluster = shared_rows.group_by("label", maintain_order=True).agg("row")
+        batch_of_row = np.full(n, -1, dtype=np.int64)
+        current, n_batches = 0, 0
+        for members in by_cluster["row"].to_list():
+            batch_of_row[members] = n_batches
+            current += len(members)
+            if current >= rows_per_batch:
+                current, n_batches = 0, n_batches + 1
+        n_batches += current > 0
+        batch_column = pl.Series("batch", batch_of_row)
+        grouped = indexed.with_columns(batch_column).filter(pl.col("batch") >= 0)
+        batches = [part.drop("batch") for part in grouped.partition_by("batch", maintain_order=True)]
+    clustered = executor.map(dedup_clusters, batches, shared=(config, order)) if batches else []
+
+    # A lone row gets what dedup gives a lone item (its reason and agent too): ask dedup once.
+    alone = dedup(indexed.head(1), config, source_order=order, progress=False).row(0, named=True)
+    singles = (
+        indexed.select("row", "item_id", "source_id")
+        .filter(rows["size"] == 1)
+        .select(
+            "row",
+            pl.col("item_id").alias("dedup_cluster"),
+            pl.col("item_id").alias("dedup_representative"),
+            pl.col("source_id").alias("dedup_representative_source"),
+            pl.lit(True).alias("dedup_is_representative"),
+            pl.lit(alone["dedup_kind"]).alias("dedup_kind"),
+            pl.lit(alone["dedup_jaccard"], dtype=pl.Float64).alias("dedup_jaccard"),
+            pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
+            pl.lit(alone["dedup_reason"]).alias("dedup_reason"),
+            pl.lit(alone["dedup_agent"]).alias("dedup_agent"),
+        )
+        .cast(DEDUP_COLUMNS)
+    )
+    added = pl.concat([singles, *(part.cast(DEDUP_COLUMNS) for part in clustered)], how="vertical").sort("row")
+    if added.height != n:
+        raise RuntimeError(f"dedup columns for {added.height} rows, expected {n}")
+    return pl.concat([frame, added.select(list(DEDUP_COLUMNS))], how="horizontal")
+
+
+def run_dedup_distributed(
+    workspace: Workspace,
+    config: DedupConfig | None = None,
+    executor: Executor | None = None,
+    scratch_dir: str | os.PathLike[str] | None = None,
+    rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
+    progress: Callable[[str], None] | None = None,
+) -> DedupReport:
+    """`curation.dedup.run_dedup` with the partitioned computation: same columns, same commit.
+
+    scratch_dir: where the partition files go (default `<workspace>/scratch/dedup-<id>`, on the
+    workspace's storage, which a cluster's nodes share); removed when done.
+    """
+    from curation.dedup import DedupConfig, DedupReport, summarise
+
+    config = config or DedupConfig()
+    source_order = workspace.sources()["source_id"].to_list()
+    work = Path(scratch_dir) if scratch_dir is not None else workspace.root / "scratch" / f"dedup-{uuid.uuid4().hex[:12]}"
+    started = time.perf_counter()
+    result: dict[str, pl.DataFrame] = {}
+
+    def transform(items: pl.DataFrame) -> pl.DataFrame:
+        result["items"] = dedup_partitioned(
+            items, config, source_order, executor, work, rows_per_partition, keep_work_dir=True, progress=progress
+        )
+        return result["items"]
+
+    try:
+        generation = workspace.update_items(transform)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if scratch_dir is None:
+            try:
+                work.parent.rmdir()  # only if no other run is using it
+            except OSError:
+                pass
+    return DedupReport(
+        **summarise(result["items"]), generation=generation, seconds=time.perf_counter() - started, config=config
+    )
+
+
+# ---- scoring: embeddings encoded by workers that load the model once -------------------------
+
+
+@dataclass(frozen=True)
+class ModelLoader:
+    """Builds a worker's state: the sentence-transformers model named by the config (each worker loads it once)."""
+
+    model: str
+    device: str | None = None
+
+    def __call__(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        from curation.score import resolve_model
+
+        return SentenceTransformer(resolve_model(self.model), device=self.device)
+
+
+def encode_batches(model: Any, batches: tuple[int, list[list[str]]]) -> list[np.ndarray]:
+    """Encode each batch in its own call, as one forward pass: the batch sentence-transformers would form."""
+    batch_size, texts = batches
+    return [
+        np.asarray(
+            model.encode(batch, batch_size=batch_size, normalize_embeddings=True, convert_to_numpy=True,
+                         show_progress_bar=False),
+            dtype=np.float32,
+        )
+        for batch in texts
+    ]
+
+
+def sentence_transformer_batches(texts: Sequence[str], batch_size: int) -> list[np.ndarray]:
+    """The batches `SentenceTransformer.encode(texts, batch_size)` forms: indices, longest text first.
+
+    Mirrors its sort (`np.argsort` of minus the character length, for str inputs); a
+    batch's embeddings do not depend on which call encodes it, only on its members.
+    """
+    order = np.argsort([-len(text) for text in texts])
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+class ExecutorEmbedder(Embedder):
+    """An Embedder whose encoding runs on an executor's stateful workers, batch for batch as a local encode.
+
+    Same store logic as Embedder (texts already stored cost nothing); only `encode`
+    differs. Each worker loads the model once (`ModelLoader`); with a LocalExecutor
+    and an already loaded `model`, that model is used in this process. `close()`
+    releases the workers (Ray actors).
+    """
+
+    def __init__(
+        self,
+        config: ScoreConfig | None = None,
+        store: Any = None,
+        executor: Executor | None = None,
+        batches_per_task: int = 4,
+        workers: int | None = None,
+        model: Any = None,
+    ):
+        super().__init__(config, store, model)
+        self.executor = executor or LocalExecutor()
+        self.batches_per_task = batches_per_task
+        self.n_workers = workers
+        self._pool: WorkerPool | None = None
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        texts = list(texts)
+        self.n_encoded += len(texts)
+        if not texts:
+            return np.zeros((0, 0), np.float32)
+        batch_size = self.config.batch_size
+        batches = sentence_transformer_batches(texts, batch_size)
+        groups = chunks(batches, self.batches_per_task)
+        work = [(batch_size, [[texts[i] for i in batch] for batch in group]) for group in groups]
+        results = self._workers(len(groups)).map(encode_batches, work)
+        out = np.empty((len(texts), results[0][0].shape[1]), dtype=np.float32)
+        for group, arrays in zip(groups, results):
+            for batch, vectors in zip(group, arrays):
+                out[batch] = vectors
+        return out
+
+    def _workers(self, n_tasks: int) -> WorkerPool:
+        if self._pool is None:
+            if self._model is not None and isinstance(self.executor, LocalExecutor):
+                loaded = self._model
+                self._pool = self.executor.workers(lambda: loaded)
+            else:
+                n = self.n_workers or min(self.executor.parallelism, max(n_tasks, 1))
+                self._pool = self.executor.workers(ModelLoader(self.config.model, self.config.device), n)
+        return self._pool
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
+
+
+def run_score_distributed(
+    workspace: Workspace,
+    config: ScoreConfig | None = None,
+    executor: Executor | None = None,
+    learn: bool = False,
+    *,
+    decisions: pl.DataFrame | None = None,
+    workers: int | None = None,
+) -> ScoreReport:
+    """`curation.score.run_score` with the model's encoding done by the executor's workers: identical scores."""
+    from curation.score import ConceptScorer, EmbeddingStore, ScoreConfig, run_score
+
+    config = config or ScoreConfig()
+    store = EmbeddingStore.for_workspace(workspace.root, config.model)
+    scorer = ConceptScorer(config, store=store)
+    embedder = ExecutorEmbedder(config, store, executor, workers=workers)
+    scorer.embedder = embedder
+    try:
+        return run_score(workspace, config, learn, decisions=decisions, scorer=scorer)
+    finally:
+        embedder.close()
