@@ -162,24 +162,204 @@ def _review_decisions(root: Path, db_url: str | None):
         return store.state()
 
 
+class ExecutorChoice(str, Enum):
+    local = "local"
+    ray = "ray"
+
+
+class RelevanceChoice(str, Enum):
+    # Mirrors curation.catalog.RELEVANCE_LEVELS.
+    core = "core"
+    useful = "useful"
+    marginal = "marginal"
+    questionable = "questionable"
+
+
+class ConfidenceChoice(str, Enum):
+    # Mirrors curation.catalog.CONFIDENCE_LEVELS.
+    high = "high"
+    medium = "medium"
+    low = "low"
+
+
+ExecutorOption = Annotated[
+    ExecutorChoice,
+    typer.Option("--executor", help="Where the heavy work runs: local (this process) or ray (a Ray cluster, see --ray-address)."),
+]
+RayAddressOption = Annotated[
+    Optional[str],
+    typer.Option(
+        "--ray-address",
+        help="With --executor ray: the cluster to join, 'auto' (the cluster this node belongs to) or ray://HEAD:10001. (default: $RAY_ADDRESS, else a Ray started on this machine)",
+        show_default=False,
+    ),
+]
+
+
+def _check_executor(choice: ExecutorChoice, ray_address: str | None) -> None:
+    if ray_address and choice is not ExecutorChoice.ray:
+        fail("error: --ray-address applies to --executor ray only")
+
+
+@contextmanager
+def _executor(choice: ExecutorChoice, ray_address: str | None):
+    """The executor the options name, closed (a Ray started here is shut down) when the command is done."""
+    from curation.executors import make_executor
+
+    try:
+        executor = make_executor(choice.value, ray_address)
+    except (RuntimeError, ConnectionError) as error:
+        fail(f"error: {error}")
+    try:
+        yield executor
+    finally:
+        executor.close()
+
+
+@app.command()
+def select(
+    catalog: Annotated[Path, typer.Option("--catalog", help="Book catalog: JSON lines, one book's annotation per line.", show_default=False)],
+    books_dir: Annotated[Optional[Path], typer.Option("--books-dir", help="Where the books' .txt files are: at the catalog's path below it, or named <id>.txt or <id>_*.txt anywhere below it. Without it: report only.", show_default=False)] = None,
+    tradition: Annotated[Optional[list[str]], typer.Option(help="Primary tradition; repeatable; glob patterns such as 'buddhist-*'.", show_default=False)] = None,
+    secondary: Annotated[bool, typer.Option("--secondary", help="--tradition also matches a book's secondary tradition.")] = False,
+    min_depth: Annotated[int, typer.Option(min=1, max=3, help="Least contemplative depth (1-3).")] = 1,
+    max_depth: Annotated[int, typer.Option(min=1, max=3, help="Greatest contemplative depth (1-3).")] = 3,
+    relevance: Annotated[Optional[list[RelevanceChoice]], typer.Option(help="Corpus relevance; repeatable.", show_default=False)] = None,
+    confidence: Annotated[Optional[list[ConfidenceChoice]], typer.Option(help="Annotator confidence; repeatable.", show_default=False)] = None,
+    era: Annotated[Optional[list[str]], typer.Option(help="Era (ancient, classical, medieval, early-modern, modern, contemporary); repeatable.", show_default=False)] = None,
+    theme: Annotated[Optional[list[str]], typer.Option(help="Theme, e.g. self-inquiry; repeatable: a book needs any one of them.", show_default=False)] = None,
+    orientation: Annotated[Optional[list[str]], typer.Option(help="Orientation, e.g. dialogue, sermons-talks; repeatable.", show_default=False)] = None,
+    min_tokens: Annotated[Optional[int], typer.Option(min=0, help="Smallest book, in tokens.", show_default=False)] = None,
+    max_tokens: Annotated[Optional[int], typer.Option(min=0, help="Largest book, in tokens.", show_default=False)] = None,
+    plot: Annotated[Path, typer.Option(help="Where to write the selection plot (PNG).")] = Path("selection.png"),
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Report and look for the books; ingest nothing.")] = False,
+    target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
+    workspace: WorkspaceOption = None,
+    executor: ExecutorOption = ExecutorChoice.local,
+    ray_address: RayAddressOption = None,
+) -> None:
+    """Select books from a catalog, report the selection, and ingest the books found as prose.
+
+    Filters: tradition, depth, relevance, confidence, era, theme, orientation, size. Every
+    catalog line is checked; a malformed one is reported with its line number and skipped.
+    The books found under --books-dir are ingested in one commit, titled from the catalog;
+    those not found are listed.
+
+    Example: satsang select --catalog gutenberg-annotations.jsonl --books-dir ./gutenberg --relevance core --relevance useful --min-depth 2
+    """
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+    from rich.table import Column, Table
+    from rich.text import Text
+
+    from curation.catalog import (
+        CatalogError,
+        CatalogFilter,
+        find_books,
+        ingest_selection,
+        load_catalog,
+        plot_selection,
+        selection_table,
+    )
+    from curation.catalog import select as select_books
+    from curation.workspace import Workspace
+
+    _check_executor(executor, ray_address)
+    _, prose_config = _parser_configs(SourceKindChoice.prose, None, target_tokens)
+    try:
+        loaded = load_catalog(catalog)
+        selection = select_books(loaded.entries, CatalogFilter(
+            traditions=tuple(tradition or ()), include_secondary=secondary, min_depth=min_depth, max_depth=max_depth,
+            relevance=tuple(r.value for r in relevance or ()), confidence=tuple(c.value for c in confidence or ()),
+            eras=tuple(era or ()), themes=tuple(theme or ()), orientations=tuple(orientation or ()),
+            min_tokens=min_tokens, max_tokens=max_tokens,
+        ))
+    except CatalogError as error:
+        fail(f"error: {error}")
+    shown = 20
+    for problem in loaded.problems[:shown]:
+        err.print(f"skipped {problem}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    if len(loaded.problems) > shown:
+        err.print(f"... and {len(loaded.problems) - shown} more lines skipped", style="yellow")
+    out.print(
+        f"{catalog}: {loaded.n_lines} lines, {len(loaded.entries)} books read, {len(loaded.problems)} lines skipped,"
+        f" {loaded.n_warned} books with annotation warnings",
+        markup=False, highlight=False,
+    )
+    out.print(selection_table(selection))
+    out.print(f"Plot: {plot_selection(selection, plot)}", markup=False, highlight=False)
+    if books_dir is None:
+        return
+    try:
+        found, missing = find_books(selection, books_dir)
+    except CatalogError as error:
+        fail(f"error: {error}")
+    out.print(f"Found {len(found)} of {len(selection)} selected books under {books_dir}; {len(missing)} not found.",
+              markup=False, highlight=False)
+    if missing:
+        table = Table("id", Column("title", overflow="fold"), Column("catalog path", overflow="fold"), title="Not found")
+        for entry in missing[:shown]:
+            table.add_row(entry.id, Text(entry.title), Text(entry.path))
+        out.print(table)
+        if len(missing) > shown:
+            out.print(f"... and {len(missing) - shown} more not found")
+    if dry_run or not found:
+        return
+    with one_line_errors():
+        ws = Workspace.open(workspace)
+        with _executor(executor, ray_address) as pool, Progress(
+            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+            console=err, transient=True, disable=not err.is_terminal,
+        ) as bar:
+            task = bar.add_task("parsing", total=len(found))
+
+            def on_progress(path: Path | None, phase: str) -> None:
+                if path is None:
+                    bar.update(task, description=phase)
+                else:
+                    bar.advance(task)
+
+            result = ingest_selection(ws, found, executor=pool, prose_config=prose_config, progress=on_progress)
+    for book, reason in result.rejected:
+        err.print(f"rejected {book.path} ({book.entry.id}): {reason}", style="yellow", markup=False, highlight=False)
+    _print_ingest_reports(result.report)
+    if result.report.generation is None:
+        out.print("Nothing new: the workspace is unchanged.")
+    else:
+        out.print(f"Committed generation {result.report.generation} to {ws.root.resolve()}", markup=False, highlight=False)
+
+
 @app.command()
 def dedup(
     workspace: WorkspaceOption = None,
     shingle_size: Annotated[int, typer.Option(help="Words per shingle.")] = 5,
     num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
     threshold: Annotated[float, typer.Option(help="Jaccard similarity at or above which two items are near duplicates.")] = 0.7,
+    executor: ExecutorOption = ExecutorChoice.local,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Mark exact and near duplicates (MinHash + LSH, confirmed by true Jaccard) with a cluster and a kept representative.
 
-    Nothing is dropped: every item gets dedup_* columns; the export decides.
+    Nothing is dropped: every item gets dedup_* columns; the export decides. With
+    --executor ray, signatures, LSH bands and confirmation run as Ray tasks over
+    partition files in <workspace>/scratch/ (shared storage on a cluster); the result
+    is the same.
 
-    Example: satsang dedup --threshold 0.8
+    Example: satsang dedup --threshold 0.8 --executor ray --ray-address auto
     """
     from curation.dedup import DedupConfig, run_dedup
     from curation.workspace import Workspace
 
+    _check_executor(executor, ray_address)
+    config = DedupConfig(shingle_size=shingle_size, num_perm=num_perm, threshold=threshold)
     with one_line_errors():
-        report = run_dedup(Workspace.open(workspace), DedupConfig(shingle_size=shingle_size, num_perm=num_perm, threshold=threshold))
+        ws = Workspace.open(workspace)
+        if executor is ExecutorChoice.local:
+            report = run_dedup(ws, config)
+        else:
+            from curation.distributed import run_dedup_distributed
+
+            with _executor(executor, ray_address) as pool:
+                report = run_dedup_distributed(ws, config, executor=pool)
     _print_dedup_report(report)
 
 
@@ -189,22 +369,34 @@ def score(
     db: DbOption = None,
     model: Annotated[Optional[str], typer.Option(help="Sentence-transformers model: an HF id or a local path. (default: $SATSANG_EMBEDDING_MODEL, else the packaged all-MiniLM-L6-v2)", show_default=False)] = None,
     learn: Annotated[bool, typer.Option("--learn", help="Also learn the concept from curators' decisions (accepted and edited answers, rejections as not contemplative).")] = False,
+    executor: ExecutorOption = ExecutorChoice.local,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Score each answer and passage 0-1, contemplative (1) vs conversational (0), from embeddings.
 
     The concept is a classifier over labelled exemplars shipped in curation/data/;
     embeddings are kept in the workspace, so re-scoring unchanged items encodes nothing.
+    With --executor ray, Ray actors (one model load each) encode the texts, batch for
+    batch as a local run: the scores are identical.
 
     Example: satsang score --learn
     """
     from curation.score import ScoreConfig, ScoreError, run_score
     from curation.workspace import Workspace
 
+    _check_executor(executor, ray_address)
     with one_line_errors():
         ws = Workspace.open(workspace)
         config = ScoreConfig(model=model) if model else ScoreConfig()
+        decisions = _review_decisions(ws.root, db) if learn else None
         try:
-            report = run_score(ws, config, learn=learn, decisions=_review_decisions(ws.root, db) if learn else None)
+            if executor is ExecutorChoice.local:
+                report = run_score(ws, config, learn=learn, decisions=decisions)
+            else:
+                from curation.distributed import run_score_distributed
+
+                with _executor(executor, ray_address) as pool:
+                    report = run_score_distributed(ws, config, pool, learn, decisions=decisions)
         except ScoreError as error:
             fail(f"error: {error}")
     out.print(report.format(), markup=False, highlight=False)
