@@ -740,10 +740,18 @@ WandbModeOption = Annotated[Optional[str], typer.Option("--wandb-mode", help="on
 SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for the adapter's initialisation and the data order. (default: 42)", show_default=False)]
 
 
-def _train_settings(**flags):
-    targets = flags.pop("target_modules")
-    if targets is not None:
-        flags["target_modules"] = tuple(t.strip() for t in targets.split(",") if t.strip())
+# Command parameters that are not training settings; the rest map onto the config's fields.
+_NOT_TRAIN_SETTINGS = {"dataset", "base_model", "output", "workspace", "config", "resume", "from_checkpoint"}
+_TRAIN_FIELD_OF_FLAG = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate"}
+
+
+def _train_settings(parameters: dict) -> dict:
+    """Config overrides from a train command's parameters: renamed to config fields, lists and paths as the config takes them."""
+    flags = {_TRAIN_FIELD_OF_FLAG.get(k, k): v for k, v in parameters.items() if k not in _NOT_TRAIN_SETTINGS}
+    if flags.get("target_modules") is not None:
+        flags["target_modules"] = tuple(t.strip() for t in flags["target_modules"].split(",") if t.strip())
+    if flags.get("chat_template") is not None:
+        flags["chat_template"] = str(flags["chat_template"])
     return flags
 
 
@@ -782,21 +790,13 @@ def train_pretrain_command(
 
     Example: satsang train pretrain --dataset prose --base-model microsoft/phi-2 --output runs/prose
     """
+    parameters = dict(locals())
     from training.config import PretrainConfig, load_config
     from training.data import resolve_dataset
     from training.pretrain import render_train_result, train_pretrain
 
     with one_line_errors():
-        settings = load_config(
-            PretrainConfig,
-            config,
-            **_train_settings(
-                lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, epochs=epochs, max_steps=max_steps,
-                batch_size=batch_size, per_device_batch_size=per_device_batch_size, learning_rate=lr, max_seq_len=max_seq_len,
-                save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, compile=compile, dtype=dtype, device=device,
-                wandb=wandb, wandb_mode=wandb_mode, seed=seed, packing=packing,
-            ),
-        )
+        settings = load_config(PretrainConfig, config, **_train_settings(parameters))
         result = train_pretrain(settings, resolve_dataset(dataset, workspace), base_model, output, resume_from=resume)
     out.print(render_train_result(result))
 
@@ -835,23 +835,14 @@ def train_sft_command(
 
     Example: satsang train sft --dataset sample --from runs/prose --output runs/sft
     """
+    parameters = dict(locals())
     from training.config import SFTConfig, load_config
     from training.data import resolve_dataset
     from training.pretrain import render_train_result
     from training.sft import train_sft
 
     with one_line_errors():
-        settings = load_config(
-            SFTConfig,
-            config,
-            **_train_settings(
-                lora_rank=rank, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules, epochs=epochs, max_steps=max_steps,
-                batch_size=batch_size, per_device_batch_size=per_device_batch_size, learning_rate=lr, max_seq_len=max_seq_len,
-                save_steps=save_steps, gradient_checkpointing=gradient_checkpointing, compile=compile, dtype=dtype, device=device,
-                wandb=wandb, wandb_mode=wandb_mode, seed=seed, assistant_only_loss=assistant_only_loss,
-                chat_template=str(chat_template) if chat_template is not None else None,
-            ),
-        )
+        settings = load_config(SFTConfig, config, **_train_settings(parameters))
         result = train_sft(
             settings, resolve_dataset(dataset, workspace), output, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume
         )
