@@ -22,6 +22,10 @@ from typing import Any, Literal
 
 RUBRIC_VERSION = "aliveness-v1"
 
+
+class CriticError(Exception):
+    """The root of the critic package's errors: a critic cannot be built or used as asked."""
+
 # The fixed vocabulary of flags. A critic may raise any subset; anything else is dropped.
 FLAGS: tuple[str, ...] = (
     "closure_reflex",  # hurries to resolve, reassure or conclude instead of leaving the question open

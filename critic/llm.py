@@ -23,10 +23,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from critic.base import (
     FLAGS,
@@ -49,6 +47,8 @@ from critic.base import (
     as_inputs,
     config_hash,
 )
+from curation.files import utc_now
+from curation.redaction import endpoint_name, redact_secret
 
 log = logging.getLogger(__name__)
 
@@ -112,7 +112,7 @@ class LLMCriticConfig:
         """The settings that shape a judgement: the cache key hashes these (not timeouts, retries, concurrency)."""
         return {
             "kind": "llm",
-            "base_url": redact_url(self.base_url),
+            "base_url": endpoint_name(self.base_url),
             "model": self.model,
             "temperature": self.temperature,
             "max_tokens": self.max_tokens,
@@ -124,15 +124,6 @@ class LLMCriticConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def redact_url(url: str) -> str:
-    """The URL without user:password, query or fragment: what may be recorded of an endpoint."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urlunsplit((parts.scheme, host, parts.path.rstrip("/"), "", ""))
 
 
 # ---- parsing a completion -------------------------------------------------------------
@@ -379,7 +370,7 @@ class CritiqueCache:
                 with connection:
                     connection.execute(
                         "INSERT OR REPLACE INTO critique_cache VALUES (?, ?, ?, ?)",
-                        (content_key, config_key, payload, datetime.now(timezone.utc).isoformat(timespec="seconds")),
+                        (content_key, config_key, payload, utc_now()),
                     )
             finally:
                 connection.close()
@@ -425,7 +416,7 @@ class LLMCritic(Critic):
         self._count_lock = threading.Lock()
 
     def __repr__(self) -> str:
-        return f"LLMCritic(model={self.config.model!r}, base_url={redact_url(self.config.base_url)!r})"
+        return f"LLMCritic(model={self.config.model!r}, base_url={endpoint_name(self.config.base_url)!r})"
 
     def with_cache(self, cache: CritiqueCache | None) -> LLMCritic:
         return LLMCritic(self.config, cache)
@@ -514,7 +505,7 @@ class LLMCritic(Critic):
         try:
             return self._judge_with_retries(client, item)
         except Exception as error:  # a bug or surprise in one item must not stop the run
-            detail = _redact(f"{type(error).__name__}: {error}", client.api_key)
+            detail = redact_secret(f"{type(error).__name__}: {error}", _secret_of(client))
             log.warning("critic: unexpected error, item unscored: %s", detail)
             return CritiqueRecord.unscored(REASON_CRITIC_ERROR, detail, self.agent)
 
@@ -524,7 +515,7 @@ class LLMCritic(Critic):
             try:
                 content = self._ask(client, item)
             except _Fault as fault:
-                detail = _redact(fault.detail, client.api_key)
+                detail = redact_secret(fault.detail, _secret_of(client))
                 if fault.retryable and attempt + 1 < attempts:
                     wait = self._backoff(attempt, fault.retry_after_s)
                     log.info("critic: %s (%s); retry %d/%d in %.2fs", fault.reason, detail, attempt + 1, attempts - 1, wait)
@@ -537,7 +528,7 @@ class LLMCritic(Critic):
                 parsed = parse_critique(content)
             except CritiqueParseError as error:
                 # Not retried: at temperature 0 the same prompt gives the same junk or refusal.
-                detail = _redact(error.detail, client.api_key)
+                detail = redact_secret(error.detail, _secret_of(client))
                 log.warning("critic: item unscored, %s: %s", error.reason, detail)
                 return CritiqueRecord.unscored(error.reason, detail, self.agent)
             return CritiqueRecord(parsed.score, parsed.rationale, parsed.flags, self.agent)
@@ -565,7 +556,7 @@ class LLMCritic(Critic):
         except openai.APITimeoutError:
             raise _Fault(REASON_TIMEOUT, f"no response within {self.config.timeout_s:g}s", retryable=True) from None
         except openai.APIConnectionError as error:
-            raise _Fault(REASON_CONNECTION, f"cannot reach {redact_url(self.config.base_url)}: {error}", retryable=True) from None
+            raise _Fault(REASON_CONNECTION, f"cannot reach {endpoint_name(self.config.base_url)}: {error}", retryable=True) from None
         except openai.APIStatusError as error:
             raise _status_fault(error) from None
         except (openai.APIResponseValidationError, ValueError) as error:
@@ -615,8 +606,6 @@ def _retry_after(response: Any) -> float | None:
         return None
 
 
-def _redact(text: str, secret: str | None) -> str:
-    """The text with the API key cut out, should a server have echoed it into an error."""
-    if secret and secret != NO_KEY and len(secret) >= 4:
-        text = text.replace(secret, "[redacted]")
-    return text
+def _secret_of(client: Any) -> str | None:
+    """The client's API key, when it is a real one (the placeholder for "no key" is no secret)."""
+    return None if client.api_key == NO_KEY else client.api_key

@@ -40,8 +40,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from critic.base import FLAGS, REASON_EMPTY, REASON_SILENCE, Critic, CritiqueInput, CritiqueRecord
-from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig, redact_url
+from critic.base import FLAGS, CriticError, REASON_EMPTY, REASON_SILENCE, Critic, CritiqueInput, CritiqueRecord
+from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig
+from curation.redaction import endpoint_name
 from critic.offline import OfflineCritic
 
 if TYPE_CHECKING:
@@ -71,7 +72,7 @@ CRITIC_COLUMNS = (
 )
 
 
-class CriticSettingsError(ValueError):
+class CriticSettingsError(CriticError, ValueError):
     """The critic settings do not make a usable critic (e.g. no model and the endpoint lists none)."""
 
 
@@ -120,7 +121,7 @@ def _first_served_model(base_url: str, timeout_s: float, env: Mapping[str, str])
     import openai
 
     api_key = env.get(API_KEY_ENV) or env.get(FALLBACK_API_KEY_ENV) or NO_KEY
-    where = redact_url(base_url)
+    where = endpoint_name(base_url)
     try:
         with openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=1) as client:
             models = [model.id for model in client.models.list()]

@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from curation.errors import CurationError
+
 if TYPE_CHECKING:
     import polars as pl
     from rich.table import Table
@@ -78,7 +80,7 @@ THEMES: frozenset[str] = frozenset({
 GUTENBERG_LICENCE = "Project Gutenberg (public domain in the USA; see the book's own licence header)"
 
 
-class CatalogError(Exception):
+class CatalogError(CurationError):
     """A catalog cannot be read at all (missing file, a directory), or a filter is malformed."""
 
 

@@ -61,6 +61,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import polars as pl
 
+from curation.files import atomic_write, utc_now
 from curation.executors import Executor, LocalExecutor, WorkerPool, chunks
 from curation.score import Embedder
 from curation.workspace import FileReport, IngestError, IngestReport
@@ -206,8 +207,8 @@ def ingest_books(
             data = ws.read_source_file(Path(book.task.path))
             if hashlib.sha256(data).hexdigest() != book.source_id:
                 raise IngestError(book.task.path, "file changed while it was being ingested; nothing was committed")
-            ws._write_file_atomic(workspace.root / ws.SOURCES_DIR / f"{book.source_id}.txt", data)
-        now = ws._utc_now()
+            atomic_write(workspace.root / ws.SOURCES_DIR / f"{book.source_id}.txt", data)
+        now = utc_now()
         new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=ws.SOURCE_SCHEMA)
         generation = workspace._commit(
             pl.concat([items, *(book.items for book in new)], how="diagonal"),

@@ -79,7 +79,6 @@ shows and the next export sweeps (exports hold `versions/.lock`).
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import math
@@ -93,14 +92,16 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields, replace
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from curation import schema
-from curation.workspace import TMP_PREFIX, WorkspaceError, fsync, pause_if_testing
+from curation.errors import CurationError
+from curation.files import TMP_PREFIX, exclusive_lock, fsync, fsync_tree, iso_utc, sha256_file
+from curation.redaction import redact_url
+from curation.workspace import pause_if_testing
 
 if TYPE_CHECKING:
     from rich.console import RenderableType
@@ -153,7 +154,7 @@ _OPTIONAL_COLUMNS: dict[str, pl.DataType] = {
 _AGENT_COLUMNS = {"dedup": "dedup_agent", "concept": "concept_agent", "critic": "critic_agent"}
 
 
-class ExportError(WorkspaceError):
+class ExportError(CurationError):
     """An export, or a question about versions, cannot be answered as asked; the message says why."""
 
 
@@ -448,12 +449,8 @@ def _review_frames(workspace: Workspace, db_url: str | None) -> tuple[pl.DataFra
     )
     # Not the path: a card must not change with where the workspace happens to be.
     inside = backend == "sqlite" and Path(location).resolve() == (workspace.root / SQLITE_FILE).resolve()
-    where = "SQLite reviews.db in the workspace" if inside else f"{backend} {_redact(location)}".strip()
+    where = "SQLite reviews.db in the workspace" if inside else f"{backend} {redact_url(location)}".strip()
     return _normalise_review(state), _normalise_review(responses), where
-
-
-def _redact(url: str) -> str:
-    return re.sub(r"//([^:/@]+):[^@/]*@", r"//\1:***@", url)
 
 
 def _normalise_review(frame: pl.DataFrame) -> pl.DataFrame:
@@ -885,7 +882,7 @@ def _write_version(staging: Path, selection: _Selection, parent: str | None, cre
 
     render_version_card(staging, _card_context(selection, manifest, rows, staging))
     _write_checksums(staging)
-    _fsync_tree(staging)
+    fsync_tree(staging)
     return table.num_rows
 
 
@@ -1121,7 +1118,7 @@ def review_statistics(state: pl.DataFrame, responses: pl.DataFrame, item_ids: se
 
 
 def _write_checksums(directory: Path) -> None:
-    lines = [f"{_sha256_file(path)}  {rel}\n" for rel, path in _files(directory) if rel != CHECKSUMS_NAME]
+    lines = [f"{sha256_file(path)}  {rel}\n" for rel, path in _files(directory) if rel != CHECKSUMS_NAME]
     text = "".join(lines)
     text += SELF_DIGEST_PREFIX + hashlib.sha256(text.encode("utf-8")).hexdigest() + "\n"
     (directory / CHECKSUMS_NAME).write_text(text, encoding="utf-8")
@@ -1138,21 +1135,6 @@ def _files(directory: Path) -> list[tuple[str, Path]]:
     return sorted(found)
 
 
-def _sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as file:
-        for chunk in iter(lambda: file.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def _fsync_tree(directory: Path) -> None:
-    for root, dirs, files in os.walk(directory, topdown=False):
-        for name in files:
-            fsync(Path(root) / name)
-        fsync(Path(root))
-
-
 def _make_read_only(directory: Path) -> None:
     for root, dirs, files in os.walk(directory, topdown=False):
         for name in files:
@@ -1162,20 +1144,8 @@ def _make_read_only(directory: Path) -> None:
 
 @contextmanager
 def _versions_lock(versions: Path) -> Iterator[None]:
-    with open(versions / LOCK_NAME, "ab") as lock_file:
-        deadline = time.monotonic() + LOCK_TIMEOUT_S
-        while True:
-            try:
-                fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if time.monotonic() > deadline:
-                    raise ExportError(f"{versions}: another export is writing here (waited {LOCK_TIMEOUT_S:g}s)") from None
-                time.sleep(0.1)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock_file, fcntl.LOCK_UN)
+    with exclusive_lock(versions / LOCK_NAME, LOCK_TIMEOUT_S, f"{versions}: another export is writing here", error=ExportError):
+        yield
 
 
 def _sweep(versions: Path) -> None:
@@ -1190,15 +1160,10 @@ def _sweep(versions: Path) -> None:
 
 
 def _iso_utc(value: Any) -> str:
-    if isinstance(value, str):
-        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    elif isinstance(value, datetime):
-        moment = value
-    else:
-        raise ExportError(f"not a time: {value!r}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="seconds")
+    try:
+        return iso_utc(value)
+    except ValueError as error:
+        raise ExportError(str(error)) from None
 
 
 def _newest_input(selection: _Selection) -> str:
@@ -1434,7 +1399,7 @@ def verify_path(directory: Path) -> list[str]:
         if path is None:
             problems.append(f"{rel}: missing")
             continue
-        actual = _sha256_file(path)
+        actual = sha256_file(path)
         if actual != digest:
             problems.append(f"{rel}: changed (sha256 {actual[:16]}..., checksums.sha256 says {digest[:16]}...)")
     for rel in sorted(present.keys() - listed.keys()):

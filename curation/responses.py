@@ -39,14 +39,14 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import polars as pl
 
-from curation.workspace import WorkspaceError
+from curation.errors import CurationError
+from curation.files import utc_now
+from curation.redaction import redact_url
 
 DB_URL_ENV = "SATSANG_DB_URL"
 SQLITE_FILE = "reviews.db"
@@ -57,7 +57,7 @@ REASONS: tuple[str, ...] = ("parse error", "not contemplative", "duplicate", "in
 Backend = Literal["sqlite", "postgresql"]
 
 
-class ResponseStoreError(WorkspaceError):
+class ResponseStoreError(CurationError):
     """The review database cannot be opened or used (unreachable, newer schema, not ours, closed)."""
 
 
@@ -224,16 +224,6 @@ def resolve_db_url(url: str | None = None) -> str | None:
     return url or os.environ.get(DB_URL_ENV) or None
 
 
-def redact_url(url: str) -> str:
-    """`url` with any password replaced by ***, fit for messages and logs."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{parts.username or ''}:***@{host}" + (f":{parts.port}" if parts.port else "")
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
 def _is_postgresql_url(value: str) -> bool:
     return value.startswith(("postgresql://", "postgres://"))
 
@@ -368,7 +358,7 @@ class ResponseStore:
                         self._execute(statement)
                     self._execute(
                         "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
-                        (migration.version, migration.description, _utc_now()),
+                        (migration.version, migration.description, utc_now("microseconds")),
                     )
 
     def _read_version(self) -> int:
@@ -440,7 +430,7 @@ class ResponseStore:
         return stored[0] if stored else None
 
     def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False) -> list[Response]:
-        created_at = _utc_now()
+        created_at = utc_now("microseconds")
         written: list[tuple[dict[str, Any], Any]] = []  # (row, cursor whose RETURNING gives its id, or None)
         with self._guard("record"), self._pipeline():
             with self._write_transaction():
@@ -749,10 +739,6 @@ def _validated(response: Mapping[str, Any], where: str) -> dict[str, Any]:
     elif edited:
         raise fail(f"edited text belongs to an edit, not to a {decision}")
     return row
-
-
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
 
 
 # ---- review columns on the items table ---------------------------------------------------------

@@ -30,7 +30,6 @@ imported inside the functions that need them, so importing this module is cheap.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -42,6 +41,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
+
+from curation.errors import CurationError
+from curation.files import atomic_replace, exclusive_lock
 
 if TYPE_CHECKING:
     from curation.workspace import Workspace
@@ -74,7 +76,7 @@ STYLE_REJECT_WORDS: tuple[str, ...] = (
 QUANTILES: tuple[float, ...] = (0.05, 0.25, 0.5, 0.75, 0.95)
 
 
-class ScoreError(Exception):
+class ScoreError(CurationError):
     """Scoring cannot run as asked (no exemplars, nothing to learn from, an unusable store)."""
 
 
@@ -197,6 +199,9 @@ class EmbeddingStore:
     so a reader never sees half a table.
     """
 
+    # How long a save waits for another scorer's save before giving up with an error.
+    lock_timeout_s: float = 120.0
+
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self._keys: list[str] = []
@@ -251,24 +256,17 @@ class EmbeddingStore:
         if not self._unsaved:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path.parent / ".lock", "ab") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
-            try:
-                if self.path.exists():  # another process may have saved since we loaded
-                    ours_keys, ours = list(self._keys), self.matrix
-                    self._reset()
-                    self._load(pl.read_parquet(self.path))
-                    self.add(ours_keys, ours)
-                    if not self._unsaved:  # all of ours were saved by the other process
-                        return
-                temp = self.path.with_name(f".tmp-{self.path.name}-{os.getpid()}")
-                self._frame().write_parquet(temp)
-                with open(temp, "rb") as written:
-                    os.fsync(written.fileno())
-                os.replace(temp, self.path)
-                self._unsaved = 0
-            finally:
-                fcntl.flock(lock, fcntl.LOCK_UN)
+        busy = f"{self.path}: another process is saving embeddings here"
+        with exclusive_lock(self.path.parent / ".lock", self.lock_timeout_s, busy, error=ScoreError):
+            if self.path.exists():  # another process may have saved since we loaded
+                ours_keys, ours = list(self._keys), self.matrix
+                self._reset()
+                self._load(pl.read_parquet(self.path))
+                self.add(ours_keys, ours)
+                if not self._unsaved:  # all of ours were saved by the other process
+                    return
+            atomic_replace(self.path, self._frame().write_parquet)
+            self._unsaved = 0
 
     def _frame(self) -> pl.DataFrame:
         matrix = self.matrix

@@ -19,7 +19,6 @@ readers and swept by the next writer, under the lock.
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -29,12 +28,13 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
 
 import polars as pl
 
+from curation.errors import CurationError
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources
 
 WORKSPACE_ENV = "SATSANG_WORKSPACE"
@@ -47,7 +47,6 @@ SOURCES_DIR = "sources"
 TABLES_DIR = "tables"
 ITEMS_TABLE = "items.parquet"
 SOURCES_TABLE = "sources.parquet"
-TMP_PREFIX = ".tmp-"
 
 # Tests set this to a pause point's name to SIGKILL a writer at that exact moment.
 PAUSE_ENV = "SATSANG_TEST_PAUSE_AT"
@@ -59,7 +58,7 @@ SOURCE_KINDS: tuple[str, ...] = ("dialogue", "prose")
 ProgressCallback = Callable[[Path | None, str], None]
 
 
-class WorkspaceError(Exception):
+class WorkspaceError(CurationError):
     """A workspace is missing, malformed, locked, or of another format version."""
 
 
@@ -177,11 +176,11 @@ def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
         directory.mkdir(parents=True, exist_ok=True)
     (root / LOCK).touch()
     _write_generation(root / TABLES_DIR, 0, empty_items(), empty_sources())
-    _write_file_atomic(root / HEAD, _head_json(_Head(0, None)))
+    atomic_write(root / HEAD, _head_json(_Head(0, None)))
     # The manifest goes last: until it exists the directory is not a workspace, so an
     # init killed half-way leaves nothing that `open` would take for one.
-    manifest = {"format_version": SCHEMA_VERSION, "created_at": _utc_now()}
-    _write_file_atomic(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
+    manifest = {"format_version": SCHEMA_VERSION, "created_at": utc_now()}
+    atomic_write(root / MANIFEST, (json.dumps(manifest, indent=2) + "\n").encode())
     return Workspace(root)
 
 
@@ -323,7 +322,7 @@ class Workspace:
                         "parser_version": parsed.parser_version,
                         "parser_config": parsed.config_json,
                         "convention": parsed.convention,
-                        "ingested_at": _utc_now(),
+                        "ingested_at": utc_now(),
                     }
                 )
                 new_bytes[source_id] = data
@@ -337,7 +336,7 @@ class Workspace:
                 return IngestReport(tuple(reports), generation=None)
             notify(None, "committing")
             for source_id, data in new_bytes.items():
-                _write_file_atomic(self.root / SOURCES_DIR / f"{source_id}.txt", data)
+                atomic_write(self.root / SOURCES_DIR / f"{source_id}.txt", data)
             generation = self._commit(
                 pl.concat([items, *new_items], how="diagonal"),
                 pl.concat([sources, pl.DataFrame(new_sources, schema=SOURCE_SCHEMA)], how="vertical"),
@@ -395,31 +394,16 @@ class Workspace:
         generation = head.generation + 1
         _write_generation(self.root / TABLES_DIR, generation, items, sources)
         pause_if_testing("before-head")
-        _write_file_atomic(self.root / HEAD, _head_json(_Head(generation, head.generation)))
+        atomic_write(self.root / HEAD, _head_json(_Head(generation, head.generation)))
         self._sweep()
         return generation
 
     @contextmanager
     def _writer_lock(self) -> Iterator[None]:
-        # "ab": creates the lock file if a user deleted it, never truncates anything.
-        with open(self.root / LOCK, "ab") as lock_file:
-            deadline = time.monotonic() + self.lock_timeout_s
-            while True:
-                try:
-                    fcntl.flock(lock_file, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                    break
-                except BlockingIOError:
-                    if time.monotonic() > deadline:
-                        raise WorkspaceError(
-                            f"{self.root}: another satsang command is writing to this workspace"
-                            f" (waited {self.lock_timeout_s:g}s for its lock)"
-                        ) from None
-                    time.sleep(0.1)
-            try:
-                self._sweep()
-                yield
-            finally:
-                fcntl.flock(lock_file, fcntl.LOCK_UN)
+        busy = f"{self.root}: another satsang command is writing to this workspace"
+        with exclusive_lock(self.root / LOCK, self.lock_timeout_s, busy, error=WorkspaceError):
+            self._sweep()
+            yield
 
     def _sweep(self) -> None:
         """Remove what no committed state refers to: leftovers of a killed or failed writer, old generations.
@@ -563,30 +547,9 @@ def _write_generation(tables: Path, generation: int, items: pl.DataFrame, source
     fsync(tables)
 
 
-def _write_file_atomic(path: Path, data: bytes) -> None:
-    temp = path.parent / f"{TMP_PREFIX}{path.name}-{os.getpid()}"
-    with open(temp, "wb") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
-    fsync(path.parent)
-
-
-def fsync(path: Path) -> None:
-    """Flush a file or directory to disk, so a rename that follows never outruns its contents."""
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def pause_if_testing(point: str) -> None:
     if os.environ.get(PAUSE_ENV) == point:
         print(f"paused at {point}", file=sys.stderr, flush=True)
         time.sleep(3600)
 
 
-def _utc_now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")

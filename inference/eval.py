@@ -47,7 +47,7 @@ from critic.offline import PRESCRIPTIVE_PHRASES, REASSURANCE_PHRASES, SERVICE_QU
 
 # The offline critic's detectors themselves (module-private there), so the markers and its signals agree.
 from critic.offline import _advice_list_items, _matches, _turns_question_back
-from inference.generate import GenerationConfig, Generator
+from inference.generate import GenerationConfig, Generator, InferenceError
 from inference.loop import ContemplativeGenerator, LoopSettings, is_silence
 
 if TYPE_CHECKING:
@@ -73,7 +73,7 @@ _YOU_SHOULD = {"you should", "you need to"}
 _MARKER_CRITIC = OfflineCritic()
 
 
-class EvalError(ValueError):
+class EvalError(InferenceError, ValueError):
     """A prompt file that cannot be read, or an evaluation that cannot start."""
 
 

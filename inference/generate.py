@@ -68,7 +68,11 @@ FALLBACK_API_KEY_ENV = "OPENAI_API_KEY"
 NO_KEY = "EMPTY"
 
 
-class GenerationError(RuntimeError):
+class InferenceError(Exception):
+    """The root of the inference package's errors: generation, serving or evaluation cannot go on as asked."""
+
+
+class GenerationError(InferenceError, RuntimeError):
     """The generator cannot load or answer: a missing library or GPU, a bad checkpoint, an endpoint error."""
 
 
@@ -575,10 +579,10 @@ class OpenAIGenerator:
     ):
         import openai
 
-        from critic.llm import redact_url
+        from curation.redaction import endpoint_name
 
         self.base_url = base_url
-        self._where = redact_url(base_url)
+        self._where = endpoint_name(base_url)
         api_key = os.environ.get(api_key_env) or os.environ.get(FALLBACK_API_KEY_ENV) or NO_KEY
         self._client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=timeout_s, max_retries=max_retries)
         self.extra_body = dict(extra_body or {})

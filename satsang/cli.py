@@ -72,11 +72,15 @@ def fail(message: str) -> NoReturn:
 
 @contextmanager
 def one_line_errors() -> Iterator[None]:
-    from curation.workspace import WorkspaceError
+    """Any package's own error becomes one red line; anything else is a bug and keeps its traceback."""
+    from critic.base import CriticError
+    from curation.errors import CurationError
+    from inference.generate import InferenceError
+    from training.lineage import TrainingError
 
     try:
         yield
-    except WorkspaceError as error:
+    except (CurationError, CriticError, TrainingError, InferenceError) as error:
         fail(f"error: {error}")
 
 

@@ -247,9 +247,9 @@ def test_dataset_references_resolve_to_versions(workspace, tmp_path):
     assert resolve_dataset(str(workspace.sft)) == workspace.sft
     with pytest.raises(TrainingError, match="not a dataset version"):
         resolve_dataset(str(tmp_path))
-    from curation.workspace import WorkspaceError
+    from curation.errors import CurationError
 
-    with pytest.raises(WorkspaceError, match="no version 'nope'"):  # curation.export's own error, also a one-line CLI error
+    with pytest.raises(CurationError, match="no version 'nope'"):  # curation's own error, a one-line CLI error
         resolve_dataset("nope", workspace.root)
 
 

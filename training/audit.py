@@ -22,7 +22,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.lineage import LINEAGE_FORMAT, LINEAGE_NAME, TrainingError, lineage_chain, read_lineage, sha256_file
+from curation.files import sha256_file
+from training.lineage import LINEAGE_FORMAT, LINEAGE_NAME, TrainingError, lineage_chain, read_lineage
 
 if TYPE_CHECKING:
     from rich.console import RenderableType

@@ -38,7 +38,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.lineage import LINEAGE_NAME, TrainingError, now_iso, read_lineage, sha256_file, write_lineage
+from curation.files import sha256_file, utc_now
+from training.lineage import LINEAGE_NAME, TrainingError, read_lineage, write_lineage
 
 if TYPE_CHECKING:
     import torch
@@ -600,7 +601,7 @@ def fix_checkpoint(
                 "from_sha256": sha256_file(weights),
                 "changes": changes or ["none: the keys were already canonical"],
                 "by": "training.checkpoint.fix_checkpoint (satsang diagnose --fix)",
-                "at": now_iso(),
+                "at": utc_now(),
             }
             write_lineage(staging, lineage)
         if target.exists():

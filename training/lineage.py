@@ -24,33 +24,19 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import subprocess
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from curation.workspace import WorkspaceError
+from curation.files import atomic_write, sha256_file
 
 LINEAGE_NAME = "satsang_lineage.json"
 LINEAGE_FORMAT = 1
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
 
 
-class TrainingError(WorkspaceError):
+class TrainingError(Exception):
     """Training, a checkpoint or its lineage cannot be used as asked; the message says why."""
-
-
-def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
-
-
-def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sha256_text(text: str) -> str:
@@ -74,16 +60,10 @@ def read_lineage(directory: str | Path) -> dict[str, Any] | None:
 
 
 def write_lineage(directory: str | Path, lineage: dict[str, Any]) -> Path:
-    """Write atomically (temp file, fsync, rename), so a killed run never leaves half a lineage."""
+    """Write atomically, so a killed run never leaves half a lineage."""
     directory = Path(directory)
     path = directory / LINEAGE_NAME
-    tmp = directory / f".{LINEAGE_NAME}.tmp"
-    data = json.dumps(lineage, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n"
-    with open(tmp, "w", encoding="utf-8") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, (json.dumps(lineage, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode("utf-8"))
     return path
 
 

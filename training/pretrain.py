@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from curation.files import sha256_file, utc_now
 from training.checkpoint import ADAPTER_CONFIG, ADAPTER_SAFETENSORS, attach_adapter, load_tokenizer, resolve_base_model
 from training.config import PretrainConfig, TrainConfig
 from training.data import GROUP, ORIGIN, DatasetVersion, Groups, OriginCollator, TokenLedger, open_version
@@ -34,9 +35,7 @@ from training.lineage import (
     LINEAGE_FORMAT,
     TrainingError,
     local_model_dir,
-    now_iso,
     read_lineage,
-    sha256_file,
     sha256_text,
     tool_info,
     weights_digest,
@@ -163,7 +162,7 @@ class StageRun:
         self.config = config
         self.version = version
         self.output_dir = output_dir
-        self.started_at = now_iso()
+        self.started_at = utc_now()
         self.resumed_from: list[str] = []
         self.base: dict[str, Any] = {}
         self.parent: dict[str, Any] | None = None
@@ -212,7 +211,7 @@ class StageRun:
             "max_steps": int(state.max_steps),
             "epoch": float(state.epoch or 0.0),
             "started_at": self.started_at,
-            "ended_at": now_iso(),
+            "ended_at": utc_now(),
             "resumed_from": self.resumed_from,
             "final_loss": losses[-1][1] if losses else None,
             "mean_loss": mean_loss,
