@@ -23,20 +23,25 @@ Guarantees, and why:
   EXCLUSIVE MODE`, which still lets readers through), so ids grow in commit order:
   "latest" means latest committed, an undo always targets what was current when it
   committed, and a reader that remembers the last id it saw misses nothing.
-- Append-only is enforced by the database as well: triggers refuse UPDATE and DELETE
-  on `responses`. This module issues neither.
+- Append-only is enforced by the database as well: triggers refuse UPDATE, DELETE and
+  (SQLite) REPLACE INTO on `responses`, and TRUNCATE (PostgreSQL). This module issues none.
+- Tampering is evident: every response has a link in a hash chain (`response_chain`,
+  append-only too; `chain_hash`), so a row rewritten, removed or inserted by someone who
+  dropped the triggers is named by `integrity_check()`.
 - The schema carries a version (`schema_migrations`). Opening a store applies the
   missing migrations in one transaction; a database newer than this code is refused.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -123,12 +128,17 @@ STATE_SCHEMA: dict[str, pl.DataType] = {
 
 @dataclass(frozen=True)
 class Migration:
-    """One schema step, written once per dialect. Never edit a released step: add the next one."""
+    """One schema step, written once per dialect. Never edit a released step: add the next one.
+
+    `backfill`, when given, runs after the step's statements, in the same transaction, for
+    what SQL alone cannot compute (the hash chain over rows already in the log).
+    """
 
     version: int
     description: str
     sqlite: tuple[str, ...]
     postgresql: tuple[str, ...]
+    backfill: Callable[[ResponseStore], None] | None = None
 
 
 _APPEND_ONLY_MESSAGE = "responses are append-only: record a new response instead"
@@ -185,7 +195,54 @@ BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END $$""",
         sqlite=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
         postgresql=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
     ),
+    Migration(
+        3,
+        "response_chain: a hash chain over the log in its own append-only table, so a rewritten,"
+        " removed or reordered response is detected; REPLACE INTO refused",
+        sqlite=(
+            # REPLACE deletes the old row without firing delete triggers (unless a connection turns
+            # recursive_triggers on): refuse any insert that names an id already in the log.
+            f"CREATE TRIGGER responses_no_replace BEFORE INSERT ON responses"
+            f" WHEN EXISTS (SELECT 1 FROM responses WHERE id = NEW.id)"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+            "CREATE TABLE response_chain (id INTEGER PRIMARY KEY, chain TEXT NOT NULL)",
+            f"CREATE TRIGGER response_chain_no_update BEFORE UPDATE ON response_chain"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+            f"CREATE TRIGGER response_chain_no_delete BEFORE DELETE ON response_chain"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+            f"CREATE TRIGGER response_chain_no_replace BEFORE INSERT ON response_chain"
+            f" WHEN EXISTS (SELECT 1 FROM response_chain WHERE id = NEW.id)"
+            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
+        ),
+        # PostgreSQL: ON CONFLICT DO UPDATE fires the update trigger and TRUNCATE its own, on both tables.
+        # No foreign key from the links to the responses: it would answer a TRUNCATE before the
+        # append-only trigger does; integrity_check() finds links without a response instead.
+        postgresql=(
+            "CREATE TABLE response_chain (id BIGINT PRIMARY KEY, chain TEXT NOT NULL)",
+            "CREATE TRIGGER response_chain_no_update_or_delete BEFORE UPDATE OR DELETE ON response_chain"
+            " FOR EACH ROW EXECUTE FUNCTION responses_append_only()",
+            "CREATE TRIGGER response_chain_no_truncate BEFORE TRUNCATE ON response_chain"
+            " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
+        ),
+        backfill=lambda store: store._link_existing_responses(),
+    ),
 )
+
+# The fields a row's chain hash covers (all but its id, which the database assigns on insert:
+# the chain's order is the id order, and `undoes` ties an undo to the id it reverts).
+CHAINED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS[1:]
+
+
+def chain_hash(previous: str, row: Mapping[str, Any]) -> str:
+    """The row's link in the log's hash chain: sha256 of the previous link and the row's fields.
+
+    The first row's previous link is "". Rewriting any stored field, removing a row or
+    inserting one out of order breaks every later link's check against its predecessor,
+    which integrity_check() reports. (A log cut short at its end is a shorter valid chain:
+    dataset versions record the head they were made from.)
+    """
+    payload = json.dumps([row[name] for name in CHAINED_COLUMNS], ensure_ascii=False, separators=(",", ":"))
+    return hashlib.sha256(f"{previous}\n{payload}".encode("utf-8")).hexdigest()
 
 SCHEMA_VERSION = MIGRATIONS[-1].version
 
@@ -205,15 +262,12 @@ _EFFECTIVE = """WHERE r.item_id = ? AND r.decision <> 'undo'
     ORDER BY r.id DESC LIMIT 1"""
 
 _INSERT = (
-    f"INSERT INTO responses ({', '.join(RESPONSE_COLUMNS[1:])})"
-    f" VALUES ({', '.join('?' for _ in RESPONSE_COLUMNS[1:])}) RETURNING id"
+    f"INSERT INTO responses ({', '.join(CHAINED_COLUMNS)})"
+    f" VALUES ({', '.join('?' for _ in CHAINED_COLUMNS)}) RETURNING id"
 )
-
-# Parameters: content_hash ("" for the undone response's), reviewer, reason, note, created_at, item_id.
-_INSERT_UNDO = f"""INSERT INTO responses ({', '.join(RESPONSE_COLUMNS[1:])})
-    SELECT r.item_id, COALESCE(NULLIF(?, ''), r.content_hash), ?, 'undo', ?, ?, NULL, NULL, ?, r.id
-    FROM responses AS r {_EFFECTIVE}
-    RETURNING id, content_hash, undoes"""
+_INSERT_LINK = "INSERT INTO response_chain (id, chain) VALUES (?, ?)"
+# PostgreSQL: the response and its link in one statement, so a pipelined write stays one round trip.
+_INSERT_WITH_LINK = f"WITH new AS ({_INSERT}) INSERT INTO response_chain (id, chain) SELECT id, ? FROM new RETURNING id"
 
 
 # ---- the store ----------------------------------------------------------------------------
@@ -356,6 +410,8 @@ class ResponseStore:
                         continue
                     for statement in getattr(migration, self.backend):
                         self._execute(statement)
+                    if migration.backfill is not None:
+                        migration.backfill(self)
                     self._execute(
                         "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                         (migration.version, migration.description, utc_now("microseconds")),
@@ -434,33 +490,45 @@ class ResponseStore:
         written: list[tuple[dict[str, Any], Any]] = []  # (row, cursor whose RETURNING gives its id, or None)
         with self._guard("record"), self._pipeline():
             with self._write_transaction():
+                # Writers are serialised from here on, so the head read now is the one each new link follows.
+                previous = self._chain_head()
                 for row in rows:
-                    row = {**row, "created_at": created_at}
+                    row = {**row, "created_at": created_at, "undoes": None}
                     if row["decision"] == "undo":
-                        # One statement finds the effective response and appends its undo,
-                        # or appends nothing when there is none.
-                        params = (row["content_hash"], row["reviewer"], row["reason"], row["note"], created_at)
-                        returned = self._execute(_INSERT_UNDO, (*params, row["item_id"])).fetchone()
-                        if returned is None:
+                        target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE}", (row["item_id"],)).fetchone()
+                        if target is None:
                             if nothing_to_undo_ok:
                                 continue
                             raise InvalidResponse(
                                 f"{row['item_id']}: nothing to undo (the item has no effective response)"
                             )
-                        row["id"], row["content_hash"], row["undoes"] = returned
-                        written.append((row, None))
+                        row["undoes"], row["content_hash"] = target[0], row["content_hash"] or target[1]
+                    previous = chain_hash(previous, row)
+                    values = tuple(row[c] for c in CHAINED_COLUMNS)
+                    if self.backend == "sqlite":
+                        row["id"] = self._execute(_INSERT, values).fetchone()[0]
+                        self._execute(_INSERT_LINK, (row["id"], previous))
+                        cursor = None
                     else:
-                        row["undoes"] = None
-                        cursor = self._execute(_INSERT, tuple(row[c] for c in RESPONSE_COLUMNS[1:]))
-                        if self.backend == "sqlite":
-                            row["id"] = cursor.fetchone()[0]
-                            cursor = None
-                        written.append((row, cursor))
+                        cursor = self._execute(_INSERT_WITH_LINK, (*values, previous))
+                    written.append((row, cursor))
             # PostgreSQL pipelines the inserts with the COMMIT: their ids are read once it is done.
             for row, cursor in written:
                 if cursor is not None:
                     row["id"] = cursor.fetchone()[0]
         return [Response(**{c: row[c] for c in RESPONSE_COLUMNS}) for row, _ in written]
+
+    def _chain_head(self) -> str:
+        row = self._execute("SELECT chain FROM response_chain ORDER BY id DESC LIMIT 1").fetchone()
+        return row[0] if row is not None else ""
+
+    def _link_existing_responses(self) -> None:
+        """Migration 3: link the responses already in the log, oldest first."""
+        previous = ""
+        rows = self._execute(f"SELECT id, {', '.join(CHAINED_COLUMNS)} FROM responses ORDER BY id").fetchall()
+        for id_, *values in rows:
+            previous = chain_hash(previous, dict(zip(CHAINED_COLUMNS, values)))
+            self._execute(_INSERT_LINK, (id_, previous))
 
     # ---- reading --------------------------------------------------------------------------
 
@@ -534,13 +602,14 @@ class ResponseStore:
             version = self._read_version()
             if version != SCHEMA_VERSION:
                 problems.append(f"schema version is {version}, expected {SCHEMA_VERSION}")
-            for missing in ("responses", "schema_migrations"):
+            for missing in ("responses", "response_chain", "schema_migrations"):
                 if not self._table_exists(missing):
                     problems.append(f"table {missing} is missing")
             if problems:
                 return problems
             if not self._append_only_enforced():
                 problems.append("the append-only triggers on responses are missing")
+            problems.extend(self._chain_problems())
             for (id_, target, target_item, item, target_decision) in self._execute(
                 """SELECT u.id, u.undoes, t.item_id, u.item_id, t.decision
                 FROM responses AS u LEFT JOIN responses AS t ON t.id = u.undoes
@@ -576,20 +645,46 @@ class ResponseStore:
                     problems.append(f"response {id_}: undoes is set on a {decision}, or missing on an undo")
         return problems
 
+    def _chain_problems(self) -> list[str]:
+        """Each response whose link does not follow from the stored link before it, or that has none."""
+        problems = []
+        previous = ""
+        query = (
+            f"SELECT r.id, {', '.join('r.' + c for c in CHAINED_COLUMNS)}, c.chain"
+            " FROM responses AS r LEFT JOIN response_chain AS c ON c.id = r.id ORDER BY r.id"
+        )
+        for id_, *values, stored in self._execute(query).fetchall():
+            if stored is None:
+                problems.append(f"response {id_}: has no link in the hash chain (written outside satsang)")
+                continue
+            if stored != chain_hash(previous, dict(zip(CHAINED_COLUMNS, values))):
+                problems.append(
+                    f"response {id_}: its chain hash does not follow from the response before it"
+                    " (one of the two was rewritten, removed or inserted outside satsang)"
+                )
+            previous = stored
+        orphans = self._execute(
+            "SELECT c.id FROM response_chain AS c LEFT JOIN responses AS r ON r.id = c.id WHERE r.id IS NULL ORDER BY c.id"
+        ).fetchall()
+        problems += [f"response {id_}: its chain link is there but the response is gone" for (id_,) in orphans]
+        return problems
+
     def _append_only_enforced(self) -> bool:
+        """Every append-only trigger is there and enabled, on both log tables."""
         if self.backend == "sqlite":
-            query = "SELECT count(*) FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'responses'"
-            expected = 2  # before update, before delete
+            query = "SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'trigger' GROUP BY tbl_name"
+            expected = {"responses": 3, "response_chain": 3}  # no update, no delete, no replace
         else:
             query = (
-                "SELECT count(*) FROM pg_catalog.pg_trigger AS t"
+                "SELECT c.relname, count(*) FROM pg_catalog.pg_trigger AS t"
                 " JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid"
                 " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
-                " WHERE c.relname = 'responses' AND n.nspname = current_schema()"
-                " AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
+                " WHERE n.nspname = current_schema() AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
+                " GROUP BY c.relname"
             )
-            expected = 2  # before update or delete, before truncate
-        return self._execute(query).fetchone()[0] >= expected
+            expected = {"responses": 2, "response_chain": 2}  # no update or delete, no truncate
+        found = dict(self._execute(query).fetchall())
+        return all(found.get(table, 0) >= n for table, n in expected.items())
 
     # ---- plumbing --------------------------------------------------------------------------
 

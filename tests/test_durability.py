@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from curation.responses import SCHEMA_VERSION
 from postgres import Database, database, postgres_server  # noqa: F401  (fixtures)
 
 N_WRITERS = 10
@@ -101,7 +102,7 @@ def test_concurrent_writers_lose_nothing(database: Database):
         assert frame.group_by("reviewer").len().sort("reviewer")["len"].to_list() == [N_PER_WRITER] * N_WRITERS
         # Serialised writers: every undo reverted what was current when it committed, none twice.
         assert store.integrity_check() == []
-        assert store.schema_version() == 2
+        assert store.schema_version() == SCHEMA_VERSION
         state = store.state()
         own_items = N_WRITERS * (N_PER_WRITER - N_PER_WRITER // 5)
         assert state.filter(~state["item_id"].str.starts_with("shared-")).height == own_items

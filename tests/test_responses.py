@@ -18,6 +18,7 @@ from postgres import Database, PostgresServer, database, postgres_server  # noqa
 import curation.responses as responses_module
 from curation.responses import (
     DECISIONS,
+    MIGRATIONS,
     REASONS,
     RESPONSE_SCHEMA,
     SCHEMA_VERSION,
@@ -351,6 +352,76 @@ def test_the_database_refuses_update_and_delete(database: Database):
         assert decisions_of(store) == {ITEM_A: "accept"}
 
 
+def test_replace_into_cannot_rewrite_a_response(database: Database):
+    """REPLACE deletes the old row without firing delete triggers: the log must refuse it anyway."""
+    with database.open() as store:
+        first = store.record(ITEM_A, HASH_1, "ana", "accept")
+    columns = "(id, item_id, content_hash, reviewer, decision, created_at)"
+    values = (first.id, ITEM_A, HASH_1, "mallory", "accept", "2020-01-01T00:00:00+00:00")
+    if database.backend == "sqlite":
+        rewrites = [f"REPLACE INTO responses {columns} VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT OR REPLACE INTO responses {columns} VALUES (?, ?, ?, ?, ?, ?)",
+                    f"INSERT INTO responses {columns} VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET reviewer = excluded.reviewer"]
+    else:
+        rewrites = [f"INSERT INTO responses {columns} OVERRIDING SYSTEM VALUE VALUES (?, ?, ?, ?, ?, ?)"
+                    " ON CONFLICT (id) DO UPDATE SET reviewer = excluded.reviewer, decision = excluded.decision"]
+    connection = database.connect()
+    try:
+        for statement in rewrites:
+            with pytest.raises(Exception, match="append-only"):
+                connection.execute(database.placeholder(statement), values)
+    finally:
+        connection.close()
+    with database.open() as store:
+        assert [(r.reviewer, r.decision) for r in store.history(ITEM_A)] == [("ana", "accept")]
+        assert store.integrity_check() == []
+
+
+def test_a_rewrite_behind_the_triggers_is_found_by_the_hash_chain(database: Database):
+    """Whoever can drop or disable the triggers can rewrite rows; the chain says which row moved."""
+    with database.open() as store:
+        store.record(ITEM_A, HASH_1, "ana", "accept")
+        second = store.record(ITEM_B, HASH_1, "ana", "reject", reason="duplicate")
+        store.record(ITEM_A, HASH_2, "ben", "accept")
+        assert store.integrity_check() == []
+    connection = database.connect()
+    try:
+        if database.backend == "sqlite":
+            connection.execute("DROP TRIGGER responses_no_update")
+            connection.execute("UPDATE responses SET decision = 'accept', reason = NULL WHERE id = ?", (second.id,))
+            connection.execute(MIGRATIONS[0].sqlite[1])  # put the trigger back: it looks untouched
+        else:
+            connection.execute("ALTER TABLE responses DISABLE TRIGGER USER")
+            connection.execute("UPDATE responses SET decision = 'accept', reason = NULL WHERE id = %s", (second.id,))
+            connection.execute("ALTER TABLE responses ENABLE TRIGGER USER")
+    finally:
+        connection.close()
+    with database.open() as store:
+        problems = store.integrity_check()
+    assert len(problems) == 1 and problems[0].startswith(f"response {second.id}: its chain hash does not follow"), problems
+
+
+def test_a_response_removed_behind_the_triggers_is_found(database: Database):
+    with database.open() as store:
+        store.record(ITEM_A, HASH_1, "ana", "accept")
+        second = store.record(ITEM_B, HASH_1, "ana", "accept")
+        third = store.record(ITEM_B, HASH_2, "ana", "reject", reason="incomplete")
+    connection = database.connect()
+    try:
+        if database.backend == "sqlite":
+            connection.execute("DROP TRIGGER responses_no_delete")
+        else:
+            connection.execute("ALTER TABLE responses DISABLE TRIGGER USER")
+        connection.execute(database.placeholder("DELETE FROM responses WHERE id = ?"), (second.id,))
+    finally:
+        connection.close()
+    with database.open() as store:
+        problems = store.integrity_check()
+    assert any(p.startswith(f"response {third.id}: its chain hash does not follow") for p in problems), problems
+    assert any(p.startswith(f"response {second.id}: its chain link is there but the response is gone") for p in problems), problems
+
+
 def test_the_store_code_never_updates_or_deletes():
     source = Path(responses_module.__file__).read_text(encoding="utf-8")
     assert not re.search(r"\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|\bTRUNCATE\s+\w+\s*[\"';]", source, re.IGNORECASE)
@@ -533,8 +604,8 @@ def index_names(database: Database) -> set[str]:
 
 
 def test_a_new_database_is_at_the_latest_version(store: ResponseStore):
-    assert SCHEMA_VERSION == 2
-    assert store.schema_version() == 2
+    assert SCHEMA_VERSION == 3
+    assert store.schema_version() == 3
 
 
 def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Database):
@@ -542,7 +613,7 @@ def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Dat
     assert "responses_item_id" not in index_names(database)
 
     with database.open() as store:
-        assert store.schema_version() == 2
+        assert store.schema_version() == 3
         assert "responses_item_id" in index_names(database)
         assert [r.decision for r in store.history(ITEM_A)] == ["accept", "reject", "undo"]
         assert decisions_of(store) == {ITEM_A: "accept", ITEM_B: "reject"}
@@ -555,7 +626,7 @@ def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Dat
         versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     finally:
         connection.close()
-    assert [v[0] for v in versions] == [1, 2]
+    assert [v[0] for v in versions] == [1, 2, 3]
 
 
 def test_a_database_from_a_newer_release_is_refused(database: Database):
@@ -566,7 +637,7 @@ def test_a_database_from_a_newer_release_is_refused(database: Database):
         connection.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', '2030-01-01T00:00:00+00:00')")
     finally:
         connection.close()
-    with pytest.raises(SchemaTooNew, match=r"schema version 99 is newer than this satsang knows \(2\); upgrade"):
+    with pytest.raises(SchemaTooNew, match=r"schema version 99 is newer than this satsang knows \(3\); upgrade"):
         database.open()
 
 
