@@ -499,6 +499,7 @@ class LLMCritic(Critic):
             api_key=api_key,
             timeout=self.config.timeout_s,
             max_retries=0,
+            http_client=deadline_http_client(self.config.timeout_s),
         )
 
     def _judge(self, client: Any, item: CritiqueInput) -> CritiqueRecord:
@@ -531,7 +532,8 @@ class LLMCritic(Critic):
                 detail = redact_secret(error.detail, _secret_of(client))
                 log.warning("critic: item unscored, %s: %s", error.reason, detail)
                 return CritiqueRecord.unscored(error.reason, detail, self.agent)
-            return CritiqueRecord(parsed.score, parsed.rationale, parsed.flags, self.agent)
+            # Every path redacts, success too: a server may echo the key into a judgement it returns.
+            return CritiqueRecord(parsed.score, redact_secret(parsed.rationale, _secret_of(client)), parsed.flags, self.agent)
         raise AssertionError("unreachable: the last attempt returns")
 
     def _ask(self, client: Any, item: CritiqueInput) -> str | None:
@@ -609,3 +611,40 @@ def _retry_after(response: Any) -> float | None:
 def _secret_of(client: Any) -> str | None:
     """The client's API key, when it is a real one (the placeholder for "no key" is no secret)."""
     return None if client.api_key == NO_KEY else client.api_key
+
+
+# ---- a timeout for the whole request ----------------------------------------------------
+
+
+def deadline_http_client(timeout_s: float):  # -> httpx.Client
+    """An httpx client whose requests each end within about `timeout_s`, however the server stalls.
+
+    httpx's timeouts bound each operation (connect, one read, one write), so a server that
+    sends a byte every half second holds a request for as long as it likes. Here every
+    response's body is read against one deadline per request: the request ends at the first
+    byte after it (so at most one read timeout later), as an httpx timeout, which the
+    openai client reports as APITimeoutError.
+    """
+    import httpx
+
+    class DeadlineStream(httpx.SyncByteStream):
+        def __init__(self, stream: httpx.SyncByteStream, deadline: float, request: httpx.Request):
+            self._stream, self._deadline, self._request = stream, deadline, request
+
+        def __iter__(self):
+            for chunk in self._stream:
+                if time.monotonic() > self._deadline:
+                    raise httpx.ReadTimeout(f"no whole reply within {timeout_s:g}s", request=self._request)
+                yield chunk
+
+        def close(self) -> None:
+            self._stream.close()
+
+    class DeadlineTransport(httpx.HTTPTransport):
+        def handle_request(self, request: httpx.Request) -> httpx.Response:
+            deadline = time.monotonic() + timeout_s
+            response = super().handle_request(request)
+            response.stream = DeadlineStream(response.stream, deadline, request)
+            return response
+
+    return httpx.Client(transport=DeadlineTransport(), timeout=timeout_s)

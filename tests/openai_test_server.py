@@ -52,11 +52,26 @@ class Reply:
     refusal: str | None = None
     finish_reason: str = "stop"
     headers: tuple[tuple[str, str], ...] = ()
-    echo_authorization: bool = False  # a hostile server: put the caller's Authorization header in the error body
+    echo_authorization: bool = False  # a hostile server: put the caller's Authorization header in the reply
+    drip_s: float = 0.0  # a stalling server: send the body one byte at a time, this far apart
 
     @classmethod
-    def ok(cls, score: Any = 7, rationale: str = "Turns the questioner back to the one who asks.", flags: Sequence[str] = ()) -> Reply:
-        return cls(content=json.dumps({"score": score, "rationale": rationale, "flags": list(flags)}))
+    def ok(
+        cls,
+        score: Any = 7,
+        rationale: str = "Turns the questioner back to the one who asks.",
+        flags: Sequence[str] = (),
+        echo_authorization: bool = False,
+    ) -> Reply:
+        if echo_authorization:
+            rationale = f"{rationale} (called with {ECHO_PLACEHOLDER})"
+        content = json.dumps({"score": score, "rationale": rationale, "flags": list(flags)})
+        return cls(content=content, echo_authorization=echo_authorization)
+
+    @classmethod
+    def drip(cls, interval_s: float, then: Reply | None = None) -> Reply:
+        """Headers at once, then the body byte by byte: each read is quick, the whole reply is not."""
+        return replace(then or cls.ok(), drip_s=interval_s)
 
     @classmethod
     def completion(cls, content: str, finish_reason: str = "stop") -> Reply:
@@ -267,11 +282,16 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                         payload = payload.replace(ECHO_PLACEHOLDER.encode(), (authorization or "").encode())
                 else:
                     payload = _completion_body(reply, (body or {}).get("model", MODEL), len(server.requests))
-                self._send(reply.status, payload, reply.content_type, reply.headers)
+                    if reply.echo_authorization:
+                        payload = payload.replace(ECHO_PLACEHOLDER.encode(), (authorization or "").encode())
+                self._send(reply.status, payload, reply.content_type, reply.headers, drip_s=reply.drip_s)
             finally:
                 server._leave()
 
-        def _send(self, status: int, payload: bytes, content_type: str = "application/json", headers: Sequence[tuple[str, str]] = ()) -> None:
+        def _send(
+            self, status: int, payload: bytes, content_type: str = "application/json",
+            headers: Sequence[tuple[str, str]] = (), drip_s: float = 0.0,
+        ) -> None:
             try:
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
@@ -279,7 +299,15 @@ def _make_handler(server: OpenAITestServer) -> type[BaseHTTPRequestHandler]:
                 for name, value in headers:
                     self.send_header(name, value)
                 self.end_headers()
-                self.wfile.write(payload)
+                if not drip_s:
+                    self.wfile.write(payload)
+                    return
+                self.wfile.flush()
+                for i in range(len(payload)):
+                    if server._stopping.wait(drip_s):
+                        return
+                    self.wfile.write(payload[i : i + 1])
+                    self.wfile.flush()
             except (BrokenPipeError, ConnectionResetError):
                 pass  # the client gave up (its timeout): nothing to answer
 

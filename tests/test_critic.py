@@ -218,6 +218,33 @@ def test_api_key_is_never_written_to_records_cache_workspace_or_logs(server, api
     assert "[redacted]" in " ".join(r.rationale for r in report.records if r.reason == "client error")
 
 
+def test_a_key_echoed_in_a_successful_reply_is_written_nowhere(server, api_key, tmp_path):
+    """Redaction is on every path, not only on errors: a scored record's rationale is cut too."""
+    server.default = Reply.ok(score=8, echo_authorization=True)
+    workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
+    cache = CritiqueCache(workspace.root / CACHE_PATH)
+
+    report = run_critique(workspace, llm_critic(server, cache=cache), progress=False)
+
+    assert report.n_scored and all(r.authorization == f"Bearer {SECRET}" for r in server.completions())
+    assert all(SECRET not in r.rationale for r in report.records)
+    assert any("[redacted]" in r.rationale for r in report.records if r.is_scored)
+    assert not workspace.items()["critic_rationale"].str.contains(SECRET, literal=True).any()
+    for path in (p for p in workspace.root.rglob("*") if p.is_file()):
+        assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_the_timeout_bounds_the_whole_request_not_each_read(server, api_key):
+    """A server dripping one byte at a time answers every read in time; the request must still end."""
+    server.default = Reply.drip(0.05)  # ~150 bytes: 7 s for the whole reply, each read in 0.05 s
+    critic = llm_critic(server, timeout_s=0.5, max_retries=0)
+    started = time.monotonic()
+    [record] = critic.critique_many([CritiqueInput(LOST, ALIVE)])
+    elapsed = time.monotonic() - started
+    assert record.reason == "timeout", record
+    assert elapsed < 1.5, f"the request took {elapsed:.1f}s under a 0.5s timeout"
+
+
 # ---- parsing ----------------------------------------------------------------------------
 
 
