@@ -40,7 +40,23 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from critic.base import FLAGS, CriticError, REASON_EMPTY, REASON_SILENCE, Critic, CritiqueInput, CritiqueRecord
+from critic.base import (
+    FLAGS,
+    REASON_CLIENT_ERROR,
+    REASON_CONNECTION,
+    REASON_CRITIC_ERROR,
+    REASON_EMPTY,
+    REASON_JUNK,
+    REASON_RATE_LIMITED,
+    REASON_REFUSAL,
+    REASON_SERVER_ERROR,
+    REASON_SILENCE,
+    REASON_TIMEOUT,
+    Critic,
+    CriticError,
+    CritiqueInput,
+    CritiqueRecord,
+)
 from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig
 from curation.redaction import endpoint_name
 from critic.offline import OfflineCritic
@@ -149,6 +165,7 @@ class CritiqueReport:
     n_cache_hits: int | None = None
     mean_score: float | None = None
     records: tuple[CritiqueRecord, ...] = field(default=(), repr=False)
+    n_kept_earlier: int = 0  # pairs whose attempt failed this run and that kept their earlier judgement
 
     @property
     def n_unscored(self) -> int:
@@ -211,6 +228,16 @@ def run_critique(
     for index, record in zip(to_judge, judged):
         records[index] = record
     final: list[CritiqueRecord] = [record for record in records if record is not None]
+    if judged and not any(record.is_scored for record in judged):
+        # An endpoint that failed every request says nothing about the pairs: commit nothing.
+        failures = Counter(record.reason for record in judged)
+        summary = ", ".join(f"{n} {reason}" for reason, n in failures.most_common())
+        raise CriticError(
+            f"{workspace.root}: the critic scored none of {len(judged)} pairs ({summary});"
+            " nothing committed, earlier judgements stand"
+        )
+    previous = _scored_before(pairs)
+    n_kept = 0
 
     generation = None
     if pairs.height:
@@ -236,9 +263,45 @@ def run_critique(
                 "critic_agent": pl.String,
             },
         ).unique(subset=["item_id", "content_hash"], keep="first", maintain_order=True)
+        results, n_kept = _keep_earlier_judgements(results, previous)
         generation = workspace.update_items(lambda current: _with_critic_columns(current, results))
 
-    return _report(critic, final, n_passages, generation, *counters)
+    return _report(critic, final, n_passages, generation, *counters, n_kept_earlier=n_kept)
+
+
+# Unscored for a reason of the critic's own (the endpoint, the network, the model's output), not the pair's.
+ATTEMPT_FAILURES: frozenset[str] = frozenset(
+    {REASON_TIMEOUT, REASON_SERVER_ERROR, REASON_CLIENT_ERROR, REASON_RATE_LIMITED, REASON_CONNECTION,
+     REASON_JUNK, REASON_REFUSAL, REASON_CRITIC_ERROR}
+)
+
+
+def _scored_before(pairs: pl.DataFrame) -> pl.DataFrame:
+    """The pairs' standing scored judgements, by (item_id, content_hash): what a failed attempt must not erase."""
+    import polars as pl
+
+    if "critic_status" not in pairs.columns:
+        return pl.DataFrame(schema={"item_id": pl.String, "content_hash": pl.String})
+    return (
+        pairs.filter(pl.col("critic_status") == "scored")
+        .select("item_id", "content_hash", *CRITIC_COLUMNS)
+        .unique(subset=["item_id", "content_hash"], keep="first", maintain_order=True)
+    )
+
+
+def _keep_earlier_judgements(results: pl.DataFrame, previous: pl.DataFrame) -> tuple[pl.DataFrame, int]:
+    """This run's results, where an attempt failed on a pair already judged: that judgement instead."""
+    import polars as pl
+
+    if previous.height == 0:
+        return results, 0
+    earlier = previous.rename({name: f"earlier_{name}" for name in CRITIC_COLUMNS})
+    joined = results.join(earlier, on=["item_id", "content_hash"], how="left", maintain_order="left")
+    keep = (pl.col("critic_unscored_reason").is_in(list(ATTEMPT_FAILURES)) & pl.col("earlier_critic_status").is_not_null())
+    kept = joined.with_columns(
+        [pl.when(keep).then(pl.col(f"earlier_{name}")).otherwise(pl.col(name)).alias(name) for name in CRITIC_COLUMNS]
+    ).select(results.columns)
+    return kept, int(joined.select(keep.sum()).item())
 
 
 def _with_critic_columns(items: pl.DataFrame, results: pl.DataFrame) -> pl.DataFrame:
@@ -258,6 +321,7 @@ def _report(
     generation: int | None,
     n_requests: int | None,
     n_cache_hits: int | None,
+    n_kept_earlier: int = 0,
 ) -> CritiqueReport:
     histogram = [0] * 11
     scores = []
@@ -280,6 +344,7 @@ def _report(
         n_cache_hits=n_cache_hits,
         mean_score=round(sum(scores) / len(scores), 2) if scores else None,
         records=tuple(records),
+        n_kept_earlier=n_kept_earlier,
     )
 
 
@@ -337,6 +402,8 @@ def render_report(report: CritiqueReport) -> Table:
     table.add_row("unscored", str(report.n_unscored), "")
     for reason, count in report.unscored_by_reason.items():
         table.add_row(Text(f"  {reason}"), str(count), "")
+    if report.n_kept_earlier:
+        table.add_row("kept earlier judgement", str(report.n_kept_earlier), "this run's attempt failed")
     if report.flag_counts:
         table.add_section()
         for flag, count in report.flag_counts.items():

@@ -16,7 +16,7 @@ import polars as pl
 import pytest
 from rich.console import Console
 
-from critic.base import FLAGS, RUBRIC, CritiqueInput, CritiqueRecord
+from critic.base import FLAGS, RUBRIC, CriticError, CritiqueInput, CritiqueRecord
 from critic.llm import CritiqueCache, CritiqueParseError, LLMCritic, LLMCriticConfig, parse_critique
 from critic.offline import OfflineCritic
 from critic.stage import CACHE_PATH, CRITIC_COLUMNS, critic_from_settings, render_report, run_critique
@@ -243,6 +243,36 @@ def test_the_timeout_bounds_the_whole_request_not_each_read(server, api_key):
     elapsed = time.monotonic() - started
     assert record.reason == "timeout", record
     assert elapsed < 1.5, f"the request took {elapsed:.1f}s under a 0.5s timeout"
+
+
+def test_a_run_where_every_request_fails_commits_nothing(server, api_key, tmp_path):
+    workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
+    run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    before_generation, before = workspace.generation, workspace.items()
+    assert (before["critic_status"] == "scored").sum() > 0
+
+    server.default = Reply.error(503)
+    with pytest.raises(CriticError, match=r"scored none of \d+ pairs \(\d+ server error 5xx\); nothing committed"):
+        run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    assert workspace.generation == before_generation
+    assert workspace.items().equals(before)
+
+
+def test_a_failed_attempt_keeps_the_earlier_judgement(server, api_key, tmp_path):
+    workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
+    run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    first = workspace.items().filter(pl.col("critic_status") == "scored")
+    failing = first["question"][0][:40]
+
+    server.default = Reply.ok(score=3, rationale="a second opinion")
+    server.script(failing, Reply.error(503))
+    report = run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+
+    assert report.n_kept_earlier == 1
+    after = workspace.items().filter(pl.col("critic_status") == "scored")
+    kept = after.filter(pl.col("question").str.starts_with(failing))
+    assert kept["critic_score"].to_list() == first.filter(pl.col("question").str.starts_with(failing))["critic_score"].to_list()
+    assert set(after.filter(~pl.col("question").str.starts_with(failing))["critic_score"].to_list()) == {3.0}
 
 
 # ---- parsing ----------------------------------------------------------------------------
