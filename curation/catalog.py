@@ -598,36 +598,56 @@ def _id_of_file_name(name: str) -> str | None:
     return stem.split("_", 1)[0] or None
 
 
-def find_books(selection: Selection | Iterable[CatalogEntry], books_dir: str | os.PathLike[str]) -> tuple[list[FoundBook], list[CatalogEntry]]:
-    """Locate each selected book under `books_dir`: (found, missing), both in selection order.
+def find_books(
+    selection: Selection | Iterable[CatalogEntry], books_dir: str | os.PathLike[str], follow_links: bool = False
+) -> tuple[list[FoundBook], list[CatalogEntry], list[tuple[CatalogEntry, Path]]]:
+    """Locate each selected book under `books_dir`: (found, missing, outside), in selection order.
 
     First the catalog's own `path` relative to `books_dir`; failing that, a file named
     `<id>.txt` or `<id>_<anything>.txt` anywhere below it (the directory is walked once,
     only if needed). Of several files for one id the one whose name ends like the
     catalog path wins, then the first in path order.
+
+    A file that resolves outside `books_dir` (a symlink, a linked subdirectory, `..` in a
+    catalog path) is not taken unless `follow_links`: a catalog line or a link must not
+    pull an arbitrary file of the machine into a corpus. Such entries are in `outside`,
+    with the file they led to, when nothing inside was found for them.
     """
     books_dir = Path(books_dir)
     if not books_dir.is_dir():
         raise CatalogError(f"{books_dir}: not a directory")
+    root = books_dir.resolve()
+
+    def inside(path: Path) -> bool:
+        return follow_links or path.resolve().is_relative_to(root)
+
     entries = selection.entries if isinstance(selection, Selection) else tuple(selection)
     found: list[FoundBook] = []
     missing: list[CatalogEntry] = []
+    outside: list[tuple[CatalogEntry, Path]] = []
     index: dict[str, list[Path]] | None = None
     for entry in entries:
         direct = books_dir / entry.path
+        refused = None
         if direct.is_file():
-            found.append(FoundBook(entry, direct, "path"))
-            continue
+            if inside(direct):
+                found.append(FoundBook(entry, direct, "path"))
+                continue
+            refused = direct
         if index is None:
             index = _index_by_id(books_dir)
-        candidates = index.get(entry.id, [])
+        candidates = [path for path in index.get(entry.id, []) if inside(path)]
         if not candidates:
-            missing.append(entry)
+            refused = refused or next(iter(index.get(entry.id, [])), None)
+            if refused is not None:
+                outside.append((entry, refused))
+            else:
+                missing.append(entry)
             continue
         wanted_name = posixpath.basename(entry.path)
         best = sorted(candidates, key=lambda p: (p.name != wanted_name, str(p)))[0]
         found.append(FoundBook(entry, best, "id"))
-    return found, missing
+    return found, missing, outside
 
 
 def _index_by_id(books_dir: Path) -> dict[str, list[Path]]:

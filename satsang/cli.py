@@ -237,6 +237,7 @@ def select(
     max_tokens: Annotated[Optional[int], typer.Option(min=0, help="Largest book, in tokens.", show_default=False)] = None,
     plot: Annotated[Path, typer.Option(help="Where to write the selection plot (PNG).")] = Path("selection.png"),
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Report and look for the books; ingest nothing.")] = False,
+    follow_links: Annotated[bool, typer.Option("--follow-links", help="Also take books whose file resolves outside --books-dir (a symlink, a linked folder, '..' in a catalog path).")] = False,
     target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
     workspace: WorkspaceOption = None,
     executor: ExecutorOption = ExecutorChoice.local,
@@ -294,9 +295,12 @@ def select(
     if books_dir is None:
         return
     try:
-        found, missing = find_books(selection, books_dir)
+        found, missing, outside = find_books(selection, books_dir, follow_links=follow_links)
     except CatalogError as error:
         fail(f"error: {error}")
+    for entry, path in outside:
+        err.print(f"refused {path} ({entry.id}): it resolves outside {books_dir} (--follow-links takes it)",
+                  style="yellow", markup=False, highlight=False, soft_wrap=True)
     out.print(f"Found {len(found)} of {len(selection)} selected books under {books_dir}; {len(missing)} not found.",
               markup=False, highlight=False)
     if missing:

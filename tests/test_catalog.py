@@ -245,7 +245,8 @@ def books_dir(tmp_path, entries) -> Path:
 
 def test_find_books_by_path_then_by_id(books_dir, catalog):
     selection = select(catalog.entries, CatalogFilter(relevance=("core", "useful"), min_depth=2))
-    found, missing = find_books(selection, books_dir)
+    found, missing, outside = find_books(selection, books_dir)
+    assert outside == []
     assert [(book.entry.id, book.how) for book in found] == [
         ("PG71095", "path"), ("PG7015", "id"), ("PG30216", "id"), ("PG1469", "path"), ("PG60316", "path")]
     assert found[1].path == books_dir / "elsewhere" / "deeper" / "PG7015.txt"
@@ -255,9 +256,39 @@ def test_find_books_by_path_then_by_id(books_dir, catalog):
         find_books(selection, books_dir / "nothing-here")
 
 
+def test_files_that_resolve_outside_the_books_dir_are_refused(tmp_path, books_dir, entries):
+    """A symlink found by id, or a linked subdirectory on the catalog path, must not pull in an outside file.
+
+    ('..' in a catalog path is refused when the catalog is read.)
+    """
+    from dataclasses import replace
+
+    outside_dir = tmp_path / "private"
+    outside_dir.mkdir()
+    secret = outside_dir / "PG74250.txt"
+    secret.write_text("not a book of the corpus\n" * 20, encoding="utf-8")
+    (books_dir / "links").mkdir()
+    (books_dir / "links" / "PG74250.txt").symlink_to(secret)  # a linked file, found by id
+    (books_dir / "linked-dir").symlink_to(outside_dir, target_is_directory=True)
+    (outside_dir / "PG1181.txt").write_text("also outside\n" * 20, encoding="utf-8")
+    wanted = [
+        entries["PG74250"],
+        replace(entries["PG1181"], path="linked-dir/PG1181.txt"),  # through a linked subdirectory
+        entries["PG1469"],  # an ordinary book, found as before
+    ]
+    found, missing, outside = find_books(wanted, books_dir)
+    assert [book.entry.id for book in found] == ["PG1469"]
+    assert missing == []
+    assert [(entry.id, path.resolve()) for entry, path in outside] == [
+        ("PG74250", secret.resolve()), ("PG1181", (outside_dir / "PG1181.txt").resolve())]
+
+    found, missing, outside = find_books(wanted, books_dir, follow_links=True)
+    assert [book.entry.id for book in found] == ["PG74250", "PG1181", "PG1469"] and outside == []
+
+
 def test_ingest_selection_as_prose_with_catalog_titles(tmp_path, books_dir, catalog):
     selection = select(catalog.entries, CatalogFilter(relevance=("core", "useful"), min_depth=2))
-    found, _ = find_books(selection, books_dir)
+    found, _, _ = find_books(selection, books_dir)
     workspace = init_workspace(tmp_path / "ws")
     result = ingest_selection(workspace, found)
     assert [(book.entry.id, message) for book, message in result.rejected] == [("PG60316", "empty file")]
