@@ -159,8 +159,8 @@ def parse_chat_request(payload: Any, config: ServerConfig, model_name: str) -> C
     if n is not None and (not _is_int(n) or n != 1):
         raise ApiError(400, "n must be 1: this server returns one choice", "n")
     seed = payload.get("seed")
-    if seed is not None and not _is_int(seed):
-        raise ApiError(400, "seed must be an integer", "seed")
+    if seed is not None and not (_is_int(seed) and SEED_RANGE[0] <= seed <= SEED_RANGE[1]):
+        raise ApiError(400, "seed must be an integer that fits in 64 bits", "seed")
     stream = payload.get("stream", False)
     if stream is None:
         stream = False
@@ -174,6 +174,40 @@ def parse_chat_request(payload: Any, config: ServerConfig, model_name: str) -> C
     loop = _loop_settings(payload.get("satsang"), config, payload.get("temperature"))
     generation = GenerationConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, seed=seed, stop=stop)
     return ChatRequest(tuple(messages), generation, stream, include_usage, loop)
+
+
+# A request nests a few levels (messages, content parts); deeper is an attack on the decoder.
+MAX_JSON_DEPTH = 32
+SEED_RANGE = (-(2**63), 2**64 - 1)  # what torch.manual_seed (and OpenAI's int64 seed) take
+
+
+def decode_json_body(body: bytes) -> Any:
+    """The request body as JSON, or ApiError 400: not UTF-8, not JSON, nested too deep, or a lone surrogate."""
+    try:
+        payload = json.loads(body.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise ApiError(400, "the request body is not UTF-8") from None
+    except RecursionError:
+        raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels") from None
+    except ValueError as error:
+        raise ApiError(400, f"the request body is not valid JSON: {error}") from None
+    # Iteratively, so that checking a deep document cannot itself overflow the stack.
+    stack: list[tuple[Any, int, str]] = [(payload, 0, "")]
+    while stack:
+        value, depth, where = stack.pop()
+        if depth > MAX_JSON_DEPTH:
+            raise ApiError(400, f"the request body nests deeper than {MAX_JSON_DEPTH} levels")
+        if isinstance(value, str):
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:  # "\ud800" decodes to a lone surrogate, which no text can hold
+                raise ApiError(400, f"{where or 'the body'} holds a lone surrogate (an unpaired \\uD800-\\uDFFF escape)", where or None) from None
+        elif isinstance(value, dict):
+            stack.extend((item, depth + 1, f"{where}.{key}" if where else str(key)) for key, item in value.items())
+            stack.extend((key, depth + 1, where) for key in value)
+        elif isinstance(value, list):
+            stack.extend((item, depth + 1, f"{where}[{index}]") for index, item in enumerate(value))
+    return payload
 
 
 def _is_int(value: Any) -> bool:
@@ -517,13 +551,7 @@ def create_app(service: ChatService) -> Any:
 
     async def chat_completions(request: Request) -> Response:
         body = await _read_body(request, service.config.max_body_bytes)
-        try:
-            payload = json.loads(body.decode("utf-8"))
-        except UnicodeDecodeError:
-            raise ApiError(400, "the request body is not UTF-8") from None
-        except ValueError as error:
-            raise ApiError(400, f"the request body is not valid JSON: {error}") from None
-        chat = await run_in_threadpool(service.parse, payload)
+        chat = await run_in_threadpool(service.parse, decode_json_body(body))
         ticket = service.admission.enter()
         if not chat.stream:
             try:
