@@ -20,8 +20,9 @@ import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ from critic.base import (
     RUBRIC,
     RUBRIC_VERSION,
     Critic,
+    CriticError,
     CritiqueInput,
     CritiqueProgress,
     CritiqueRecord,
@@ -326,7 +328,7 @@ class CritiqueCache:
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as connection:
+        with self._usable(), self._connect() as connection:
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute(
                 "CREATE TABLE IF NOT EXISTS critique_cache ("
@@ -340,9 +342,25 @@ class CritiqueCache:
         connection.execute("PRAGMA busy_timeout=30000")
         return connection
 
+    @contextmanager
+    def _usable(self) -> Iterator[None]:
+        """A damaged or foreign cache file is one clear error, never a traceback; the file is left as it is."""
+        try:
+            yield
+        except sqlite3.Error as error:
+            raise CriticError(
+                f"{self.path}: the critic cache cannot be used ({error}); it holds only cached judgements:"
+                " move it away to start a fresh one"
+            ) from None
+
     def get_many(self, content_keys: Sequence[str], config_key: str) -> dict[str, CritiqueRecord]:
         found: dict[str, CritiqueRecord] = {}
         unique = sorted(set(content_keys))
+        with self._usable():
+            return self._get_many(unique, config_key)
+
+    def _get_many(self, unique: list[str], config_key: str) -> dict[str, CritiqueRecord]:
+        found: dict[str, CritiqueRecord] = {}
         connection = self._connect()
         try:
             for start in range(0, len(unique), 500):  # stay under SQLite's bound-variable limit
@@ -364,7 +382,7 @@ class CritiqueCache:
         if not record.is_scored:
             return
         payload = json.dumps(record.to_dict(), sort_keys=True)
-        with self._lock:
+        with self._lock, self._usable():
             connection = self._connect()
             try:
                 with connection:
@@ -376,11 +394,12 @@ class CritiqueCache:
                 connection.close()
 
     def __len__(self) -> int:
-        connection = self._connect()
-        try:
-            return int(connection.execute("SELECT count(*) FROM critique_cache").fetchone()[0])
-        finally:
-            connection.close()
+        with self._usable():
+            connection = self._connect()
+            try:
+                return int(connection.execute("SELECT count(*) FROM critique_cache").fetchone()[0])
+            finally:
+                connection.close()
 
 
 # ---- the critic -----------------------------------------------------------------------

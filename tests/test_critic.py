@@ -275,6 +275,18 @@ def test_a_failed_attempt_keeps_the_earlier_judgement(server, api_key, tmp_path)
     assert set(after.filter(~pl.col("question").str.starts_with(failing))["critic_score"].to_list()) == {3.0}
 
 
+@pytest.mark.parametrize("damage", [b"this is not a database, just bytes" * 100, b""])
+def test_a_corrupt_critic_cache_is_one_clear_error(server, api_key, tmp_path, damage):
+    workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
+    cache = workspace.root / CACHE_PATH
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    cache.write_bytes(damage or b"SQLite format 3\x00" + b"\xff" * 4000)  # garbage, or a header over garbage
+    generation = workspace.generation
+    with pytest.raises(CriticError, match=r"critic\.sqlite: the critic cache cannot be used .*move it away"):
+        run_critique(workspace, llm_critic(server), progress=False)
+    assert workspace.generation == generation
+
+
 # ---- parsing ----------------------------------------------------------------------------
 
 
