@@ -22,8 +22,8 @@ from training.checkpoint import (
     diagnose_checkpoint,
     fix_checkpoint,
     load_checkpoint,
-    render_diagnosis,
 )
+from satsang.render.training import render_diagnosis
 from training.lineage import LINEAGE_NAME, read_lineage, write_lineage
 
 SAMPLE = Path(__file__).resolve().parents[1] / "satsang" / "samples" / "talks-sample.txt"

@@ -19,9 +19,10 @@ from rich.console import Console
 from critic.base import FLAGS, RUBRIC, CritiqueInput, CritiqueRecord
 from critic.llm import CritiqueCache, CritiqueParseError, LLMCritic, LLMCriticConfig, parse_critique
 from critic.offline import OfflineCritic
-from critic.stage import CACHE_PATH, CRITIC_COLUMNS, critic_from_settings, render_report, run_critique
+from critic.stage import CACHE_PATH, CRITIC_COLUMNS, critic_from_settings, run_critique
 from curation.workspace import init_workspace
 from openai_test_server import MODEL, OpenAITestServer, Reply
+from satsang.render.stages import render_critique_report
 
 DATA = Path(__file__).parent / "data"
 SECRET = "sk-test-7f3a9c1e-NEVER-WRITE-ME-42"
@@ -198,7 +199,10 @@ def test_api_key_is_never_written_to_records_cache_workspace_or_logs(server, api
     server.script("silence", Reply.error(503))
     workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
 
-    report = run_critique(workspace, llm_critic(server), progress=True)
+    progress: list[tuple[int, int]] = []
+    report = run_critique(workspace, llm_critic(server), progress=lambda done, total: progress.append((done, total)))
+    done, total = progress[-1]  # the library reports progress; the CLI draws it
+    assert done == total and 0 < total <= report.n_pairs
 
     assert report.unscored_by_reason.get("client error")
     assert all(r.authorization == f"Bearer {SECRET}" for r in server.completions())  # it was sent...
@@ -410,7 +414,7 @@ def test_run_critique_offline_adds_columns_and_leaves_text_untouched(tmp_path):
     assert workspace.status().items_per_stage()["critiqued"] == scored.height
 
     console = Console(record=True, width=100)
-    console.print(render_report(report))
+    console.print(render_critique_report(report))
     text = console.export_text()
     assert "unscored" in text and "silence" in text and "passages skipped" in text
 

@@ -45,6 +45,7 @@ from curation.score import (
     text_key,
 )
 from curation.workspace import init_workspace
+from satsang.render.stages import render_score_report
 
 DATA = Path(__file__).parent / "data"
 TALKS = DATA / "talks-19-24.txt"  # talks 19-24 of Talks with Sri Ramana Maharshi: D.:/M.: dialogue
@@ -255,7 +256,7 @@ def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
     assert agent["config"] == json.loads(ScoreConfig().to_json())
     assert report.holdout_auc >= 0.95
     assert {"pair answers", "passages", "held-out conversational exemplars"} <= set(report.distributions)
-    assert "held-out AUC" in report.format()
+    assert "held-out AUC" in render_score_report(report).plain
 
 
 def test_rescoring_unchanged_items_encodes_nothing_and_commits_nothing(workspace, model):
