@@ -44,7 +44,6 @@ from curation.score import (
     summarise,
     text_key,
 )
-from curation.workspace import init_workspace
 from satsang.render.stages import render_score_report
 
 DATA = Path(__file__).parent / "data"
@@ -89,8 +88,8 @@ def scorer(model, exemplar_store) -> ConceptScorer:
 
 
 @pytest.fixture
-def workspace(tmp_path, exemplar_store):
-    workspace = init_workspace(tmp_path / "ws")
+def workspace(workspace, exemplar_store):
+    """conftest's empty workspace with the talks and Nan Yar excerpts, its embedding store seeded with the exemplars'."""
     workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi")
     workspace.ingest([NAN_YAR], "prose", title="Nan Yar")
     seeded = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL).path

@@ -55,18 +55,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from training.tiny import build_tiny_phi
-
-    return build_tiny_phi(tmp_path_factory.mktemp("tiny"), [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(new_workspace):
     from curation.export import ExportConfig, export_version
     from satsang.pipeline import run_pipeline
 
-    result = run_pipeline(tmp_path_factory.mktemp("workspace") / "ws")
+    result = run_pipeline(new_workspace("workspace").root)  # the sample curated into conftest's empty workspace
     prose = export_version(result.workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
     return SimpleNamespace(root=result.workspace.root, workspace=result.workspace, sft=result.export_result.path, pretrain=prose.path)
 
