@@ -76,7 +76,9 @@ def option_of_field(spec: dataclasses.Field, field_type: Any) -> ConfigOption:
         kind, to_field, metavar = str, _comma_separated, metavar or "A,B,..."
     elif kind not in (int, float, str):
         raise TypeError(f"{spec.name}: a {field_type} field cannot be an option (int, float, str, bool or tuple[str, ...])")
-    help_text = metadata["help"] + _default_text(spec, kind)
+    from rich.markup import escape  # the help is plain text; typer reads it as rich markup, where "[x]" is a tag
+
+    help_text = escape(metadata["help"] + _default_text(spec, kind))
     option = typer.Option(flag, help=help_text, show_default=False, metavar=metavar)
     return ConfigOption(spec.name, Annotated[Optional[kind], option], to_field)
 
