@@ -1,6 +1,6 @@
 """Aliveness critics: one interface, an LLM critic (any OpenAI-compatible endpoint) and an offline one.
 
-    from critic import critic_from_settings, run_critique, render_report
+    from critic import critic_from_settings, run_critique
 
 `critic_from_settings()` gives the LLM critic when $SATSANG_CRITIC_BASE_URL (or a
 base_url argument) names an endpoint, else the offline critic. Both return
@@ -31,7 +31,6 @@ _EXPORTS = {
     "CritiqueReport": "critic.stage",
     "CriticSettingsError": "critic.stage",
     "critic_from_settings": "critic.stage",
-    "render_report": "critic.stage",
     "run_critique": "critic.stage",
 }
 

@@ -25,9 +25,11 @@ Settings (environment, or the arguments of `critic_from_settings`):
 
 Run as (library):
 
-    from critic.stage import critic_from_settings, run_critique, render_report
-    report = run_critique(Workspace.open("satsang-workspace"), critic_from_settings())
-    rich.print(render_report(report))
+    from critic.stage import critic_from_settings, run_critique
+    report = run_critique(Workspace.open("satsang-workspace"), critic_from_settings(), progress=print)
+
+`satsang critique` shows the report with satsang.render.stages.render_critique_report and
+draws the progress bar; this module only calls `progress(done, total)`.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ from critic.base import (
     Critic,
     CriticError,
     CritiqueInput,
+    CritiqueProgress,
     CritiqueRecord,
 )
 from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig
@@ -63,8 +66,6 @@ from critic.offline import OfflineCritic
 
 if TYPE_CHECKING:
     import polars as pl
-    from rich.console import Console
-    from rich.table import Table
 
     from curation.workspace import Workspace
 
@@ -175,9 +176,8 @@ class CritiqueReport:
 def run_critique(
     workspace: Workspace,
     critic: Critic,
-    progress: bool = True,
+    progress: CritiqueProgress | None = None,
     concept_column: str | None = DEFAULT_CONCEPT_COLUMN,
-    console: Console | None = None,
     use_cache: bool = True,
 ) -> CritiqueReport:
     """Judge every pair in the workspace and commit the critic columns in one new generation.
@@ -187,7 +187,7 @@ def run_critique(
     is read from `concept_column` when the items have it (0-1; the offline critic
     weighs it in, the LLM critic does not see it). An LLM critic with no cache of
     its own gets the workspace's (cache/critic.sqlite), so a re-run costs no requests.
-    Text columns are never touched.
+    Text columns are never touched. `progress(done, total)` is called as answers are judged.
     """
     import polars as pl
 
@@ -218,8 +218,7 @@ def run_critique(
 
     requests_before = getattr(critic, "requests_made", None)
     hits_before = getattr(critic, "cache_hits", None)
-    with _progress_bar(len(inputs), progress, console) as on_progress:
-        judged = critic.critique_many(inputs, progress=on_progress)
+    judged = critic.critique_many(inputs, progress=progress or None)  # False (no callback) reads as None
     counters = (
         (critic.requests_made - requests_before, critic.cache_hits - hits_before)
         if isinstance(critic, LLMCritic) and requests_before is not None and hits_before is not None
@@ -346,70 +345,3 @@ def _report(
         records=tuple(records),
         n_kept_earlier=n_kept_earlier,
     )
-
-
-class _progress_bar:
-    """A rich progress bar on stderr fed by critique_many's (done, total) callback; off when not a terminal."""
-
-    def __init__(self, total: int, enabled: bool, console: Console | None):
-        self.total, self.enabled, self.console = total, enabled, console
-        self._progress = None
-
-    def __enter__(self):
-        if not self.enabled or not self.total:
-            return None
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        console = self.console or Console(stderr=True)
-        self._progress = Progress(
-            TextColumn("critiquing"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeRemainingColumn(),
-            console=console,
-            transient=True,
-            disable=not console.is_terminal,
-        )
-        self._progress.__enter__()
-        task = self._progress.add_task("critique", total=self.total)
-        progress = self._progress
-
-        def on_progress(done: int, total: int) -> None:
-            progress.update(task, completed=done, total=total)
-
-        return on_progress
-
-    def __exit__(self, *exc_info: Any) -> None:
-        if self._progress is not None:
-            self._progress.__exit__(*exc_info)
-
-
-def render_report(report: CritiqueReport) -> Table:
-    """The summary as one rich Table: the score histogram, then unscored items by reason."""
-    from rich.table import Table
-    from rich.text import Text
-
-    agent = report.agent
-    title = f"critique by {agent.get('kind')} critic {agent.get('model')} ({agent.get('rubric_version')})"
-    table = Table("score", "items", "", title=Text(title), show_edge=False)
-    widest = max(report.histogram) if any(report.histogram) else 1
-    for score, count in enumerate(report.histogram):
-        label = "10" if score == 10 else f"{score}-{score + 1}"
-        table.add_row(label, str(count), "█" * math.ceil(30 * count / widest) if count else "")
-    table.add_section()
-    table.add_row("scored", str(report.n_scored), f"mean {report.mean_score:.2f}" if report.mean_score is not None else "")
-    table.add_row("unscored", str(report.n_unscored), "")
-    for reason, count in report.unscored_by_reason.items():
-        table.add_row(Text(f"  {reason}"), str(count), "")
-    if report.n_kept_earlier:
-        table.add_row("kept earlier judgement", str(report.n_kept_earlier), "this run's attempt failed")
-    if report.flag_counts:
-        table.add_section()
-        for flag, count in report.flag_counts.items():
-            table.add_row(Text(f"flag {flag}"), str(count), "")
-    table.add_section()
-    table.add_row("passages skipped", str(report.n_passages_skipped), "")
-    if report.n_requests is not None:
-        table.add_row("requests sent", str(report.n_requests), f"{report.n_cache_hits or 0} cache hits")
-    return table

@@ -22,8 +22,9 @@ either an entry or a problem, `file:line: what`:
   notes of the wrong type (dropped to empty). Filters see the value as written.
 
 `CatalogFilter` says which books to keep (every criterion optional; names may be
-glob patterns such as `buddhist-*`); `select` applies it; `selection_table` and
-`plot_selection` report the selection by tradition and relevance;
+glob patterns such as `buddhist-*`); `select` applies it; `Selection.summary` and
+`plot_selection` report the selection by tradition and relevance (the CLI's table of it is
+satsang.render.stages.render_selection);
 `find_books` locates the selected books under a books directory and
 `ingest_selection` ingests those found as prose sources.
 """
@@ -43,7 +44,6 @@ from curation.errors import CurationError
 
 if TYPE_CHECKING:
     import polars as pl
-    from rich.table import Table
 
     from curation.executors import Executor
     from curation.workspace import IngestReport, Workspace
@@ -484,46 +484,6 @@ def format_tokens(n: int) -> str:
     if n >= 10_000:
         return f"{n / 1e3:.0f}k"
     return str(n)
-
-
-def selection_table(selection: Selection, title: str | None = None) -> Table:
-    """A rich table: one row per tradition, one column per relevance level, each cell "books / tokens"."""
-    from rich.table import Table
-
-    summary = selection.summary()
-    levels = [level for level in RELEVANCE_LEVELS if level in set(summary["corpus_relevance"].to_list())]
-    table = Table(
-        title=title or f"Selection: {len(selection)} of {selection.n_catalog} books, "
-                       f"{format_tokens(selection.n_tokens)} tokens ({selection.filter.describe()})",
-        caption="each cell: books / tokens",
-    )
-    table.add_column("tradition")
-    for level in levels:
-        table.add_column(level, justify="right")
-    table.add_column("total", justify="right", style="bold")
-    cells: dict[tuple[str, str], tuple[int, int]] = {
-        (t, r): (b, n) for t, r, b, n in summary.iter_rows()
-    }
-    traditions = list(dict.fromkeys(summary["tradition"].to_list()))
-    for tradition in traditions:
-        row = [tradition]
-        books = tokens = 0
-        for level in levels:
-            b, n = cells.get((tradition, level), (0, 0))
-            books, tokens = books + b, tokens + n
-            row.append(f"{b} / {format_tokens(n)}" if b else "-")
-        row.append(f"{books} / {format_tokens(tokens)}")
-        table.add_row(*row)
-    if traditions:
-        totals = ["total"]
-        for level in levels:
-            b = sum(cells.get((t, level), (0, 0))[0] for t in traditions)
-            n = sum(cells.get((t, level), (0, 0))[1] for t in traditions)
-            totals.append(f"{b} / {format_tokens(n)}")
-        totals.append(f"{len(selection)} / {format_tokens(selection.n_tokens)}")
-        table.add_section()
-        table.add_row(*totals, style="bold")
-    return table
 
 
 def plot_selection(selection: Selection, path: str | os.PathLike[str], max_traditions: int = 20) -> Path:

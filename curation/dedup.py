@@ -46,7 +46,7 @@ import json
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
@@ -79,9 +79,10 @@ KINDS = ("unique", "exact", "near")
 class DedupConfig:
     """How items are shingled, sketched and matched."""
 
-    shingle_size: int = 5  # words per shingle
-    num_perm: int = 128  # MinHash permutations
-    threshold: float = 0.7  # a near duplicate has true shingle Jaccard >= this
+    # The fields with help are `satsang dedup`'s options (satsang/options.py).
+    shingle_size: int = field(default=5, metadata={"help": "Words per shingle."})
+    num_perm: int = field(default=128, metadata={"help": "MinHash permutations."})
+    threshold: float = field(default=0.7, metadata={"help": "Jaccard similarity at or above which two items are near duplicates."})
     seed: int = 1  # seed of the MinHash permutations
     # LSH bands and rows are chosen so that a pair exactly at the threshold becomes a
     # candidate with at least this probability (higher J: higher still). Candidates are

@@ -543,19 +543,6 @@ class ScoreReport:
     distributions: dict[str, dict[str, float]]
     agent: dict[str, Any]
 
-    def format(self) -> str:
-        lines = [
-            f"items: {self.n_items}  scored: {self.n_scored}  (pairs {self.n_pairs}, passages {self.n_passages},"
-            f" silences {self.n_silence} defined as {SILENCE_SCORE}, no text {self.n_empty})",
-            f"embedded: {self.n_texts} distinct texts, {self.n_encoded} encoded now"
-            f" ({self.n_texts - min(self.n_texts, self.n_encoded)} from the store)",
-            f"concept: {self.agent['n_exemplars']} exemplars + {self.n_curator_examples} curator examples;"
-            f" held-out AUC {self.holdout_auc:.4f} on {self.n_holdout} exemplars",
-            format_distributions(self.distributions),
-            "committed generation " + (str(self.generation) if self.generation is not None else "none (scores unchanged)"),
-        ]
-        return "\n".join(lines)
-
 
 def run_score(
     workspace: Workspace,

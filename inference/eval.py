@@ -1,13 +1,12 @@
 """Evaluate checkpoints side by side on a prompt set: critic scores, silence, length, closure-reflex markers.
 
     satsang eval --checkpoint checkpoints/a --checkpoint checkpoints/b --out eval-out
-    python -m inference.eval CHECKPOINT [CHECKPOINT ...]      (the same, without the CLI)
 
 Library:
 
     from inference.eval import evaluate, load_prompts
     report = evaluate({"a": LocalGenerator("a"), "b": LocalGenerator("b")}, load_prompts(), OfflineCritic())
-    rich.print(report.table()); report.plot("eval.png"); report.write("eval-out")
+    report.plot("eval.png"); report.write("eval-out")     # the CLI's table: satsang.render.inference
 
 Every generator answers every prompt with the same GenerationConfig (same seed,
 so two checkpoints are compared on equal terms); the critic judges each answer.
@@ -40,7 +39,7 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from critic.base import REASON_SILENCE, Critic, CritiqueRecord
 from critic.offline import PRESCRIPTIVE_PHRASES, REASSURANCE_PHRASES, SERVICE_QUESTION, OfflineCritic
@@ -49,9 +48,6 @@ from critic.offline import PRESCRIPTIVE_PHRASES, REASSURANCE_PHRASES, SERVICE_QU
 from critic.offline import _advice_list_items, _matches, _turns_question_back
 from inference.generate import GenerationConfig, Generator, InferenceError
 from inference.loop import ContemplativeGenerator, LoopSettings, is_silence
-
-if TYPE_CHECKING:
-    from rich.table import Table
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
 
@@ -205,35 +201,6 @@ class EvalReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"critic": self.critic, "config": self.config, "models": {name: s.to_dict() for name, s in self.summaries.items()}}
-
-    def table(self) -> Table:
-        """The models side by side, one column each."""
-        from rich.table import Table
-
-        names = list(self.summaries)
-        table = Table(title=f"Evaluation: {self.config.get('n_prompts', '?')} prompts, critic {self.critic.get('kind')}/{self.critic.get('model')}")
-        table.add_column("", style="bold")
-        for name in names:
-            table.add_column(name, justify="right")
-        summaries = [self.summaries[name] for name in names]
-
-        def row(label: str, cell: Callable[[ModelSummary], str], end_section: bool = False) -> None:
-            table.add_row(label, *(cell(s) for s in summaries), end_section=end_section)
-
-        row("silence rate", lambda s: f"{s.silence_rate:.0%} ({s.n_silent}/{s.n_prompts})")
-        row("mean length (words)", lambda s: _fmt(s.mean_words, ".1f"))
-        if any(s.mean_attempts != 1.0 for s in summaries):
-            row("mean attempts (loop)", lambda s: f"{s.mean_attempts:.2f}")
-        row("unscored by the critic", lambda s: str(s.n_unscored), end_section=True)
-        row("critic score: mean", lambda s: _fmt(s.mean_score, ".2f"))
-        row("critic score: median", lambda s: _fmt(s.median_score, ".1f"))
-        row(f"scored >= {ALIVE_SCORE:g}", lambda s: _fmt(s.share_alive, ".0%"))
-        for label, _, _ in SCORE_BANDS:
-            row(f"  band {label}", lambda s, label=label: str(s.bands[label]))
-        table.rows[-1].end_section = True
-        for name, label in MARKERS.items():
-            row(label, lambda s, name=name: _rate(s, name))
-        return table
 
     def plot(self, path: str | Path) -> Path:
         """A PNG: score distribution, closure markers and silence rate, mean length; the models side by side."""
@@ -417,36 +384,6 @@ def summarise(name: str, samples: Sequence[EvalSample]) -> ModelSummary:
     )
 
 
-def _fmt(value: float | None, spec: str) -> str:
-    return "-" if value is None else format(value, spec)
-
-
-def _rate(summary: ModelSummary, name: str) -> str:
-    rate = summary.marker_rate(name)
-    return "-" if rate is None else f"{rate:.0%} ({summary.marker_counts[name]})"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    import argparse
-
-    from rich.console import Console
-
-    from critic.stage import critic_from_settings
-    from inference.generate import LocalGenerator
-
-    parser = argparse.ArgumentParser(description="Evaluate checkpoints side by side on a prompt set.")
-    parser.add_argument("checkpoints", nargs="+")
-    parser.add_argument("--prompts", default=None)
-    parser.add_argument("--out", default="eval-out")
-    parser.add_argument("--max-new-tokens", type=int, default=120)
-    args = parser.parse_args(argv)
-    generators = unique_names([(Path(c).resolve().name, LocalGenerator(c)) for c in args.checkpoints])
-    report = evaluate(generators, load_prompts(args.prompts), critic_from_settings(), GenerationConfig(max_new_tokens=args.max_new_tokens, seed=0))
-    Console().print(report.table())
-    for kind, path in report.write(args.out).items():
-        print(f"{kind}: {path}")
-
-
 def unique_names(named: Sequence[tuple[str, Generator]]) -> dict[str, Generator]:
     """name -> generator, with a suffix (-2, -3) where two checkpoints share a directory name."""
     result: dict[str, Generator] = {}
@@ -457,10 +394,6 @@ def unique_names(named: Sequence[tuple[str, Generator]]) -> dict[str, Generator]
             unique = f"{name}-{n}"
         result[unique] = generator
     return result
-
-
-if __name__ == "__main__":
-    main()
 
 
 __all__ = [

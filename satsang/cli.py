@@ -10,13 +10,12 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
+from typing import Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
 
-if TYPE_CHECKING:
-    from curation.workspace import IngestReport, WorkspaceStatus
+from satsang.options import ConfigSettings, config_command
 
 app = typer.Typer(
     help="Satsang workbench: curate contemplative dialogue books into reviewed, versioned datasets.",
@@ -120,10 +119,12 @@ def ingest(
     """
     dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens, answerer, asker)
     from curation.workspace import Workspace
+    from satsang.render.progress import ingest_progress
+    from satsang.render.stages import render_ingest_reports
 
     with one_line_errors():
         ws = Workspace.open(workspace)
-        with _ingest_progress(len(files)) as progress:
+        with ingest_progress(err, len(files)) as progress:
             report = ws.ingest(
                 files,
                 kind.value,  # type: ignore[arg-type]
@@ -133,7 +134,7 @@ def ingest(
                 licence=licence,
                 progress=progress,
             )
-    _print_ingest_reports(report)
+    out.print(render_ingest_reports(report))
     if report.generation is None:
         out.print("Nothing new: the workspace is unchanged.")
     else:
@@ -147,11 +148,12 @@ def status(workspace: WorkspaceOption = None, db: DbOption = None) -> None:
     Example: satsang status --workspace ./my-workspace
     """
     from curation.workspace import Workspace
+    from satsang.render.stages import render_status
 
     with one_line_errors():
         ws = Workspace.open(workspace)
         workspace_status = ws.status(_review_decisions(ws.root, db))
-    _print_status(workspace_status)
+    out.print(render_status(workspace_status))
 
 
 def _review_decisions(root: Path, db_url: str | None):
@@ -252,21 +254,11 @@ def select(
 
     Example: satsang select --catalog gutenberg-annotations.jsonl --books-dir ./gutenberg --relevance core --relevance useful --min-depth 2
     """
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.table import Column, Table
-    from rich.text import Text
-
-    from curation.catalog import (
-        CatalogError,
-        CatalogFilter,
-        find_books,
-        ingest_selection,
-        load_catalog,
-        plot_selection,
-        selection_table,
-    )
+    from curation.catalog import CatalogError, CatalogFilter, find_books, ingest_selection, load_catalog, plot_selection
     from curation.catalog import select as select_books
     from curation.workspace import Workspace
+    from satsang.render.progress import books_progress
+    from satsang.render.stages import render_ingest_reports, render_missing_books, render_selection
 
     _check_executor(executor, ray_address)
     _, prose_config = _parser_configs(SourceKindChoice.prose, None, target_tokens)
@@ -290,7 +282,7 @@ def select(
         f" {loaded.n_warned} books with annotation warnings",
         markup=False, highlight=False,
     )
-    out.print(selection_table(selection))
+    out.print(render_selection(selection))
     out.print(f"Plot: {plot_selection(selection, plot)}", markup=False, highlight=False)
     if books_dir is None:
         return
@@ -304,44 +296,26 @@ def select(
     out.print(f"Found {len(found)} of {len(selection)} selected books under {books_dir}; {len(missing)} not found.",
               markup=False, highlight=False)
     if missing:
-        table = Table("id", Column("title", overflow="fold"), Column("catalog path", overflow="fold"), title="Not found")
-        for entry in missing[:shown]:
-            table.add_row(entry.id, Text(entry.title), Text(entry.path))
-        out.print(table)
-        if len(missing) > shown:
-            out.print(f"... and {len(missing) - shown} more not found")
+        out.print(render_missing_books(missing, shown))
     if dry_run or not found:
         return
     with one_line_errors():
         ws = Workspace.open(workspace)
-        with _executor(executor, ray_address) as pool, Progress(
-            TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-            console=err, transient=True, disable=not err.is_terminal,
-        ) as bar:
-            task = bar.add_task("parsing", total=len(found))
-
-            def on_progress(path: Path | None, phase: str) -> None:
-                if path is None:
-                    bar.update(task, description=phase)
-                else:
-                    bar.advance(task)
-
+        with _executor(executor, ray_address) as pool, books_progress(err, len(found)) as on_progress:
             result = ingest_selection(ws, found, executor=pool, prose_config=prose_config, progress=on_progress)
     for book, reason in result.rejected:
         err.print(f"rejected {book.path} ({book.entry.id}): {reason}", style="yellow", markup=False, highlight=False)
-    _print_ingest_reports(result.report)
+    out.print(render_ingest_reports(result.report))
     if result.report.generation is None:
         out.print("Nothing new: the workspace is unchanged.")
     else:
         out.print(f"Committed generation {result.report.generation} to {ws.root.resolve()}", markup=False, highlight=False)
 
 
-@app.command()
+@config_command(app, "dedup", "curation.dedup:DedupConfig")
 def dedup(
+    settings: ConfigSettings,
     workspace: WorkspaceOption = None,
-    shingle_size: Annotated[int, typer.Option(help="Words per shingle.")] = 5,
-    num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
-    threshold: Annotated[float, typer.Option(help="Jaccard similarity at or above which two items are near duplicates.")] = 0.7,
     executor: ExecutorOption = ExecutorChoice.local,
     ray_address: RayAddressOption = None,
 ) -> None:
@@ -356,9 +330,13 @@ def dedup(
     """
     from curation.dedup import DedupConfig, run_dedup
     from curation.workspace import Workspace
+    from satsang.render.stages import render_dedup_report
 
     _check_executor(executor, ray_address)
-    config = DedupConfig(shingle_size=shingle_size, num_perm=num_perm, threshold=threshold)
+    try:
+        config = DedupConfig(**settings)
+    except ValueError as error:
+        fail(f"error: {error}")
     with one_line_errors():
         ws = Workspace.open(workspace)
         if executor is ExecutorChoice.local:
@@ -368,14 +346,14 @@ def dedup(
 
             with _executor(executor, ray_address) as pool:
                 report = run_dedup_distributed(ws, config, executor=pool)
-    _print_dedup_report(report)
+    out.print(render_dedup_report(report))
 
 
-@app.command()
+@config_command(app, "score", "curation.score:ScoreConfig")
 def score(
+    settings: ConfigSettings,
     workspace: WorkspaceOption = None,
     db: DbOption = None,
-    model: Annotated[Optional[str], typer.Option(help="Sentence-transformers model: an HF id or a local path. (default: $SATSANG_EMBEDDING_MODEL, else the packaged all-MiniLM-L6-v2)", show_default=False)] = None,
     learn: Annotated[bool, typer.Option("--learn", help="Also learn the concept from curators' decisions (accepted and edited answers, rejections as not contemplative).")] = False,
     executor: ExecutorOption = ExecutorChoice.local,
     ray_address: RayAddressOption = None,
@@ -391,11 +369,12 @@ def score(
     """
     from curation.score import ScoreConfig, ScoreError, run_score
     from curation.workspace import Workspace
+    from satsang.render.stages import render_score_report
 
     _check_executor(executor, ray_address)
     with one_line_errors():
         ws = Workspace.open(workspace)
-        config = ScoreConfig(model=model) if model else ScoreConfig()
+        config = ScoreConfig(**settings)
         decisions = _review_decisions(ws.root, db) if learn else None
         try:
             if executor is ExecutorChoice.local:
@@ -407,7 +386,7 @@ def score(
                     report = run_score_distributed(ws, config, pool, learn, decisions=decisions)
         except ScoreError as error:
             fail(f"error: {error}")
-    out.print(report.format(), markup=False, highlight=False)
+    out.print(render_score_report(report))
 
 
 @app.command()
@@ -423,8 +402,10 @@ def critique(
 
     Example: SATSANG_CRITIC_BASE_URL=http://127.0.0.1:8000/v1 satsang critique
     """
-    from critic.stage import CriticSettingsError, critic_from_settings, render_report, run_critique
+    from critic.stage import CriticSettingsError, critic_from_settings, run_critique
     from curation.workspace import Workspace
+    from satsang.render.progress import critique_progress
+    from satsang.render.stages import render_critique_report
 
     with one_line_errors():
         ws = Workspace.open(workspace)
@@ -432,8 +413,9 @@ def critique(
             critic = critic_from_settings(base_url, model)
         except CriticSettingsError as error:
             fail(f"error: {error}")
-        report = run_critique(ws, critic, console=err)
-    out.print(render_report(report))
+        with critique_progress(err) as progress:
+            report = run_critique(ws, critic, progress=progress)
+    out.print(render_critique_report(report))
 
 
 class DatasetKindChoice(str, Enum):
@@ -581,20 +563,21 @@ def run(workspace: WorkspaceOption = None) -> None:
 
     Example: satsang run --workspace /tmp/sample-workspace
     """
-    from critic.stage import render_report
     from curation.export import render_export_result
     from satsang.pipeline import run_pipeline
+    from satsang.render.progress import ingest_progress
+    from satsang.render.stages import render_critique_report, render_dedup_report, render_ingest_reports, render_score_report, render_status
 
-    with one_line_errors(), _ingest_progress(None) as progress:
+    with one_line_errors(), ingest_progress(err, None) as progress:
         result = run_pipeline(workspace, progress=progress)
     root = result.workspace.root.resolve()
     out.print(("Created" if result.created else "Using existing") + f" workspace {root}", markup=False, highlight=False)
-    _print_ingest_reports(*result.ingest_reports)
-    _print_dedup_report(result.dedup_report)
-    out.print(result.score_report.format(), markup=False, highlight=False)
-    out.print(render_report(result.critique_report))
+    out.print(render_ingest_reports(*result.ingest_reports))
+    out.print(render_dedup_report(result.dedup_report))
+    out.print(render_score_report(result.score_report))
+    out.print(render_critique_report(result.critique_report))
     with one_line_errors():
-        _print_status(result.workspace.status())
+        out.print(render_status(result.workspace.status()))
     out.print(render_export_result(result.export_result))
     out.print(f"Workspace: {root}", markup=False, highlight=False)
 
@@ -633,89 +616,6 @@ def _parser_configs(
     return None, replace(default, target_tokens=target_tokens, max_tokens=max(default.max_tokens, 2 * target_tokens))
 
 
-@contextmanager
-def _ingest_progress(n_files: int | None):
-    """A rich progress bar on stderr, fed by the workspace's progress callback; off when stderr is no terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn
-
-    columns = [SpinnerColumn(), TextColumn("{task.description}")]
-    if n_files is not None:
-        columns += [BarColumn(), MofNCompleteColumn()]
-    with Progress(*columns, console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("starting", total=n_files)
-        started: set[Path] = set()
-
-        def on_progress(path: Path | None, phase: str) -> None:
-            if path is None:
-                bar.update(task, description=phase)
-                return
-            if phase == "reading" and started:
-                bar.advance(task)  # the file before this one is done
-            started.add(path)
-            bar.update(task, description=f"{phase} {path.name}")
-
-        yield on_progress
-
-
-def _print_ingest_reports(*reports: IngestReport) -> None:
-    from rich.table import Column, Table
-    from rich.text import Text
-
-    table = Table(Column("file", overflow="fold"), "status", "items", "notes")
-    for file in (file for report in reports for file in report.files):
-        notes = [f"convention {file.convention}"] if file.convention else []
-        if file.n_duplicate_item_ids:
-            notes.append(f"{file.n_duplicate_item_ids} duplicate item ids dropped")
-        # The parser's counts, less "pairs" (the items column) and the zeros.
-        notes += [f"{count} {name.replace('_', ' ')}" for name, count in file.parse_report.items() if count and name != "pairs"]
-        table.add_row(Text(Path(file.path).name), file.status, str(file.n_items), ", ".join(notes) or "-")
-    out.print(table)
-
-
-def _print_dedup_report(report) -> None:
-    from rich.table import Table
-
-    table = Table(title=f"dedup: shingles of {report.config.shingle_size} words, threshold {report.config.threshold}")
-    table.add_column("items", justify="right")
-    table.add_column("clusters", justify="right")
-    table.add_column("with duplicates", justify="right")
-    table.add_column("exact copies", justify="right")
-    table.add_column("near copies", justify="right")
-    table.add_column("across sources", justify="right")
-    table.add_row(*(str(n) for n in (
-        report.n_items, report.n_clusters, report.n_duplicate_clusters,
-        report.n_exact_duplicates, report.n_near_duplicates, report.n_cross_source_clusters,
-    )))
-    out.print(table)
-    out.print(f"{report.seconds:.2f} s; nothing dropped: each copy points to its cluster's representative.")
-
-
-def _print_status(workspace_status: WorkspaceStatus) -> None:
-    from rich.table import Table
-    from rich.text import Text
-
-    table = Table(
-        "source",
-        "id",
-        "source kind",
-        "item kind",
-        "stage",
-        "items",
-        title=Text(f"{workspace_status.path.resolve()} (generation {workspace_status.generation})"),
-    )
-    for row in workspace_status.counts.iter_rows(named=True):
-        table.add_row(
-            Text(row["title"]), row["source_id"][:12], row["source_kind"], row["kind"] or "-", row["stage"], str(row["n_items"])
-        )
-    out.print(table)
-    per_stage = ", ".join(f"{stage} {count}" for stage, count in workspace_status.items_per_stage().items())
-    out.print(
-        f"{workspace_status.n_sources} sources, {workspace_status.n_items} items ({per_stage})",
-        markup=False,
-        highlight=False,
-    )
-
-
 # ---- training: satsang train pretrain|sft, satsang audit, satsang diagnose ----------------------
 train_app = typer.Typer(
     help="Train LoRA adapters on dataset versions: continued pretraining on prose, then SFT on dialogue.",
@@ -726,70 +626,20 @@ app.add_typer(train_app, name="train")
 
 DatasetOption = Annotated[str, typer.Option("--dataset", help="Dataset version: id, unique id prefix, name (its latest) or a version directory.", show_default=False)]
 OutputOption = Annotated[Path, typer.Option("--output", help="Run directory: checkpoint-N/ every --save-steps; the final adapter, tokenizer and satsang_lineage.json at its top.", show_default=False)]
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML, JSON or YAML file of settings (flat, or [pretrain]/[sft] tables); flags override it.", show_default=False)]
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", help="TOML, JSON or YAML file of settings (flat, or \\[pretrain]/\\[sft] tables); flags override it.", show_default=False)]
 ResumeOption = Annotated[Optional[Path], typer.Option("--resume", help="Resume from this checkpoint-N directory (same dataset version).", show_default=False)]
-RankOption = Annotated[Optional[int], typer.Option("--rank", help="LoRA rank r. (default: 64)", show_default=False)]
-AlphaOption = Annotated[Optional[float], typer.Option("--alpha", help="LoRA alpha; updates scale by alpha / r. (default: 128)", show_default=False)]
-DropoutOption = Annotated[Optional[float], typer.Option("--dropout", help="LoRA dropout. (default: 0.05)", show_default=False)]
-TargetsOption = Annotated[Optional[str], typer.Option("--target-modules", help="Comma-separated module names to adapt. (default: discovered; Phi: q_proj,k_proj,v_proj,dense,fc1,fc2)", show_default=False)]
-EpochsOption = Annotated[Optional[float], typer.Option("--epochs", help="Passes over the dataset. (default: 3)", show_default=False)]
-MaxStepsOption = Annotated[Optional[int], typer.Option("--max-steps", help="Stop after this many optimizer steps (overrides --epochs).", show_default=False)]
-BatchOption = Annotated[Optional[int], typer.Option("--batch-size", help="Sequences per optimizer step. (default: 64)", show_default=False)]
-MicroBatchOption = Annotated[Optional[int], typer.Option("--per-device-batch-size", help="Sequences per forward pass; the rest is gradient accumulation. (default: 8)", show_default=False)]
-LrOption = Annotated[Optional[float], typer.Option("--lr", help="Peak learning rate. (default: 2e-4)", show_default=False)]
-SeqOption = Annotated[Optional[int], typer.Option("--max-seq-len", help="Tokens per sequence. (default: 1024)", show_default=False)]
-SaveStepsOption = Annotated[Optional[int], typer.Option("--save-steps", help="A checkpoint every this many steps. (default: 1000)", show_default=False)]
-CheckpointingOption = Annotated[Optional[bool], typer.Option("--gradient-checkpointing/--no-gradient-checkpointing", help="Recompute activations in the backward pass. (default: on)", show_default=False)]
-CompileOption = Annotated[Optional[bool], typer.Option("--compile/--no-compile", help="torch.compile the model. (default: off)", show_default=False)]
-DtypeOption = Annotated[Optional[str], typer.Option("--dtype", help="auto, bfloat16, float16 or float32. (default: auto: bfloat16 on a GPU that has it, else float32)", show_default=False)]
-TrainDeviceOption = Annotated[Optional[str], typer.Option("--device", help="auto, cpu or cuda. (default: auto)", show_default=False)]
-WandbOption = Annotated[Optional[bool], typer.Option("--wandb/--no-wandb", help="Log to Weights & Biases; the run config carries the dataset version. (default: off)", show_default=False)]
-WandbModeOption = Annotated[Optional[str], typer.Option("--wandb-mode", help="online or offline. (default: online)", show_default=False)]
-SeedOption = Annotated[Optional[int], typer.Option("--seed", help="Seed for the adapter's initialisation and the data order. (default: 42)", show_default=False)]
+# The training settings themselves are options made from the config's fields (satsang/options.py).
 
 
-# Command parameters that are not training settings; the rest map onto the config's fields.
-_NOT_TRAIN_SETTINGS = {"dataset", "base_model", "output", "workspace", "config", "resume", "from_checkpoint"}
-_TRAIN_FIELD_OF_FLAG = {"rank": "lora_rank", "alpha": "lora_alpha", "dropout": "lora_dropout", "lr": "learning_rate"}
-
-
-def _train_settings(parameters: dict) -> dict:
-    """Config overrides from a train command's parameters: renamed to config fields, lists and paths as the config takes them."""
-    flags = {_TRAIN_FIELD_OF_FLAG.get(k, k): v for k, v in parameters.items() if k not in _NOT_TRAIN_SETTINGS}
-    if flags.get("target_modules") is not None:
-        flags["target_modules"] = tuple(t.strip() for t in flags["target_modules"].split(",") if t.strip())
-    if flags.get("chat_template") is not None:
-        flags["chat_template"] = str(flags["chat_template"])
-    return flags
-
-
-@train_app.command("pretrain")
+@config_command(train_app, "pretrain", "training.config:PretrainConfig")
 def train_pretrain_command(
     dataset: DatasetOption,
     base_model: Annotated[str, typer.Option("--base-model", help="Base model: a Hugging Face id or a local directory.", show_default=False)],
     output: OutputOption,
+    settings: ConfigSettings,
     workspace: WorkspaceOption = None,
     config: ConfigOption = None,
     resume: ResumeOption = None,
-    rank: RankOption = None,
-    alpha: AlphaOption = None,
-    dropout: DropoutOption = None,
-    target_modules: TargetsOption = None,
-    epochs: EpochsOption = None,
-    max_steps: MaxStepsOption = None,
-    batch_size: BatchOption = None,
-    per_device_batch_size: MicroBatchOption = None,
-    lr: LrOption = None,
-    max_seq_len: SeqOption = None,
-    save_steps: SaveStepsOption = None,
-    gradient_checkpointing: CheckpointingOption = None,
-    compile: CompileOption = None,
-    dtype: DtypeOption = None,
-    device: TrainDeviceOption = None,
-    wandb: WandbOption = None,
-    wandb_mode: WandbModeOption = None,
-    seed: SeedOption = None,
-    packing: Annotated[Optional[bool], typer.Option("--packing/--no-packing", help="Pack texts (EOS between) into --max-seq-len blocks. (default: on)", show_default=False)] = None,
 ) -> None:
     """LoRA continued pretraining on a pretrain dataset version (the seed's defaults: rank 64, alpha 128, 3 epochs, batch 64, lr 2e-4).
 
@@ -798,62 +648,48 @@ def train_pretrain_command(
 
     Example: satsang train pretrain --dataset prose --base-model microsoft/phi-2 --output runs/prose
     """
-    parameters = dict(locals())
+    from satsang.render.progress import train_progress
+    from satsang.render.training import render_train_result
     from training.config import PretrainConfig, load_config
     from training.data import resolve_dataset
-    from training.pretrain import render_train_result, train_pretrain
+    from training.pretrain import train_pretrain
 
     with one_line_errors():
-        settings = load_config(PretrainConfig, config, **_train_settings(parameters))
-        result = train_pretrain(settings, resolve_dataset(dataset, workspace), base_model, output, resume_from=resume)
+        config_values = load_config(PretrainConfig, config, **settings)
+        version = resolve_dataset(dataset, workspace)
+        with train_progress(err, "pretrain") as progress:
+            result = train_pretrain(config_values, version, base_model, output, resume_from=resume, progress=progress)
     out.print(render_train_result(result))
 
 
-@train_app.command("sft")
+@config_command(train_app, "sft", "training.config:SFTConfig")
 def train_sft_command(
     dataset: DatasetOption,
     output: OutputOption,
+    settings: ConfigSettings,
     from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on (its lineage chains in).", show_default=False)] = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model for a new adapter; with --from, where the parent's base is now.", show_default=False)] = None,
     workspace: WorkspaceOption = None,
     config: ConfigOption = None,
     resume: ResumeOption = None,
-    rank: RankOption = None,
-    alpha: AlphaOption = None,
-    dropout: DropoutOption = None,
-    target_modules: TargetsOption = None,
-    epochs: EpochsOption = None,
-    max_steps: MaxStepsOption = None,
-    batch_size: BatchOption = None,
-    per_device_batch_size: MicroBatchOption = None,
-    lr: LrOption = None,
-    max_seq_len: SeqOption = None,
-    save_steps: SaveStepsOption = None,
-    gradient_checkpointing: CheckpointingOption = None,
-    compile: CompileOption = None,
-    dtype: DtypeOption = None,
-    device: TrainDeviceOption = None,
-    wandb: WandbOption = None,
-    wandb_mode: WandbModeOption = None,
-    seed: SeedOption = None,
-    assistant_only_loss: Annotated[Optional[bool], typer.Option("--assistant-only-loss/--full-loss", help="Loss on the assistant's words only. (default: on)", show_default=False)] = None,
-    chat_template: Annotated[Optional[Path], typer.Option("--chat-template", help="Jinja chat template file. (default: the tokenizer's, else Phi-2's Instruct:/Output: form)", show_default=False)] = None,
 ) -> None:
     """SFT on an sft dataset version with TRL's SFTTrainer: on top of a pretrain checkpoint (--from) or a base model.
 
     Example: satsang train sft --dataset sample --from runs/prose --output runs/sft
     """
-    parameters = dict(locals())
+    from satsang.render.progress import train_progress
+    from satsang.render.training import render_train_result
     from training.config import SFTConfig, load_config
     from training.data import resolve_dataset
-    from training.pretrain import render_train_result
     from training.sft import train_sft
 
     with one_line_errors():
-        settings = load_config(SFTConfig, config, **_train_settings(parameters))
-        result = train_sft(
-            settings, resolve_dataset(dataset, workspace), output, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume
-        )
+        config_values = load_config(SFTConfig, config, **settings)
+        version = resolve_dataset(dataset, workspace)
+        with train_progress(err, "sft") as progress:
+            result = train_sft(
+                config_values, version, output, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume, progress=progress
+            )
     out.print(render_train_result(result))
 
 
@@ -873,7 +709,8 @@ def audit(
     import json as json_module
 
     from curation.workspace import default_workspace_path
-    from training.audit import audit_checkpoint, render_audit
+    from satsang.render.training import render_audit
+    from training.audit import audit_checkpoint
 
     root = workspace if workspace is not None else default_workspace_path()
     with one_line_errors():
@@ -903,7 +740,8 @@ def diagnose(
     """
     import json as json_module
 
-    from training.checkpoint import diagnose_checkpoint, fix_checkpoint, render_diagnosis
+    from satsang.render.training import render_diagnosis
+    from training.checkpoint import diagnose_checkpoint, fix_checkpoint
 
     fixed = None
     with one_line_errors():
@@ -990,6 +828,7 @@ def generate(
     """
     from inference.generate import GenerationConfig, GenerationError, LocalGenerator
     from inference.loop import ContemplativeGenerator
+    from satsang.render.inference import render_attempts
 
     _quiet_transformers()
     config = GenerationConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens, seed=seed)
@@ -1008,19 +847,8 @@ def generate(
             result = ContemplativeGenerator(generator, critic, threshold, max_attempts, temperatures, config).respond(query)
         except GenerationError as error:
             fail(f"error: {error}")
-    _print_attempts(result)
+    err.print(render_attempts(result))
     out.print("(silence)" if result.silent else result.response, markup=False, highlight=False, soft_wrap=True)
-
-
-def _print_attempts(result) -> None:
-    from rich.table import Table
-
-    table = Table("#", "temperature", "score", "rationale", "answer", title=f"critic loop: {result.outcome} (threshold {result.threshold:g})")
-    for index, attempt in enumerate(result.attempts):
-        score = f"{attempt.score:.1f}" if attempt.score is not None else f"unscored ({attempt.reason})"
-        chosen = " *" if index == result.chosen_index else ""
-        table.add_row(f"{index + 1}{chosen}", f"{attempt.temperature:g}", score, attempt.rationale, attempt.text or "(silence)")
-    err.print(table)
 
 
 @app.command()
@@ -1090,6 +918,8 @@ def eval_command(
     from inference.eval import EvalError, evaluate, load_prompts, unique_names
     from inference.generate import GenerationConfig, GenerationError, LocalGenerator, OpenAIGenerator
     from inference.loop import LoopSettings
+    from satsang.render.inference import render_eval_report
+    from satsang.render.progress import eval_progress
 
     checkpoints, endpoints = checkpoints or [], endpoints or []
     if not checkpoints and not endpoints:
@@ -1104,28 +934,14 @@ def eval_command(
             generators = unique_names(named)
             loop = LoopSettings(threshold, max_attempts, _loop_temperatures(temperature, max_attempts)) if critic_loop else None
             config = GenerationConfig(temperature=temperature, max_new_tokens=max_new_tokens, seed=seed)
-            with _eval_progress(len(generators) * len(questions)) as progress:
+            with eval_progress(err, len(generators) * len(questions)) as progress:
                 report = evaluate(generators, questions, critic, config, loop=loop, progress=progress)
             paths = report.write(out_dir)
         except (EvalError, GenerationError) as error:
             fail(f"error: {error}")
-    out.print(report.table())
+    out.print(render_eval_report(report))
     for kind, path in paths.items():
         out.print(f"{kind}: {path}", markup=False, highlight=False)
-
-
-@contextmanager
-def _eval_progress(total: int):
-    """A progress bar on stderr over every (checkpoint, prompt); off when stderr is no terminal."""
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), console=err, transient=True, disable=not err.is_terminal) as bar:
-        task = bar.add_task("answering", total=total)
-
-        def on_progress(name: str, done: int, n: int) -> None:
-            bar.update(task, description=f"answering: {name}", advance=1)
-
-        yield on_progress
 
 
 def main() -> None:

@@ -32,10 +32,10 @@ from curation.catalog import (
     load_catalog,
     plot_selection,
     select,
-    selection_table,
     vocabulary_warnings,
 )
 from curation.workspace import init_workspace
+from satsang.render.stages import render_selection
 
 DATA = Path(__file__).parent / "data"
 SAMPLE = DATA / "catalog-sample.jsonl"
@@ -198,7 +198,7 @@ def test_table_counts_books_and_tokens_by_tradition_and_relevance(catalog):
     assert summary.row(0, named=True) == {"tradition": "transcendentalist", "corpus_relevance": "core",
                                           "books": 1, "tokens": 120595}
     console = Console(record=True, width=160)
-    console.print(selection_table(selection))
+    console.print(render_selection(selection))
     text = console.export_text()
     assert "Selection: 11 of 13 books" in text and "depth 2-3" in text
     assert [level for level in RELEVANCE_LEVELS if f" {level} " in text] == ["core", "useful"]

@@ -22,24 +22,16 @@ from training.checkpoint import (
     diagnose_checkpoint,
     fix_checkpoint,
     load_checkpoint,
-    render_diagnosis,
 )
+from satsang.render.training import render_diagnosis
 from training.lineage import LINEAGE_NAME, read_lineage, write_lineage
 
-SAMPLE = Path(__file__).resolve().parents[1] / "satsang" / "samples" / "talks-sample.txt"
 PHI_TARGETS = ["q_proj", "k_proj", "v_proj", "dense", "fc1", "fc2"]
 
 
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     torch.set_num_threads(1)
-
-
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from training.tiny import build_tiny_phi
-
-    return build_tiny_phi(tmp_path_factory.mktemp("tiny"), [SAMPLE.read_text(encoding="utf-8")])
 
 
 @pytest.fixture(scope="module")

@@ -45,6 +45,72 @@ def test_help_does_not_load_the_heavy_modules():
     assert loaded.strip() == "[]"
 
 
+def test_help_builds_no_command_s_config_options():
+    # typer builds every command at start; the config options are made only for the command that runs.
+    code = (
+        "import sys\nfrom satsang.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass\n"
+        "print(sorted({'polars', 'torch', 'curation.score', 'curation.dedup', 'training.config'} & set(sys.modules)), file=sys.stderr)"
+    )
+    loaded = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stderr
+    assert loaded.strip() == "[]"
+
+
+def plain_help(*args: str) -> str:
+    result = satsang(*args, "--help", env={"COLUMNS": "400"})
+    assert result.exit_code == 0, result.output
+    return " ".join(result.output.replace("│", " ").split())
+
+
+@pytest.mark.parametrize(
+    ("command", "config"),
+    [
+        (["train", "pretrain"], "training.config:PretrainConfig"),
+        (["train", "sft"], "training.config:SFTConfig"),
+        (["score"], "curation.score:ScoreConfig"),
+        (["dedup"], "curation.dedup:DedupConfig"),
+    ],
+)
+def test_config_options_show_each_field_s_help_and_default(command: list[str], config: str):
+    import dataclasses
+    import importlib
+
+    module, _, name = config.partition(":")
+    config_class = getattr(importlib.import_module(module), name)
+    shown = plain_help(*command)
+    with_help = [field for field in dataclasses.fields(config_class) if "help" in field.metadata]
+    assert with_help
+    for field in with_help:
+        flag = field.metadata.get("flag") or "--" + field.name.replace("_", "-")
+        assert flag.split("/")[0] in shown, flag
+        assert " ".join(field.metadata["help"].split()) in shown, field.name
+
+
+def test_train_flags_keep_their_names_and_show_the_seed_s_defaults():
+    shown = plain_help("train", "pretrain")
+    for text in (
+        "--rank <int> LoRA rank r. (default: 64)",
+        "--alpha <float> LoRA alpha; the update is scaled by alpha / r. (default: 128)",
+        "--dropout <float> Dropout on the LoRA branch. (default: 0.05)",
+        "--lr <float> Peak learning rate (AdamW). (default: 0.0002)",
+        "--epochs <float>", "--max-steps <int>", "--batch-size <int>", "--per-device-batch-size <int>",
+        "--max-seq-len <int>", "--save-steps <int>", "--target-modules A,B,...", "--dtype <str>", "--device <str>",
+        "--gradient-checkpointing --no-gradient-checkpointing", "--compile --no-compile", "--wandb --no-wandb",
+        "--wandb-mode <str>", "--seed <int>", "--packing --no-packing", "(default: on)",
+        "--dataset", "--base-model", "--output", "--workspace", "--config", "[pretrain]/[sft]", "--resume",
+    ):
+        assert text in shown, text
+    sft = plain_help("train", "sft")
+    assert "--assistant-only-loss --full-loss" in sft and "--chat-template FILE" in sft and "--from" in sft
+    assert "--packing" not in sft and "--assistant-only-loss" not in shown
+
+
+def test_a_bad_stage_setting_is_one_line(tmp_path: Path):
+    assert satsang("init", tmp_path / "ws").exit_code == 0
+    result = satsang("dedup", "--threshold", "1.5", "-w", tmp_path / "ws")
+    assert result.exit_code == 1
+    assert result.stderr == "error: threshold must be in (0, 1], got 1.5\n"
+
+
 def test_run_curates_the_sample_into_a_fresh_workspace(tmp_path: Path):
     root = tmp_path / "sample"
     result = satsang("run", "--workspace", root)

@@ -19,9 +19,10 @@ from rich.console import Console
 from critic.base import FLAGS, RUBRIC, CriticError, CritiqueInput, CritiqueRecord
 from critic.llm import CritiqueCache, CritiqueParseError, LLMCritic, LLMCriticConfig, parse_critique
 from critic.offline import OfflineCritic
-from critic.stage import CACHE_PATH, CRITIC_COLUMNS, critic_from_settings, render_report, run_critique
+from critic.stage import CACHE_PATH, CRITIC_COLUMNS, critic_from_settings, run_critique
 from curation.workspace import init_workspace
 from openai_test_server import MODEL, OpenAITestServer, Reply
+from satsang.render.stages import render_critique_report
 
 DATA = Path(__file__).parent / "data"
 SECRET = "sk-test-7f3a9c1e-NEVER-WRITE-ME-42"
@@ -198,7 +199,10 @@ def test_api_key_is_never_written_to_records_cache_workspace_or_logs(server, api
     server.script("silence", Reply.error(503))
     workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
 
-    report = run_critique(workspace, llm_critic(server), progress=True)
+    progress: list[tuple[int, int]] = []
+    report = run_critique(workspace, llm_critic(server), progress=lambda done, total: progress.append((done, total)))
+    done, total = progress[-1]  # the library reports progress; the CLI draws it
+    assert done == total and 0 < total <= report.n_pairs
 
     assert report.unscored_by_reason.get("client error")
     assert all(r.authorization == f"Bearer {SECRET}" for r in server.completions())  # it was sent...
@@ -224,7 +228,7 @@ def test_a_key_echoed_in_a_successful_reply_is_written_nowhere(server, api_key, 
     workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
     cache = CritiqueCache(workspace.root / CACHE_PATH)
 
-    report = run_critique(workspace, llm_critic(server, cache=cache), progress=False)
+    report = run_critique(workspace, llm_critic(server, cache=cache))
 
     assert report.n_scored and all(r.authorization == f"Bearer {SECRET}" for r in server.completions())
     assert all(SECRET not in r.rationale for r in report.records)
@@ -247,26 +251,26 @@ def test_the_timeout_bounds_the_whole_request_not_each_read(server, api_key):
 
 def test_a_run_where_every_request_fails_commits_nothing(server, api_key, tmp_path):
     workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
-    run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    run_critique(workspace, llm_critic(server), use_cache=False)
     before_generation, before = workspace.generation, workspace.items()
     assert (before["critic_status"] == "scored").sum() > 0
 
     server.default = Reply.error(503)
     with pytest.raises(CriticError, match=r"scored none of \d+ pairs \(\d+ server error 5xx\); nothing committed"):
-        run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+        run_critique(workspace, llm_critic(server), use_cache=False)
     assert workspace.generation == before_generation
     assert workspace.items().equals(before)
 
 
 def test_a_failed_attempt_keeps_the_earlier_judgement(server, api_key, tmp_path):
     workspace = dialogue_workspace(tmp_path, "talks-19-24.txt")
-    run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    run_critique(workspace, llm_critic(server), use_cache=False)
     first = workspace.items().filter(pl.col("critic_status") == "scored")
     failing = first["question"][0][:40]
 
     server.default = Reply.ok(score=3, rationale="a second opinion")
     server.script(failing, Reply.error(503))
-    report = run_critique(workspace, llm_critic(server), progress=False, use_cache=False)
+    report = run_critique(workspace, llm_critic(server), use_cache=False)
 
     assert report.n_kept_earlier == 1
     after = workspace.items().filter(pl.col("critic_status") == "scored")
@@ -283,7 +287,7 @@ def test_a_corrupt_critic_cache_is_one_clear_error(server, api_key, tmp_path, da
     cache.write_bytes(damage or b"SQLite format 3\x00" + b"\xff" * 4000)  # garbage, or a header over garbage
     generation = workspace.generation
     with pytest.raises(CriticError, match=r"critic\.sqlite: the critic cache cannot be used .*move it away"):
-        run_critique(workspace, llm_critic(server), progress=False)
+        run_critique(workspace, llm_critic(server))
     assert workspace.generation == generation
 
 
@@ -448,7 +452,7 @@ def test_run_critique_offline_adds_columns_and_leaves_text_untouched(tmp_path):
     workspace = dialogue_workspace(tmp_path, "talks-excerpt.txt", prose="prose-nan-yar.txt")
     before = workspace.items()
 
-    report = run_critique(workspace, OfflineCritic(), progress=False)
+    report = run_critique(workspace, OfflineCritic())
     after = workspace.items()
 
     assert set(CRITIC_COLUMNS) <= set(after.columns)
@@ -474,12 +478,12 @@ def test_run_critique_offline_adds_columns_and_leaves_text_untouched(tmp_path):
     assert all(set(flags) <= set(FLAGS) for flags in pairs["critic_flags"].drop_nulls().to_list())
 
     # A re-run replaces the columns rather than adding a second set.
-    run_critique(workspace, OfflineCritic(), progress=False)
+    run_critique(workspace, OfflineCritic())
     assert workspace.items().columns == after.columns
     assert workspace.status().items_per_stage()["critiqued"] == scored.height
 
     console = Console(record=True, width=100)
-    console.print(render_report(report))
+    console.print(render_critique_report(report))
     text = console.export_text()
     assert "unscored" in text and "silence" in text and "passages skipped" in text
 
@@ -489,14 +493,14 @@ def test_run_critique_with_llm_uses_the_workspace_cache_on_a_rerun(server, api_k
     n_pairs = workspace.items().filter(pl.col("kind") == "pair").height
     server.script("Solitude is in the mind", Reply.slow(2.0))
 
-    first = run_critique(workspace, llm_critic(server, timeout_s=0.5, max_retries=0), progress=False)
+    first = run_critique(workspace, llm_critic(server, timeout_s=0.5, max_retries=0))
     assert (workspace.root / CACHE_PATH).is_file()
     assert first.n_scored == n_pairs - 1
     assert first.unscored_by_reason == {"timeout": 1}
     assert first.n_requests == n_pairs
 
     requests_before = len(server.completions())
-    second = run_critique(workspace, llm_critic(server, timeout_s=0.5, max_retries=0), progress=False)
+    second = run_critique(workspace, llm_critic(server, timeout_s=0.5, max_retries=0))
     assert len(server.completions()) - requests_before == 1  # only the item that timed out is asked again
     assert second.n_cache_hits == n_pairs - 1 and second.n_requests == 1
     items = workspace.items()

@@ -19,15 +19,15 @@ from critic.offline import OfflineCritic
 from critic.stage import run_critique
 from curation.dedup import run_dedup
 from curation.responses import ResponseStore
-from curation.workspace import Workspace, init_workspace
+from curation.workspace import Workspace
 
 DATA = Path(__file__).parent / "data"
 APP = Path(__file__).parents[1] / "dashboards" / "review_app.py"
 
 
 @pytest.fixture(scope="module")
-def workspace(tmp_path_factory) -> Workspace:
-    ws = init_workspace(tmp_path_factory.mktemp("review") / "ws")
+def workspace(new_workspace) -> Workspace:
+    ws = new_workspace("review")
     ws.ingest([DATA / "talks-19-24.txt"], kind="dialogue", title="Talks 19-24")
     ws.ingest([DATA / "dedup-talks-272-274.txt"], kind="dialogue", title="Talks (1955)")
     ws.ingest([DATA / "dedup-talks-vol2-272-274.txt"], kind="dialogue", title="Talks (2006)")

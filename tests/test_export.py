@@ -57,9 +57,9 @@ ALL_UNREVIEWED = ExportConfig(name="talks", include_unreviewed=True)
 
 
 @pytest.fixture(scope="module")
-def built(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("built") / "ws"
-    workspace = init_workspace(root)
+def built(new_workspace) -> Path:
+    workspace = new_workspace("built")
+    root = workspace.root
     workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi", licence="published freely by its publisher")
     workspace.ingest([NAN_YAR], "prose", title="Nan Yar?", licence="published freely by its publisher")
     run_dedup(workspace, progress=False)

@@ -28,6 +28,7 @@ from inference.generate import (
     quantization_problem,
 )
 from inference.loop import OUTCOME_ACCEPTED, OUTCOME_FALLBACK_SILENCE, OUTCOME_MODEL_SILENCE, ContemplativeGenerator, LoopSettings, is_silence
+from satsang.render.inference import render_eval_report
 
 torch.set_num_threads(1)
 
@@ -358,7 +359,7 @@ def test_evaluate_two_checkpoints_side_by_side(checkpoint: Path, generator: Loca
     assert set(trained.marker_counts) == set(MARKERS)
 
     console = Console(width=160, record=True)
-    console.print(report.table())
+    console.print(render_eval_report(report))
     rendered = console.export_text()
     assert "trained" in rendered and "base" in rendered
     for label in ("silence rate", "mean length (words)", "critic score: mean", "advice list", "reassurance"):
@@ -386,7 +387,7 @@ def _render(report) -> str:
     from rich.console import Console
 
     console = Console(width=160, record=True)
-    console.print(report.table())
+    console.print(render_eval_report(report))
     return console.export_text()
 
 

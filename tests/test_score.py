@@ -44,7 +44,7 @@ from curation.score import (
     summarise,
     text_key,
 )
-from curation.workspace import init_workspace
+from satsang.render.stages import render_score_report
 
 DATA = Path(__file__).parent / "data"
 TALKS = DATA / "talks-19-24.txt"  # talks 19-24 of Talks with Sri Ramana Maharshi: D.:/M.: dialogue
@@ -88,8 +88,8 @@ def scorer(model, exemplar_store) -> ConceptScorer:
 
 
 @pytest.fixture
-def workspace(tmp_path, exemplar_store):
-    workspace = init_workspace(tmp_path / "ws")
+def workspace(workspace, exemplar_store):
+    """conftest's empty workspace with the talks and Nan Yar excerpts, its embedding store seeded with the exemplars'."""
     workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi")
     workspace.ingest([NAN_YAR], "prose", title="Nan Yar")
     seeded = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL).path
@@ -255,7 +255,7 @@ def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
     assert agent["config"] == json.loads(ScoreConfig().to_json())
     assert report.holdout_auc >= 0.95
     assert {"pair answers", "passages", "held-out conversational exemplars"} <= set(report.distributions)
-    assert "held-out AUC" in report.format()
+    assert "held-out AUC" in render_score_report(report).plain
 
 
 def test_rescoring_unchanged_items_encodes_nothing_and_commits_nothing(workspace, model):

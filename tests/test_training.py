@@ -15,11 +15,14 @@ import shutil
 import stat
 from pathlib import Path
 from types import SimpleNamespace
+from typing import Any
 
 import pytest
 import torch
 
-from training.audit import audit_checkpoint, render_audit
+from satsang.options import config_options
+from satsang.render.training import render_audit
+from training.audit import audit_checkpoint
 from training.checkpoint import ADAPTER_SAFETENSORS, diagnose_checkpoint, load_checkpoint
 from training.config import PretrainConfig, SFTConfig, load_config
 from training.lineage import LINEAGE_NAME, TrainingError, read_lineage, write_lineage
@@ -52,18 +55,11 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory) -> Path:
-    from training.tiny import build_tiny_phi
-
-    return build_tiny_phi(tmp_path_factory.mktemp("tiny"), [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")])
-
-
-@pytest.fixture(scope="module")
-def workspace(tmp_path_factory):
+def workspace(new_workspace):
     from curation.export import ExportConfig, export_version
     from satsang.pipeline import run_pipeline
 
-    result = run_pipeline(tmp_path_factory.mktemp("workspace") / "ws")
+    result = run_pipeline(new_workspace("workspace").root)  # the sample curated into conftest's empty workspace
     prose = export_version(result.workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
     return SimpleNamespace(root=result.workspace.root, workspace=result.workspace, sft=result.export_result.path, pretrain=prose.path)
 
@@ -71,13 +67,13 @@ def workspace(tmp_path_factory):
 @pytest.fixture(scope="module")
 def pretrained(workspace, tiny, tmp_path_factory):
     config = PretrainConfig(**PRETRAIN, max_steps=PRETRAIN_STEPS)
-    return train_pretrain(config, workspace.pretrain, tiny, tmp_path_factory.mktemp("runs") / "prose", progress=False)
+    return train_pretrain(config, workspace.pretrain, tiny, tmp_path_factory.mktemp("runs") / "prose")
 
 
 @pytest.fixture(scope="module")
 def sft(workspace, pretrained, tmp_path_factory):
     config = SFTConfig(**SMALL, max_steps=SFT_STEPS)
-    return train_sft(config, workspace.sft, tmp_path_factory.mktemp("runs") / "sft", from_checkpoint=pretrained.output_dir, progress=False)
+    return train_sft(config, workspace.sft, tmp_path_factory.mktemp("runs") / "sft", from_checkpoint=pretrained.output_dir)
 
 
 def mean(values) -> float:
@@ -183,7 +179,7 @@ def test_adapter_reloads_and_generates(pretrained, tiny, workspace):
 
 def test_resume_continues_where_the_checkpoint_stopped(pretrained, workspace, tiny, tmp_path):
     config = PretrainConfig(**PRETRAIN, max_steps=PRETRAIN_STEPS)
-    resumed = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed", resume_from=pretrained.checkpoints[0], progress=False)
+    resumed = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed", resume_from=pretrained.checkpoints[0])
     assert resumed.steps == PRETRAIN_STEPS
     assert resumed.lineage["resumed_from"] == [str(pretrained.checkpoints[0].resolve())]
     assert resumed.lineage["started_at"] == read_lineage(pretrained.checkpoints[0])["started_at"]
@@ -195,9 +191,9 @@ def test_resume_continues_where_the_checkpoint_stopped(pretrained, workspace, ti
             assert loss == pytest.approx(after[step], abs=1e-4)
 
     with pytest.raises(TrainingError, match="already holds a run"):
-        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed", progress=False)
+        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "resumed")
     with pytest.raises(TrainingError, match="not a resumable checkpoint"):
-        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "again", resume_from=pretrained.output_dir, progress=False)
+        train_pretrain(config, workspace.pretrain, tiny, tmp_path / "again", resume_from=pretrained.output_dir)
 
 
 # ---- sft ---------------------------------------------------------------------------------------
@@ -233,7 +229,7 @@ def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspac
 def test_sft_resumes_from_its_checkpoint_alone(sft, workspace, tmp_path):
     # The checkpoint's lineage says which parent adapter (and so which base) the run continued.
     config = SFTConfig(**SMALL, max_steps=SFT_STEPS)
-    resumed = train_sft(config, workspace.sft, tmp_path / "resumed", resume_from=sft.checkpoints[0], progress=False)
+    resumed = train_sft(config, workspace.sft, tmp_path / "resumed", resume_from=sft.checkpoints[0])
     assert resumed.steps == SFT_STEPS
     assert resumed.lineage["parent"] == sft.lineage["parent"]
     assert resumed.lineage["tokens"] == sft.lineage["tokens"]
@@ -297,16 +293,19 @@ def test_sft_from_a_base_model_and_a_base_that_is_not_the_parents(workspace, tin
     from training.tiny import TinyPhiConfig, build_tiny_phi
 
     config = SFTConfig(**SMALL, max_steps=4)
-    result = train_sft(config, workspace.sft, tmp_path / "plain", base_model=tiny, progress=False)
+    progress: list[tuple[int, int, float | None]] = []
+    result = train_sft(config, workspace.sft, tmp_path / "plain", base_model=tiny, progress=lambda *p: progress.append(p))
+    assert [(step, total) for step, total, _ in progress] == [(1, 4), (2, 4), (3, 4), (4, 4)]  # after every step, for the CLI's bar
+    assert [loss for *_, loss in progress] == [loss for _, loss in result.losses]  # logging_steps=1: each step's loss
     assert result.lineage["parent"] is None and result.lineage["from_checkpoint"] is None
     assert result.lineage["lora"]["r"] == 8
     assert result.steps == 4 and [p.name for p in result.checkpoints] == ["checkpoint-4"]  # the last step is always saved
 
     other = build_tiny_phi(tmp_path / "other", [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")], TinyPhiConfig(seed=7))
     with pytest.raises(TrainingError, match="is not the one"):
-        train_sft(config, workspace.sft, tmp_path / "mismatch", base_model=other, from_checkpoint=pretrained.output_dir, progress=False)
+        train_sft(config, workspace.sft, tmp_path / "mismatch", base_model=other, from_checkpoint=pretrained.output_dir)
     with pytest.raises(TrainingError, match="give a base model"):
-        train_sft(config, workspace.sft, tmp_path / "nothing", progress=False)
+        train_sft(config, workspace.sft, tmp_path / "nothing")
 
 
 # ---- audit -------------------------------------------------------------------------------------
@@ -397,20 +396,20 @@ def test_audit_reports_missing_and_inconsistent_lineage(pretrained, workspace, t
 def test_training_reads_verified_versions_of_its_kind_only(workspace, tiny, tmp_path):
     config = PretrainConfig(**SMALL, max_steps=2)
     with pytest.raises(TrainingError, match="is a sft version"):
-        train_pretrain(config, workspace.sft, tiny, tmp_path / "a", progress=False)
+        train_pretrain(config, workspace.sft, tiny, tmp_path / "a")
     with pytest.raises(TrainingError, match="is a pretrain version"):
-        train_sft(SFTConfig(**SMALL, max_steps=2), workspace.pretrain, tmp_path / "b", base_model=tiny, progress=False)
+        train_sft(SFTConfig(**SMALL, max_steps=2), workspace.pretrain, tmp_path / "b", base_model=tiny)
     plain = tmp_path / "plain"
     plain.mkdir()
     with pytest.raises(TrainingError, match="not a dataset version"):
-        train_pretrain(config, plain, tiny, tmp_path / "c", progress=False)
+        train_pretrain(config, plain, tiny, tmp_path / "c")
     tampered = writable_copy(workspace.pretrain, tmp_path / "tampered")
     shard = next((tampered / "data").glob("*.parquet"))
     shard.write_bytes(shard.read_bytes() + b"\0")
     with pytest.raises(TrainingError, match="does not verify"):
-        train_pretrain(config, tampered, tiny, tmp_path / "d", progress=False)
+        train_pretrain(config, tampered, tiny, tmp_path / "d")
     with pytest.raises(TrainingError, match="cannot be loaded"):
-        train_pretrain(config, workspace.pretrain, tmp_path / "no-model", tmp_path / "e", progress=False)
+        train_pretrain(config, workspace.pretrain, tmp_path / "no-model", tmp_path / "e")
 
 
 def test_target_modules_are_discovered_or_checked(tiny):
@@ -441,7 +440,8 @@ def test_config_defaults_are_the_seeds_and_files_and_flags_override(tmp_path):
     assert (config.save_steps, config.gradient_checkpointing, config.compile, config.wandb, config.packing) == (1000, True, False, False, True)
     assert config.gradient_accumulation_steps == 8
     assert SFTConfig().assistant_only_loss
-    assert "LoRA rank" in PretrainConfig.help("lora_rank") and "64" in PretrainConfig.help("lora_rank")
+    rank_help = next(o for o in config_options(PretrainConfig) if o.name == "lora_rank").annotation.__metadata__[0].help
+    assert "LoRA rank" in rank_help and "(default: 64)" in rank_help  # what `satsang train --help` shows for --rank
 
     (tmp_path / "train.toml").write_text('lora_rank = 16\ntarget_modules = ["q_proj", "v_proj"]\n[pretrain]\nmax_seq_len = 512\n[sft]\nlearning_rate = 1e-4\n')
     pre = load_config(PretrainConfig, tmp_path / "train.toml", learning_rate=3e-4, lora_alpha=None)
@@ -471,7 +471,7 @@ def test_compiled_training_saves_clean_keys_and_wandb_offline_records_the_versio
         monkeypatch.setenv(name, str(tmp_path / "wandb-home"))
     monkeypatch.setenv("WANDB_SILENT", "true")
     config = PretrainConfig(**{**SMALL, "save_steps": 2}, max_steps=2, compile=True, compile_backend="eager", wandb=True, wandb_mode="offline")
-    result = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "compiled", progress=False)
+    result = train_pretrain(config, workspace.pretrain, tiny, tmp_path / "compiled")
     assert result.steps == 2
     diagnosis = diagnose_checkpoint(result.checkpoints[0])
     assert diagnosis.status == "ok" and diagnosis.orig_mod_keys == 0 and not diagnosis.adapter_names
@@ -480,3 +480,54 @@ def test_compiled_training_saves_clean_keys_and_wandb_offline_records_the_versio
     assert wandb_record["mode"] == "offline" and wandb_record["run_id"]
     run_files = list(Path(wandb_record["dir"]).glob("*.wandb"))
     assert run_files and workspace.pretrain.name.encode() in run_files[0].read_bytes()
+
+
+# ---- the command line ----------------------------------------------------------------------------
+
+
+def satsang(*args) -> Any:
+    from typer.testing import CliRunner
+
+    from satsang.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args], env={"COLUMNS": "300"})
+
+
+def test_train_flags_and_config_files_reach_the_lineage_and_audit_reads_it(workspace, tiny, tmp_path):
+    prose = tmp_path / "prose"
+    result = satsang(
+        "train", "pretrain", "--dataset", workspace.pretrain, "--base-model", tiny, "--output", prose,
+        "--rank", "4", "--alpha", "8", "--dropout", "0.1", "--target-modules", "q_proj, v_proj", "--lr", "5e-3",
+        "--max-steps", "2", "--batch-size", "4", "--per-device-batch-size", "2", "--max-seq-len", "64", "--save-steps", "2",
+        "--no-gradient-checkpointing", "--no-packing", "--seed", "7", "--device", "cpu", "--dtype", "float32",
+        "--lr-scheduler", "constant", "--warmup-ratio", "0", "--logging-steps", "1",
+    )
+    assert result.exit_code == 0, result.output
+    assert "Trained pretrain" in result.output and f"satsang audit {prose}" in result.output
+    lineage = read_lineage(prose)
+    hyper = lineage["hyperparameters"]
+    assert (hyper["lora_rank"], hyper["lora_alpha"], hyper["lora_dropout"], hyper["learning_rate"], hyper["seed"]) == (4, 8.0, 0.1, 5e-3, 7)
+    assert hyper["target_modules"] == ["q_proj", "v_proj"] and lineage["lora"]["target_modules"] == ["q_proj", "v_proj"]
+    assert (hyper["gradient_checkpointing"], hyper["packing"], hyper["max_seq_len"], hyper["lr_scheduler"]) == (False, False, 64, "constant")
+    assert (hyper["epochs"], hyper["wandb"]) == (3.0, False) and lineage["steps"] == 2  # not given: the dataclass's defaults
+
+    # SFT: a config file, then flags over it; --full-loss is the off side of --assistant-only-loss.
+    (tmp_path / "sft.toml").write_text("batch_size = 4\nper_device_batch_size = 2\nmax_seq_len = 128\n[sft]\nlearning_rate = 1e-3\nmax_steps = 2\n")
+    sft_dir = tmp_path / "sft"
+    result = satsang("train", "sft", "--dataset", workspace.sft, "--from", prose, "--output", sft_dir, "--config", tmp_path / "sft.toml", "--lr", "2e-3", "--full-loss")
+    assert result.exit_code == 0, result.output
+    hyper = read_lineage(sft_dir)["hyperparameters"]
+    assert (hyper["learning_rate"], hyper["batch_size"], hyper["max_seq_len"], hyper["assistant_only_loss"]) == (2e-3, 4, 128, False)
+
+    audited = satsang("audit", sft_dir, "--json")
+    assert audited.exit_code == 0, audited.output
+    assert [stage["stage"] for stage in json.loads(audited.stdout)["stages"]] == ["pretrain", "sft"]
+    shown = satsang("audit", sft_dir, "--no-sections")
+    assert shown.exit_code == 0 and "OK" in shown.output and "Stage 2: sft" in shown.output
+    diagnosed = satsang("diagnose", sft_dir)
+    assert diagnosed.exit_code == 0 and "OK" in diagnosed.output
+
+    # A bad value is one line naming the setting, and nothing is written.
+    bad = satsang("train", "pretrain", "--dataset", workspace.pretrain, "--base-model", tiny, "--output", tmp_path / "bad", "--rank", "0")
+    assert bad.exit_code == 1 and bad.stderr == "error: lora_rank must be at least 1, not 0\n"
+    assert not (tmp_path / "bad").exists()

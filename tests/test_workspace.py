@@ -43,11 +43,6 @@ def committed_state(root: Path) -> dict[str, bytes]:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path) -> Workspace:
-    return init_workspace(tmp_path / "ws")
-
-
-@pytest.fixture
 def filled(workspace: Workspace) -> Workspace:
     workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi")
     workspace.ingest([NAN_YAR], "prose")

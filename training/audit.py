@@ -20,13 +20,10 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from curation.files import sha256_file
 from training.lineage import LINEAGE_FORMAT, LINEAGE_NAME, TrainingError, lineage_chain, read_lineage
-
-if TYPE_CHECKING:
-    from rich.console import RenderableType
 
 COUNTS = ("tokens", "loss_tokens", "dataset_tokens")
 
@@ -182,79 +179,3 @@ def _total(stages: list[dict[str, Any]]) -> dict[str, Any]:
         "sources": sorted(sources.values(), key=lambda s: (s["title"], s["source_id"])),
         "sections": list(sections.values()),
     }
-
-
-# ---- rendering --------------------------------------------------------------------------------
-
-
-def render_audit(report: AuditReport, sections: bool = True) -> RenderableType:
-    from rich.console import Group
-    from rich.text import Text
-
-    parts: list[Any] = [Text.assemble((str(report.checkpoint), "bold"), "  ", ("OK" if report.ok else "LINEAGE PROBLEMS", "bold green" if report.ok else "bold red"))]
-    for index, stage in enumerate(report.stages, start=1):
-        if stage.get("missing_lineage"):
-            parts.append(Text(f"Stage {index}: {stage.get('checkpoint')} (no lineage)", style="red"))
-            continue
-        dataset = stage["dataset"]
-        base = stage["base_model"]
-        status_style = {"verified": "green", "changed": "red"}.get(dataset["status"], "yellow")
-        parts.append(
-            Text.assemble(
-                (f"\nStage {index}: {stage['stage']}", "bold"),
-                f"  {stage['steps']} steps, epoch {stage['epoch']:.2f}, final loss {_fmt_loss(stage['final_loss'])}, {stage['started_at']} -> {stage['ended_at']}\n",
-                f"  dataset {dataset['version_id']} ({dataset['kind']}, {dataset['n_items']} items)  manifest {str(dataset['manifest_sha256'])[:16]}...  ",
-                (dataset["status"], status_style),
-                f"\n  base {base.get('id')}" + (f"  weights {base['weights_sha256'][:16]}..." if base.get("weights_sha256") else "  (weights not hashed: not local)"),
-                f"\n  tool satsang {stage['tool'].get('satsang')} commit {str(stage['tool'].get('commit'))[:12]}" + (" (uncommitted changes)" if stage["tool"].get("dirty") else ""),
-            )
-        )
-        parts.append(_sources_table(f"Stage {index} sources", stage["sources"], stage["tokens"]))
-        if sections:
-            parts.append(_sections_table(f"Stage {index} sections", stage["sections"]))
-    if len(report.stages) > 1:
-        parts.append(Text(f"\nAll stages: versions {', '.join(report.total['versions'])}", style="bold"))
-        parts.append(_sources_table("All stages, by source", report.total["sources"], report.total["tokens"], with_stages=True))
-    for problem in report.problems:
-        parts.append(Text(f"problem: {problem}", style="red"))
-    for note in report.notes:
-        parts.append(Text(f"note: {note}", style="yellow"))
-    return Group(*parts)
-
-
-def _fmt_loss(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, (int, float)) else "n/a"
-
-
-def _sources_table(title: str, sources: list[dict[str, Any]], total: dict[str, int], with_stages: bool = False):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_edge=False)
-    table.add_column("source")
-    table.add_column("sha256")
-    if with_stages:
-        table.add_column("stages")
-    for column in ("tokens trained", "predicted", "in dataset"):
-        table.add_column(column, justify="right")
-    for source in sources:
-        row = [source.get("title") or "(untitled)", source["source_id"]]
-        if with_stages:
-            row.append(", ".join(str(s) for s in source.get("stages", [])))
-        row += [f"{source.get(k, 0):,}" for k in COUNTS]
-        table.add_row(*row)
-    footer = ["total", ""] + ([""] if with_stages else []) + [f"{total.get(k, 0):,}" for k in COUNTS]
-    table.add_row(*footer, style="bold")
-    return table
-
-
-def _sections_table(title: str, sections: list[dict[str, Any]]):
-    from rich.table import Table
-
-    table = Table(title=title, title_justify="left", show_edge=False)
-    table.add_column("source")
-    table.add_column("section")
-    for column in ("tokens trained", "predicted", "in dataset"):
-        table.add_column(column, justify="right")
-    for section in sections:
-        table.add_row(section.get("title") or section["source_id"][:16], section.get("section") or "(no sections)", *(f"{section.get(k, 0):,}" for k in COUNTS))
-    return table

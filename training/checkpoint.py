@@ -43,7 +43,6 @@ from training.lineage import LINEAGE_NAME, TrainingError, read_lineage, write_li
 
 if TYPE_CHECKING:
     import torch
-    from rich.console import RenderableType
 
 ADAPTER_SAFETENSORS = "adapter_model.safetensors"
 ADAPTER_BIN = "adapter_model.bin"
@@ -637,55 +636,3 @@ def _rebuild_adapter_config(canonical: dict[str, Any], lineage: dict[str, Any] |
     )
     data = config.to_dict()
     return json.loads(json.dumps(data, default=lambda v: sorted(v) if isinstance(v, set) else str(v)))
-
-
-# ---- rendering --------------------------------------------------------------------------------
-
-
-def render_diagnosis(diagnosis: Diagnosis, fixed: Path | None = None) -> RenderableType:
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
-    colour = {"ok": "green", "fixable": "yellow", "broken": "red"}[diagnosis.status]
-    parts: list[Any] = [
-        Text.assemble(
-            (f"{diagnosis.path}", "bold"),
-            f"  {diagnosis.weights_file}: {diagnosis.n_tensors} tensors, {diagnosis.n_parameters:,} parameters  ",
-            (diagnosis.status.upper(), f"bold {colour}"),
-        )
-    ]
-    config = diagnosis.config or {}
-    if config:
-        targets = config.get("target_modules")
-        parts.append(
-            Text(
-                f"LoRA r={config.get('r')} alpha={config.get('lora_alpha')} targets={', '.join(sorted(targets)) if isinstance(targets, list) else targets}"
-                f"  base={diagnosis.base_model}",
-                style="dim",
-            )
-        )
-    patterns = Table(title="Key patterns (layer numbers as *)", title_justify="left", show_edge=False)
-    patterns.add_column("pattern")
-    patterns.add_column("keys", justify="right")
-    for pattern, count in diagnosis.patterns.items():
-        patterns.add_row(pattern, str(count))
-    parts.append(patterns)
-    stats = Table(title="Weights", title_justify="left", show_edge=False)
-    for column in ("part", "min norm", "mean norm", "max norm"):
-        stats.add_column(column, justify="right" if column != "part" else "left")
-    for part, summary in diagnosis.norm_summary.items():
-        stats.add_row(part, f"{summary['min']:.4g}", f"{summary['mean']:.4g}", f"{summary['max']:.4g}")
-    parts.append(stats)
-    zeros = sum(s.zero_fraction == 1.0 for s in diagnosis.stats)
-    nonfinite = sum(bool(s.n_nan or s.n_inf) for s in diagnosis.stats)
-    parts.append(Text(f"all-zero tensors: {zeros}   tensors with NaN/Inf: {nonfinite}   shapes checked against the base: {diagnosis.shapes_checked}"))
-    for problem in diagnosis.problems:
-        parts.append(Text(f"problem: {problem}", style="red"))
-    for note in diagnosis.notes:
-        parts.append(Text(f"note: {note}", style="yellow" if diagnosis.status == "fixable" else ""))
-    if diagnosis.fixable and fixed is None:
-        parts.append(Text(f"fix: satsang diagnose {diagnosis.path} --fix  (writes a copy PEFT loads; load_checkpoint remaps on the fly)"))
-    if fixed is not None:
-        parts.append(Text(f"Wrote {fixed}: keys in PEFT's file form; PeftModel.from_pretrained loads it", style="green"))
-    return Group(*parts)

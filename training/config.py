@@ -2,7 +2,9 @@
 
 The seed trained Phi-2 with LoRA rank 64, alpha 128, dropout 0.05, 3 epochs, batch 64,
 learning rate 2e-4, a checkpoint every 1,000 steps, gradient checkpointing on, torch.compile
-and wandb optional. Those are the defaults here. Each field's help text is what the CLI shows.
+and wandb optional. Those are the defaults here. Each field's help text (and flag, where it is
+not the field's name) is what the CLI shows: `satsang train` makes its options from these
+fields (satsang/options.py), so a field added here is a flag there.
 
     config = load_config(PretrainConfig, "train.toml", lora_rank=16)   # file, then flags
 
@@ -14,7 +16,7 @@ Every value is recorded in each checkpoint's lineage.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -26,25 +28,27 @@ SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_wi
 DEVICES = ("auto", "cpu", "cuda")
 
 
-def _f(default: Any, help: str) -> Any:  # noqa: A002 - "help" is what the metadata is called in trl and HfArgumentParser
+def _f(default: Any, help: str, **cli: str) -> Any:  # noqa: A002 - "help" is what the metadata is called in trl and HfArgumentParser
+    """A field with its help; `cli` may name its flag ("--rank") or metavar, as satsang/options.py reads them."""
+    metadata = {"help": help, **cli}
     if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: default, metadata={"help": help})
-    return field(default=default, metadata={"help": help})
+        return field(default_factory=lambda: default, metadata=metadata)
+    return field(default=default, metadata=metadata)
 
 
 @dataclass(frozen=True)
 class TrainConfig:
     """What both stages share. Use PretrainConfig or SFTConfig."""
 
-    lora_rank: int = _f(64, "LoRA rank r.")
-    lora_alpha: float = _f(128.0, "LoRA alpha; the update is scaled by alpha / r.")
-    lora_dropout: float = _f(0.05, "Dropout on the LoRA branch.")
+    lora_rank: int = _f(64, "LoRA rank r.", flag="--rank")
+    lora_alpha: float = _f(128.0, "LoRA alpha; the update is scaled by alpha / r.", flag="--alpha")
+    lora_dropout: float = _f(0.05, "Dropout on the LoRA branch.", flag="--dropout")
     target_modules: tuple[str, ...] = _f((), "Module names to adapt; empty: discovered from the model's linear layers (Phi: q_proj, k_proj, v_proj, dense, fc1, fc2).")
     epochs: float = _f(3.0, "Passes over the dataset.")
     max_steps: int = _f(-1, "Stop after this many optimizer steps (overrides epochs); -1: no limit.")
     batch_size: int = _f(64, "Sequences per optimizer step: per_device_batch_size x gradient accumulation.")
     per_device_batch_size: int = _f(8, "Sequences per forward pass; the rest of batch_size is gradient accumulation.")
-    learning_rate: float = _f(2e-4, "Peak learning rate (AdamW).")
+    learning_rate: float = _f(2e-4, "Peak learning rate (AdamW).", flag="--lr")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
     warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming the learning rate up.")
     weight_decay: float = _f(0.0, "AdamW weight decay.")
@@ -112,16 +116,6 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
 
-    @classmethod
-    def help(cls, name: str) -> str:
-        """The help text of a field, for the CLI."""
-        for spec in fields(cls):
-            if spec.name == name:
-                default = spec.default if spec.default is not MISSING else None
-                shown = ", ".join(default) if isinstance(default, tuple) else default
-                return f"{spec.metadata.get('help', '')} (default: {shown if shown not in ((), '') else 'discover'})"
-        raise KeyError(name)
-
 
 @dataclass(frozen=True)
 class PretrainConfig(TrainConfig):
@@ -134,10 +128,13 @@ class PretrainConfig(TrainConfig):
 class SFTConfig(TrainConfig):
     """SFT with TRL's SFTTrainer on an `sft` dataset version (a `messages` column)."""
 
-    assistant_only_loss: bool = _f(True, "Train only on the assistant's words; the questions are context.")
+    assistant_only_loss: bool = _f(
+        True, "Train only on the assistant's words; the questions are context.", flag="--assistant-only-loss/--full-loss"
+    )
     chat_template: str | None = _f(
         None,
         "A Jinja chat template file; unset: the tokenizer's own, or (when it has none) Phi-2's Instruct:/Output: form with generation markers.",
+        metavar="FILE",
     )
 
 

@@ -18,11 +18,12 @@ an audit of the SFT checkpoint names the pretraining data too.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from training.config import SFTConfig
-from training.data import open_version
+from training.data import DatasetVersion, open_version, sft_dataset
 from training.lineage import TrainingError
-from training.pretrain import TrainResult, run_stage
+from training.runner import ProgressCallback, Stage, StageData, TrainResult, run_stage
 
 # Phi-2's documented QA form. "Output:" ends the prompt; the answer starts with its own space,
 # so the prompt tokenizes the same way alone and followed by an answer.
@@ -52,6 +53,22 @@ def set_chat_template(tokenizer, template_path: str | Path | None = None) -> str
     return "satsang default (Instruct:/Output:)"
 
 
+def prepare_sft_data(version: DatasetVersion, tokenizer: Any, config: SFTConfig) -> StageData:
+    """The version's conversations, the tokenizer given its chat template; TRL tokenizes them (and the loop counts them after)."""
+    template_source = set_chat_template(tokenizer, config.chat_template)
+    dataset, groups = sft_dataset(version)
+    return StageData(
+        dataset=dataset,
+        groups=groups,
+        dataset_tokens=None,
+        chat_template_source=template_source,
+        trainer_args={"assistant_only_loss": config.assistant_only_loss},
+    )
+
+
+SFT = Stage("sft", SFTConfig, prepare_sft_data)
+
+
 def train_sft(
     config: SFTConfig,
     dataset_version_dir: str | Path,
@@ -59,12 +76,13 @@ def train_sft(
     base_model: str | Path | None = None,
     from_checkpoint: str | Path | None = None,
     resume_from: str | Path | None = None,
-    progress: bool = True,
+    progress: ProgressCallback | None = None,
 ) -> TrainResult:
     """SFT on an sft dataset version: a new adapter on `base_model`, or `from_checkpoint`'s adapter trained on.
 
     With both, `base_model` says where the parent's base model is now; its weights must hash
     to what the parent's lineage recorded. Resuming needs neither: the checkpoint's lineage says.
+    `progress(step, max_steps, loss)` is called after every optimizer step.
     """
     if not isinstance(config, SFTConfig):
         raise TrainingError(f"train_sft takes an SFTConfig, not {type(config).__name__}")
@@ -72,5 +90,5 @@ def train_sft(
         raise TrainingError("give a base model (--base-model) or a pretrain checkpoint to continue (--from)")
     version = open_version(dataset_version_dir, "sft")
     return run_stage(
-        "sft", config, version, output_dir, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume_from, progress=progress
+        SFT, config, version, output_dir, base_model=base_model, from_checkpoint=from_checkpoint, resume_from=resume_from, progress=progress
     )
