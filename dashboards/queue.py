@@ -44,8 +44,6 @@ from curation.review import (  # noqa: F401
     DROP,
     KEEP,
     UNREVIEWED,
-    CriticAgreement,
-    Progress,
     critic_agreement,
     for_items,
     is_decided,
