@@ -118,7 +118,8 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build the workspace here and keep it (default: a temp dir)")
     args = parser.parse_args()
 
-    from curation.export import ExportConfig, export_version, verify_version
+    from curation.export import ExportConfig, export_version
+    from curation.versions import verify_version
 
     with tempfile.TemporaryDirectory() as temp:
         root = args.keep or Path(temp) / "workspace"

@@ -62,6 +62,7 @@ from critic.base import (
 )
 from critic.llm import API_KEY_ENV, FALLBACK_API_KEY_ENV, NO_KEY, CritiqueCache, LLMCritic, LLMCriticConfig
 from curation.redaction import endpoint_name
+from curation.schema import CRITIC_COLUMNS  # the columns this stage adds, with their types
 from critic.offline import OfflineCritic
 
 if TYPE_CHECKING:
@@ -79,14 +80,6 @@ CACHE_PATH = "cache/critic.sqlite"
 
 DEFAULT_CONCEPT_COLUMN = "concept_score"
 
-CRITIC_COLUMNS = (
-    "critic_score",
-    "critic_rationale",
-    "critic_flags",
-    "critic_status",
-    "critic_unscored_reason",
-    "critic_agent",
-)
 
 
 class CriticSettingsError(CriticError, ValueError):
@@ -251,16 +244,7 @@ def run_critique(
                 "critic_unscored_reason": [r.reason for r in final],
                 "critic_agent": [json.dumps(dict(r.agent), sort_keys=True) for r in final],
             },
-            schema={
-                "item_id": pl.String,
-                "content_hash": pl.String,
-                "critic_score": pl.Float64,
-                "critic_rationale": pl.String,
-                "critic_flags": pl.List(pl.String),
-                "critic_status": pl.String,
-                "critic_unscored_reason": pl.String,
-                "critic_agent": pl.String,
-            },
+            schema={"item_id": pl.String, "content_hash": pl.String, **CRITIC_COLUMNS},
         ).unique(subset=["item_id", "content_hash"], keep="first", maintain_order=True)
         results, n_kept = _keep_earlier_judgements(results, previous)
         generation = workspace.update_items(lambda current: _with_critic_columns(current, results))

@@ -52,23 +52,12 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from curation.schema import normalise
+from curation.schema import DEDUP_COLUMNS, normalise
 
 STAGE_NAME = "dedup"
 STAGE_VERSION = "dedup-1"
 
-# The columns this stage adds, in this order.
-DEDUP_COLUMNS: dict[str, pl.DataType] = {
-    "dedup_cluster": pl.String,  # cluster id: the representative's item_id
-    "dedup_representative": pl.String,  # the representative's item_id
-    "dedup_representative_source": pl.String,  # and its source_id (item_ids can repeat across sources)
-    "dedup_is_representative": pl.Boolean,
-    "dedup_kind": pl.String,  # "unique" | "exact" | "near" (see KINDS)
-    "dedup_jaccard": pl.Float64,  # true Jaccard of shingle sets with the representative; 1.0 for itself
-    "dedup_cluster_size": pl.Int64,
-    "dedup_reason": pl.String,  # why the representative was chosen
-    "dedup_agent": pl.String,  # JSON: stage, version, config, LSH bands and rows
-}
+# DEDUP_COLUMNS (curation/schema.py): the columns this stage adds, in that order, with their types.
 
 # unique: alone in its cluster. exact: same normalised text as the representative (for the
 # representative itself: every member of its cluster is an exact copy). near: otherwise.

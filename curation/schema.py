@@ -71,6 +71,65 @@ SOURCE_SCHEMA: dict[str, pl.DataType] = {
     "ingested_at": pl.String,  # ISO 8601, UTC
 }
 
+# ---- stage columns ---------------------------------------------------------------------------
+#
+# What each stage adds to items.parquet, and the polars type of each column: declared here
+# once, for the stages that write them (curation/dedup.py, curation/score.py, critic/stage.py)
+# and every reader (the dashboard's queue, export). Human decisions are not stage columns:
+# they live in the review database (curation.review).
+
+DEDUP_COLUMNS: dict[str, pl.DataType] = {
+    "dedup_cluster": pl.String,  # cluster id: the representative's item_id
+    "dedup_representative": pl.String,  # the representative's item_id
+    "dedup_representative_source": pl.String,  # and its source_id (item_ids can repeat across sources)
+    "dedup_is_representative": pl.Boolean,
+    "dedup_kind": pl.String,  # "unique" | "exact" | "near"
+    "dedup_jaccard": pl.Float64,  # true Jaccard of shingle sets with the representative; 1.0 for itself
+    "dedup_cluster_size": pl.Int64,
+    "dedup_reason": pl.String,  # why the representative was chosen
+    "dedup_agent": pl.String,  # JSON: stage, version, config, LSH bands and rows
+}
+
+SCORE_COLUMNS: dict[str, pl.DataType] = {
+    "concept_score": pl.Float64,  # 0 conversational ... 1 contemplative
+    "concept_basis": pl.String,  # what was scored: "answer", "passage", "silence", "empty"
+    "concept_agent": pl.String,  # JSON: model, exemplars, classifier
+}
+
+CRITIC_COLUMNS: dict[str, pl.DataType] = {
+    "critic_score": pl.Float64,  # 0-10
+    "critic_rationale": pl.String,
+    "critic_flags": pl.List(pl.String),  # closure_reflex, prescriptive, ...
+    "critic_status": pl.String,  # "scored" | "unscored"
+    "critic_unscored_reason": pl.String,
+    "critic_agent": pl.String,  # JSON: critic, model, rubric version
+}
+
+# Stage name -> its columns, in pipeline order.
+STAGE_COLUMNS: dict[str, dict[str, pl.DataType]] = {
+    "dedup": DEDUP_COLUMNS,
+    "score": SCORE_COLUMNS,
+    "critique": CRITIC_COLUMNS,
+}
+
+SUGGESTION_COLUMNS: dict[str, pl.DataType] = {name: dtype for columns in STAGE_COLUMNS.values() for name, dtype in columns.items()}
+
+# The column holding each stage's agent (JSON), keyed as manifests name the stages.
+AGENT_COLUMNS: dict[str, str] = {"dedup": "dedup_agent", "concept": "concept_agent", "critic": "critic_agent"}
+
+
+def with_stage_columns(
+    items: pl.DataFrame, columns: dict[str, pl.DataType] = SUGGESTION_COLUMNS, cast: bool = False
+) -> pl.DataFrame:
+    """`items` with every one of `columns` present: an absent one is added as typed nulls (its stage has not run).
+
+    cast: also cast the present ones to their declared type (non-strict), for frames from elsewhere.
+    """
+    present = [pl.col(name).cast(dtype, strict=False) for name, dtype in columns.items() if cast and name in items.columns]
+    absent = [pl.lit(None, dtype=dtype).alias(name) for name, dtype in columns.items() if name not in items.columns]
+    return items.with_columns(present + absent) if present or absent else items
+
+
 _QUOTES = str.maketrans({"‘": "'", "’": "'", "“": '"', "”": '"', "—": "-", "–": "-"})
 _NON_WORD = re.compile(r"[^\w]+")
 

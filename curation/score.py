@@ -44,6 +44,7 @@ import polars as pl
 
 from curation.errors import CurationError
 from curation.files import atomic_replace, exclusive_lock
+from curation.schema import STAGE_COLUMNS
 
 if TYPE_CHECKING:
     from curation.workspace import Workspace
@@ -60,12 +61,8 @@ LABELS: tuple[str, ...] = (CONTEMPLATIVE, CONVERSATIONAL)
 SILENCE_SCORE = 1.0
 # concept_basis values: what the score was computed from, or why it is what it is.
 BASIS_ANSWER, BASIS_PASSAGE, BASIS_SILENCE, BASIS_EMPTY = "answer", "passage", "silence", "empty"
-SCORE_COLUMNS: tuple[str, ...] = ("concept_score", "concept_basis", "concept_agent")
+SCORE_COLUMNS: tuple[str, ...] = tuple(STAGE_COLUMNS["score"])  # their types: curation/schema.py
 
-# --learn: curators' decisions. Either the review store's state (curation.responses:
-# ResponseStore.state(), which holds edited answers too) or the review_* columns that
-# mark_reviewed puts on the items.
-DECISION_COLUMN, REASON_COLUMN = "review_decision", "review_reason"
 # A rejection teaches the concept only when its reason is about the manner of the answer
 # ("not contemplative" in the review stage's list); a pair rejected as a parse error or a
 # duplicate says nothing about contemplative style. Matched as lower-case substrings.
@@ -473,38 +470,26 @@ def scored_texts(items: pl.DataFrame) -> tuple[list[str | None], list[str]]:
 def curator_examples(items: pl.DataFrame, decisions: pl.DataFrame | None = None) -> tuple[list[str], list[str]]:
     """Labelled texts from curators' decisions, for `--learn`.
 
-    decisions: one row per item with item_id, decision ("accept" | "reject" | "edit"),
-    reason and edited_answer, as ResponseStore.state() gives them. Without it, the
-    items' own `review_decision` and `review_reason` columns are read (they carry no
-    edited text, so edits teach nothing then).
+    decisions: the effective decision per item (curation.review: `ReviewState.decisions`,
+    i.e. ResponseStore.state(), or a frame like it with item_id, decision, reason and
+    edited_answer). None: no decisions, nothing to learn. Decisions are never read from
+    the items: the review database is their only home.
 
     An accepted pair's answer is contemplative, and so is an edited pair's new answer
     (what the curator wanted it to say). A rejected pair's answer is conversational only
     when the reason names the manner of the answer (STYLE_REJECT_WORDS). Passages and
     silences teach nothing; items not in `items` are ignored.
     """
-    pairs = items.select("item_id", "kind", "answer", "is_silence")
-    if decisions is not None:
-        frame = pairs.join(
-            decisions.select(
-                "item_id",
-                pl.col("decision"),
-                pl.col("reason") if "reason" in decisions.columns else pl.lit(None, pl.String).alias("reason"),
-                pl.col("edited_answer") if "edited_answer" in decisions.columns
-                else pl.lit(None, pl.String).alias("edited_answer"),
-            ),
-            on="item_id",
-            how="inner",
-            maintain_order="left",
-        )
-    elif DECISION_COLUMN in items.columns:
-        frame = pairs.with_columns(
-            items[DECISION_COLUMN].alias("decision"),
-            (items[REASON_COLUMN] if REASON_COLUMN in items.columns else pl.lit(None, pl.String)).alias("reason"),
-            pl.lit(None, pl.String).alias("edited_answer"),
-        )
-    else:
+    from curation.review import effective_decisions
+
+    if decisions is None:
         return [], []
+    frame = items.select("item_id", "kind", "answer", "is_silence").join(
+        effective_decisions(decisions).select("item_id", "decision", "reason", "edited_answer"),
+        on="item_id",
+        how="inner",
+        maintain_order="left",
+    )
     texts, labels = [], []
     for _, kind, answer, silence, decision, reason, edited in frame.iter_rows():
         if kind != "pair":
@@ -555,8 +540,8 @@ def run_score(
     """Score every item and commit `concept_score`, `concept_basis`, `concept_agent` as a new generation.
 
     learn: also train on curators' decisions (`curator_examples`); ScoreError if there are none.
-    decisions: the review store's state (ResponseStore.state()) for `learn`; default: the
-    items' review_* columns.
+    decisions: the effective decisions for `learn` (curation.review); default: read from the
+    workspace's review database (never created by this).
     scorer: a ConceptScorer to use instead of a fresh one (tests share a loaded model this way);
     without a store of its own it is given the workspace's.
     """
@@ -571,6 +556,10 @@ def run_score(
     extra_texts: list[str] = []
     extra_labels: list[str] = []
     if learn:
+        if decisions is None:
+            from curation.review import load_review_state
+
+            decisions = load_review_state(workspace.root).decisions
         extra_texts, extra_labels = curator_examples(items, decisions)
         if not extra_texts:
             raise ScoreError(

@@ -29,13 +29,16 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
 from curation.errors import CurationError
 from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources
+
+if TYPE_CHECKING:
+    from curation.review import ReviewState
 
 WORKSPACE_ENV = "SATSANG_WORKSPACE"
 DEFAULT_WORKSPACE = "satsang-workspace"
@@ -85,17 +88,19 @@ class Stage:
     marker_column: str | None
 
 
-# In pipeline order; an item's stage is the furthest one whose marker column is set.
-# A later stage adds its output columns to the items table; the marker named here is
-# the contract that makes `status` count it. Stages not written yet simply have no
-# such column, and no item is counted in them.
+# In pipeline order; an item's stage is the furthest one it has been through. A machine
+# stage adds its output columns to the items table (curation.schema.STAGE_COLUMNS); the
+# marker named here is the contract that makes `status` count it. "reviewed" has no
+# column: human decisions live in the review database only, and `status` counts the items
+# with an effective decision there (curation.review), so no copy on the items can go stale.
 STAGES: tuple[Stage, ...] = (
     Stage("ingested", None),
     Stage("dedup", "dedup_cluster"),
     Stage("scored", "concept_score"),
     Stage("critiqued", "critic_score"),
-    Stage("reviewed", "review_decision"),
+    Stage("reviewed", None),
 )
+REVIEWED = STAGES[-1].name
 
 
 @dataclass(frozen=True)
@@ -230,18 +235,21 @@ class Workspace:
     def source_text(self, source_id: str) -> str:
         return (self.root / SOURCES_DIR / f"{source_id}.txt").read_text(encoding="utf-8")
 
-    def status(self, decisions: pl.DataFrame | None = None) -> WorkspaceStatus:
-        """Counts per source, kind and stage; `decisions` (ResponseStore.state()) marks reviewed items.
+    def status(self, review: ReviewState | None = None, db_url: str | None = None) -> WorkspaceStatus:
+        """Counts per source, kind and stage.
 
-        Decisions live in the review database, not in the items table, so the caller passes them in.
+        An item is "reviewed" when it has an effective decision in the review state:
+        `review` (curation.review.ReviewState) when given, else the workspace's review
+        database (`db_url`, $SATSANG_DB_URL or reviews.db; never created just to find it empty).
         """
+        from curation.review import load_review_state
+
         generation, items, sources = self.snapshot()
-        if decisions is not None and decisions.height:
-            items = items.join(
-                decisions.select("item_id", pl.col("decision").alias("review_decision")), on="item_id", how="left"
-            )
+        if review is None:
+            review = load_review_state(self.root, db_url)
+        reviewed = pl.col("item_id").is_in(review.reviewed_item_ids().implode())
         counts = (
-            items.with_columns(_stage_expression(items.columns).alias("stage"))
+            items.with_columns(_stage_expression(items.columns, reviewed).alias("stage"))
             .group_by("source_id", "kind", "stage")
             .agg(pl.len().cast(pl.Int64).alias("n_items"))
         )
@@ -515,10 +523,12 @@ def _items_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
     return pl.DataFrame(rows, schema=ITEM_SCHEMA)
 
 
-def _stage_expression(columns: list[str]) -> pl.Expr:
+def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
     stage = pl.lit(STAGES[0].name)
     for later in STAGES[1:]:  # each later stage, when its marker is set, outranks the ones before
-        if later.marker_column in columns:
+        if later.name == REVIEWED:
+            stage = pl.when(reviewed).then(pl.lit(later.name)).otherwise(stage)
+        elif later.marker_column in columns:
             stage = pl.when(pl.col(later.marker_column).is_not_null()).then(pl.lit(later.name)).otherwise(stage)
     return stage
 

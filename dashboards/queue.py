@@ -21,68 +21,53 @@ come first, then items skipped in this session, then reviewed items; ties go by
 source ingest order and position in the source. Each item's `why` says, in
 words, which terms put it where it is.
 
-Agreement is Cohen's kappa on two labels, keep (accept or edit) and reject:
-between every pair of reviewers over the items both decided (each reviewer's own
-latest response that is not undone), and between the critic (score >= 7 counts as
-keep) and the curators' effective decision.
+What a decision is, progress, per-reviewer counts and agreement (Cohen's kappa on keep
+vs reject, between reviewers and between the critic and the curators) belong to
+curation.review, the one owner of review state; the names the review app uses are
+imported here from there, so the app has one module to import the queue's logic from.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 import polars as pl
 
-from curation.responses import REASONS, STATE_SCHEMA
+from curation.responses import REASONS
+# Review state is curation.review's; the review app imports these names from here with the queue's logic.
+from curation.review import (  # noqa: F401
+    CHANGED,
+    CRITIC_KEEP_THRESHOLD,
+    DECISION_STATES,
+    DROP,
+    KEEP,
+    UNREVIEWED,
+    critic_agreement,
+    for_items,
+    is_decided,
+    join_decisions,
+    kappa_words,
+    progress,
+    reviewer_agreement,
+    reviewer_counts,
+)
+from curation.schema import SUGGESTION_COLUMNS, with_stage_columns
 
-# Decision states an item can be in, as the filters name them.
-UNREVIEWED = "unreviewed"
-CHANGED = "changed since review"  # decided, but the item's exact text moved since (content_hash differs)
-DECISION_STATES = (UNREVIEWED, "accept", "reject", "edit", CHANGED)
-
-KEEP, DROP = "keep", "reject"
-CRITIC_KEEP_THRESHOLD = 7.0  # critic_score >= this counts as the critic saying "keep"
 CONCEPT_MIDPOINT = 0.5
-
-# Suggestion columns and their types: the queue has all of them, null where a stage has not run.
-SUGGESTION_COLUMNS: dict[str, pl.DataType] = {
-    "concept_score": pl.Float64,
-    "concept_basis": pl.String,  # what was scored: "answer", "passage", "silence" (curation/score.py)
-    "critic_score": pl.Float64,
-    "critic_rationale": pl.String,
-    "critic_flags": pl.List(pl.String),
-    "critic_status": pl.String,
-    "critic_unscored_reason": pl.String,
-    "dedup_cluster": pl.String,
-    "dedup_representative": pl.String,
-    "dedup_is_representative": pl.Boolean,
-    "dedup_kind": pl.String,
-    "dedup_jaccard": pl.Float64,
-    "dedup_cluster_size": pl.Int64,
-    "dedup_reason": pl.String,
-}
-
 
 _TALK_NUMBER = r"(\d+)"
 
 
 def with_suggestions(items: pl.DataFrame) -> pl.DataFrame:
-    """The items with every suggestion column present: null where its stage has not run.
+    """The items with every suggestion column (curation.schema.SUGGESTION_COLUMNS) present: null where its stage has not run.
 
     `concept_score` also accepts the scoring stage's `score` column under that name.
     """
-    columns = []
-    for name, dtype in SUGGESTION_COLUMNS.items():
-        if name in items.columns:
-            columns.append(pl.col(name).cast(dtype, strict=False))
-        elif name == "concept_score" and "score" in items.columns:
-            columns.append(pl.col("score").cast(dtype, strict=False).alias(name))
-        else:
-            columns.append(pl.lit(None, dtype=dtype).alias(name))
-    return items.with_columns(columns)
+    if "concept_score" not in items.columns and "score" in items.columns:
+        items = items.with_columns(pl.col("score").alias("concept_score"))
+    return with_stage_columns(items, SUGGESTION_COLUMNS, cast=True)
 
 
 def build_queue(
@@ -94,9 +79,10 @@ def build_queue(
     """Items joined with their decision state and ordered by need (see the module docstring).
 
     Adds: key ("source_id:item_id", unique per row), source_title, source_order,
-    talk (the number in `section`, null if none), decision, decided_by, decided_at,
-    decision_reason, decision_note, edited_question, edited_answer, decision_state
-    (one of DECISION_STATES), skipped, need, why, position (0-based queue order).
+    talk (the number in `section`, null if none), curation.review.DECISION_COLUMNS
+    (decision, decided_by, decided_at, decision_reason, decision_note, edited_question,
+    edited_answer, decided_content_hash, decision_response_id, decision_state: one of
+    DECISION_STATES), skipped, need, why, position (0-based queue order).
     """
     queue = with_suggestions(items)
     if sources is not None and sources.height:
@@ -117,31 +103,10 @@ def build_queue(
         pl.col("section").str.extract(_TALK_NUMBER).cast(pl.Int64, strict=False).alias("talk"),
     )
 
-    state = _normalise_state(state)
-    decisions = state.select(
-        "item_id",
-        pl.col("content_hash").alias("decided_content_hash"),
-        pl.col("decision"),
-        pl.col("reviewer").alias("decided_by"),
-        pl.col("created_at").cast(pl.String).alias("decided_at"),
-        pl.col("reason").alias("decision_reason"),
-        pl.col("note").alias("decision_note"),
-        "edited_question",
-        "edited_answer",
-    )
-    queue = queue.join(decisions, on="item_id", how="left", maintain_order="left")
-    decided = pl.col("decision").is_not_null()
-    queue = queue.with_columns(
-        pl.when(~decided)
-        .then(pl.lit(UNREVIEWED))
-        .when(pl.col("decided_content_hash").is_not_null() & (pl.col("decided_content_hash") != pl.col("content_hash")))
-        .then(pl.lit(CHANGED))
-        .otherwise(pl.col("decision"))
-        .alias("decision_state"),
-        pl.col("key").is_in(list(skipped)).alias("skipped"),
-    )
+    queue = join_decisions(queue, state)  # curation.review: the effective decision, and whether the text moved since
+    queue = queue.with_columns(pl.col("key").is_in(pl.Series(list(skipped), dtype=pl.String).implode()).alias("skipped"))
     queue = _with_need(queue)
-    reviewed = pl.col("decision_state").is_in([UNREVIEWED, CHANGED]).not_()
+    reviewed = is_decided()
     return (
         queue.sort(
             [reviewed, pl.col("skipped"), pl.col("need"), pl.col("source_order"), pl.col("start"), pl.col("item_id")],
@@ -151,21 +116,6 @@ def build_queue(
         )
         .with_row_index("position")
         .with_columns(pl.col("position").cast(pl.Int64))
-    )
-
-
-def _normalise_state(state: pl.DataFrame | None) -> pl.DataFrame:
-    """The store's state with every expected column, undo rows treated as no decision."""
-    if state is None or state.height == 0:
-        return pl.DataFrame(schema=STATE_SCHEMA)
-    columns = [
-        pl.col(name).cast(dtype, strict=False) if name in state.columns else pl.lit(None, dtype=dtype).alias(name)
-        for name, dtype in STATE_SCHEMA.items()
-    ]
-    return (
-        state.select(columns)
-        .filter(pl.col("decision").is_not_null() & (pl.col("decision") != "undo"))
-        .unique(subset=["item_id"], keep="last", maintain_order=True)
     )
 
 
@@ -415,33 +365,13 @@ def plan_bulk(
 # ---- progress ------------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Progress:
-    n_items: int  # distinct item_ids
-    n_reviewed: int  # with a standing decision on their current text
-    by_decision: dict[str, int] = field(default_factory=dict)
-
-    @property
-    def fraction(self) -> float:
-        return self.n_reviewed / self.n_items if self.n_items else 0.0
-
-
-def progress(queue: pl.DataFrame) -> Progress:
-    """Reviewed / total over distinct item_ids (a decision covers an item in every source)."""
-    distinct = queue.unique(subset=["item_id"], keep="first", maintain_order=True)
-    counts = dict(distinct.group_by("decision_state").len().iter_rows())
-    reviewed = sum(count for state, count in counts.items() if state not in (UNREVIEWED, CHANGED))
-    return Progress(distinct.height, reviewed, {state: int(counts.get(state, 0)) for state in DECISION_STATES})
-
-
 def progress_by_source(queue: pl.DataFrame) -> pl.DataFrame:
     """Per source: items, reviewed, accepted, rejected, edited, and the fraction reviewed."""
-    decided = ~pl.col("decision_state").is_in([UNREVIEWED, CHANGED])
     return (
         queue.group_by("source_order", "source_title")
         .agg(
             pl.len().alias("items"),
-            decided.sum().alias("reviewed"),
+            is_decided().sum().alias("reviewed"),
             (pl.col("decision_state") == "accept").sum().alias("accepted"),
             (pl.col("decision_state") == "reject").sum().alias("rejected"),
             (pl.col("decision_state") == "edit").sum().alias("edited"),
@@ -451,167 +381,6 @@ def progress_by_source(queue: pl.DataFrame) -> pl.DataFrame:
         .rename({"source_title": "source"})
         .drop("source_order")
     )
-
-
-def progress_by_reviewer(responses: pl.DataFrame) -> pl.DataFrame:
-    """Per reviewer: items with a standing decision of theirs (undos applied), by decision, and responses made."""
-    schema = {"reviewer": pl.String, "items": pl.UInt32, "accept": pl.UInt32, "reject": pl.UInt32, "edit": pl.UInt32, "responses": pl.UInt32}
-    if responses is None or responses.height == 0:
-        return pl.DataFrame(schema=schema)
-    standing = reviewer_decisions(responses)
-    made = responses.group_by("reviewer").len().rename({"len": "responses"})
-    per = standing.group_by("reviewer").agg(
-        pl.len().alias("items"),
-        *[(pl.col("decision") == decision).sum().alias(decision) for decision in ("accept", "reject", "edit")],
-    )
-    return made.join(per, on="reviewer", how="left").select(
-        "reviewer", *[pl.col(name).fill_null(0).cast(pl.UInt32) for name in ("items", "accept", "reject", "edit", "responses")]
-    ).sort("items", "reviewer", descending=[True, False])
-
-
-# ---- agreement -----------------------------------------------------------------------
-
-
-def reviewer_decisions(responses: pl.DataFrame) -> pl.DataFrame:
-    """Each reviewer's own standing decision per item: their latest response that is neither an undo nor undone.
-
-    Reads `ResponseStore.responses()`: an undo row's `undoes` names the response it
-    reverts (whoever made it). Without an `undoes` column, each undo revokes the
-    undoing reviewer's own latest standing decision on the item.
-    Columns: item_id, reviewer, decision, reason. Items a reviewer has no standing decision on are absent.
-    """
-    out_schema = {"item_id": pl.String, "reviewer": pl.String, "decision": pl.String, "reason": pl.String}
-    if responses is None or responses.height == 0:
-        return pl.DataFrame(schema=out_schema)
-    order = [name for name in ("id", "response_id", "created_at") if name in responses.columns][:1]
-    ordered = responses.sort(order, maintain_order=True) if order else responses
-    if "reason" not in ordered.columns:
-        ordered = ordered.with_columns(pl.lit(None, dtype=pl.String).alias("reason"))
-    id_column = next((name for name in ("id", "response_id") if name in ordered.columns), None)
-    if "undoes" in ordered.columns and id_column is not None:
-        undone = set(ordered["undoes"].drop_nulls().to_list())
-        standing = ordered.filter((pl.col("decision") != "undo") & ~pl.col(id_column).is_in(list(undone)))
-        return (
-            standing.unique(subset=["item_id", "reviewer"], keep="last", maintain_order=True)
-            .select([pl.col(name).cast(dtype) for name, dtype in out_schema.items()])
-        )
-    stacks: dict[tuple[str, str], list[tuple[str, str | None]]] = {}
-    for item, reviewer, decision, reason in ordered.select("item_id", "reviewer", "decision", "reason").iter_rows():
-        stack = stacks.setdefault((item, reviewer), [])
-        if decision == "undo":
-            if stack:
-                stack.pop()
-        else:
-            stack.append((decision, reason))
-    rows = [
-        {"item_id": item, "reviewer": reviewer, "decision": stack[-1][0], "reason": stack[-1][1]}
-        for (item, reviewer), stack in stacks.items()
-        if stack
-    ]
-    return pl.DataFrame(rows, schema=out_schema)
-
-
-def keep_label(decision: str | None) -> str | None:
-    """The two-label view agreement is measured on: accept and edit keep an item, reject drops it."""
-    if decision in ("accept", "edit"):
-        return KEEP
-    if decision == "reject":
-        return DROP
-    return None
-
-
-def cohen_kappa(labels_a: Sequence[Any], labels_b: Sequence[Any]) -> float | None:
-    """Cohen's kappa of two raters over the same items; None when undefined (no items, or chance agreement is 1)."""
-    if len(labels_a) != len(labels_b):
-        raise ValueError(f"rater label lists differ in length: {len(labels_a)} != {len(labels_b)}")
-    n = len(labels_a)
-    if n == 0:
-        return None
-    observed = sum(a == b for a, b in zip(labels_a, labels_b)) / n
-    categories = set(labels_a) | set(labels_b)
-    expected = sum((list(labels_a).count(c) / n) * (list(labels_b).count(c) / n) for c in categories)
-    if math.isclose(expected, 1.0):
-        return None
-    return (observed - expected) / (1.0 - expected)
-
-
-def reviewer_agreement(responses: pl.DataFrame) -> pl.DataFrame:
-    """Cohen's kappa (keep vs reject) for every pair of reviewers over the items both have decided.
-
-    Columns: reviewer_a, reviewer_b, n_items, agreement (fraction equal), kappa (null when undefined).
-    """
-    schema = {"reviewer_a": pl.String, "reviewer_b": pl.String, "n_items": pl.Int64, "agreement": pl.Float64, "kappa": pl.Float64}
-    standing = reviewer_decisions(responses)
-    if standing.height == 0:
-        return pl.DataFrame(schema=schema)
-    labels: dict[str, dict[str, str]] = {}
-    for item, reviewer, decision in standing.select("item_id", "reviewer", "decision").iter_rows():
-        label = keep_label(decision)
-        if label is not None:
-            labels.setdefault(reviewer, {})[item] = label
-    names = sorted(labels)
-    rows = []
-    for i, a in enumerate(names):
-        for b in names[i + 1 :]:
-            shared = sorted(labels[a].keys() & labels[b].keys())
-            if not shared:
-                continue
-            la = [labels[a][item] for item in shared]
-            lb = [labels[b][item] for item in shared]
-            rows.append(
-                {
-                    "reviewer_a": a,
-                    "reviewer_b": b,
-                    "n_items": len(shared),
-                    "agreement": sum(x == y for x, y in zip(la, lb)) / len(shared),
-                    "kappa": cohen_kappa(la, lb),
-                }
-            )
-    return pl.DataFrame(rows, schema=schema)
-
-
-@dataclass(frozen=True)
-class CriticAgreement:
-    """The critic (score >= threshold: keep) against the curators' effective decisions."""
-
-    n_items: int
-    agreement: float | None
-    kappa: float | None
-    # counts keyed (critic label, curator label)
-    confusion: dict[tuple[str, str], int]
-    threshold: float = CRITIC_KEEP_THRESHOLD
-
-
-def critic_agreement(queue: pl.DataFrame, threshold: float = CRITIC_KEEP_THRESHOLD) -> CriticAgreement:
-    """Agreement between the critic and the curators over items both judged (distinct item_ids)."""
-    judged = queue.filter(
-        pl.col("critic_score").is_not_null() & pl.col("decision_state").is_in(["accept", "reject", "edit"])
-    ).unique(subset=["item_id"], keep="first", maintain_order=True)
-    critic = [KEEP if score >= threshold else DROP for score in judged["critic_score"].to_list()]
-    curator = [keep_label(decision) for decision in judged["decision_state"].to_list()]
-    confusion = {(c, h): 0 for c in (KEEP, DROP) for h in (KEEP, DROP)}
-    for c, h in zip(critic, curator):
-        confusion[(c, h)] += 1
-    n = len(critic)
-    return CriticAgreement(
-        n_items=n,
-        agreement=(sum(c == h for c, h in zip(critic, curator)) / n) if n else None,
-        kappa=cohen_kappa(critic, curator),
-        confusion=confusion,
-        threshold=threshold,
-    )
-
-
-def kappa_words(kappa: float | None) -> str:
-    """Landis and Koch's names for a kappa, so a number reads at a glance."""
-    if kappa is None:
-        return "undefined (no variation)"
-    if kappa < 0:
-        return "worse than chance"
-    for bound, words in ((0.2, "slight"), (0.4, "fair"), (0.6, "moderate"), (0.8, "substantial")):
-        if kappa <= bound:
-            return words
-    return "almost perfect"
 
 
 # ---- charts --------------------------------------------------------------------------

@@ -56,13 +56,14 @@ from dashboards.queue import (
     apply_filter,
     build_queue,
     critic_agreement,
+    for_items,
     kappa_words,
     neighbour,
     plan_bulk,
     progress,
-    progress_by_reviewer,
     progress_by_source,
     reviewer_agreement,
+    reviewer_counts,
     score_frame,
 )
 
@@ -796,7 +797,7 @@ def bulk_view(config: AppConfig, selection: pl.DataFrame) -> None:
 
 def progress_view(store: ResponseStore, queue: pl.DataFrame, selection: pl.DataFrame) -> None:
     done = progress(queue)
-    responses = store.responses()
+    responses = for_items(store.responses(), queue["item_id"])  # the workspace's items, as the data card counts them
     cols = st.columns(5)
     cols[0].metric(f"Reviewed ({done.fraction:.0%})", f"{done.n_reviewed} / {done.n_items}")
     cols[1].metric("Accepted", done.by_decision.get("accept", 0))
@@ -812,7 +813,7 @@ def progress_view(store: ResponseStore, queue: pl.DataFrame, selection: pl.DataF
                      column_config={"fraction": st.column_config.ProgressColumn("progress", min_value=0.0, max_value=1.0, format="percent")})
     with right:
         st.markdown("##### Per reviewer")
-        per_reviewer = progress_by_reviewer(responses)
+        per_reviewer = reviewer_counts(responses)
         if per_reviewer.height:
             st.dataframe(per_reviewer, hide_index=True, width="stretch")
         else:

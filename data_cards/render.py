@@ -8,8 +8,10 @@
                                from, and the items in it
     items_per_source.png       per source: items in the version, and set aside by step
 
-The context is built by `curation.export` (`_card_context`). Plots use matplotlib's
-Agg backend with no timestamp in the PNG, so the same inputs give the same bytes.
+The context is built by `curation.export` when it writes a version; its review
+statistics are curation.review's `review_summary`, the numbers the dashboard shows.
+Plots use matplotlib's Agg backend with no timestamp in the PNG, so the same inputs give
+the same bytes.
 
 `card_html(markdown)` turns a card into a standalone HTML page (markdown-it, which
 rich already brings) for looking at a card with its plots in a browser;
@@ -107,7 +109,7 @@ def render_card(context: dict[str, Any]) -> str:
         keep_trailing_newline=True,
         undefined=jinja2.StrictUndefined,
     )
-    env.filters.update(cell=md_cell, text=md_text, num=lambda n: f"{n:,}", pct=lambda x: f"{100 * x:.1f}%", clip=clip, oneline=lambda v: " ".join(str(v).split()), tojson=lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False))
+    env.filters.update(cell=md_cell, text=md_text, num=lambda n: f"{n:,}", pct=lambda x: f"{100 * x:.1f}%", kappa=lambda k: "undefined" if k is None else f"{k:.3f}", clip=clip, oneline=lambda v: " ".join(str(v).split()), tojson=lambda v: json.dumps(v, sort_keys=True, ensure_ascii=False))
     body = env.get_template(TEMPLATE).render(front_matter=front_matter(context), pretty_name=pretty_name(context["manifest"]), **context)
     return "\n".join(line.rstrip() for line in body.splitlines()).rstrip("\n") + "\n"
 

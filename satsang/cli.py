@@ -151,21 +151,8 @@ def status(workspace: WorkspaceOption = None, db: DbOption = None) -> None:
     from satsang.render.stages import render_status
 
     with one_line_errors():
-        ws = Workspace.open(workspace)
-        workspace_status = ws.status(_review_decisions(ws.root, db))
+        workspace_status = Workspace.open(workspace).status(db_url=db)  # "reviewed": from the review database
     out.print(render_status(workspace_status))
-
-
-def _review_decisions(root: Path, db_url: str | None):
-    """The review database's current decisions, or None when nobody has reviewed yet."""
-    import os
-
-    from curation.responses import SQLITE_FILE, ResponseStore
-
-    if not (db_url or os.environ.get("SATSANG_DB_URL") or (root / SQLITE_FILE).exists()):
-        return None  # never create a database just to say nothing is in it
-    with ResponseStore.open(root, url=db_url) as store:
-        return store.state()
 
 
 class ExecutorChoice(str, Enum):
@@ -367,6 +354,7 @@ def score(
 
     Example: satsang score --learn
     """
+    from curation.review import load_review_state
     from curation.score import ScoreConfig, ScoreError, run_score
     from curation.workspace import Workspace
     from satsang.render.stages import render_score_report
@@ -375,7 +363,7 @@ def score(
     with one_line_errors():
         ws = Workspace.open(workspace)
         config = ScoreConfig(**settings)
-        decisions = _review_decisions(ws.root, db) if learn else None
+        decisions = load_review_state(ws.root, db).decisions if learn else None
         try:
             if executor is ExecutorChoice.local:
                 report = run_score(ws, config, learn=learn, decisions=decisions)
@@ -445,8 +433,9 @@ def export(
 
     Example: satsang export --name talks-v1 --kind sft
     """
-    from curation.export import ExportConfig, export_version, render_export_result
+    from curation.export import ExportConfig, export_version
     from curation.workspace import Workspace
+    from satsang.render.versions import render_export_result
 
     with one_line_errors():
         config = ExportConfig(
@@ -466,8 +455,9 @@ def versions(workspace: WorkspaceOption = None) -> None:
 
     Example: satsang versions
     """
-    from curation.export import list_versions, render_versions
+    from curation.versions import list_versions
     from curation.workspace import Workspace
+    from satsang.render.versions import render_versions
 
     with one_line_errors():
         infos = list_versions(Workspace.open(workspace))
@@ -484,9 +474,10 @@ def show(
 
     Example: satsang show sample --html card.html
     """
-    from curation.export import load_manifest, render_manifest, resolve_version
+    from curation.versions import load_manifest, resolve_version
     from curation.workspace import Workspace
     from data_cards.render import write_card_html
+    from satsang.render.versions import render_manifest
 
     with one_line_errors():
         ws = Workspace.open(workspace)
@@ -506,8 +497,9 @@ def diff(
 
     Example: satsang diff talks-v1-3f2a talks-v1-9c41
     """
-    from curation.export import diff_versions, render_diff
+    from curation.versions import diff_versions
     from curation.workspace import Workspace
+    from satsang.render.versions import render_diff
 
     with one_line_errors():
         out.print(render_diff(diff_versions(Workspace.open(workspace), old, new)))
@@ -522,8 +514,9 @@ def verify(
 
     Example: satsang verify sample
     """
-    from curation.export import render_verify, verify_version
+    from curation.versions import verify_version
     from curation.workspace import Workspace
+    from satsang.render.versions import render_verify
 
     with one_line_errors():
         problems = verify_version(Workspace.open(workspace), version)
@@ -563,10 +556,10 @@ def run(workspace: WorkspaceOption = None) -> None:
 
     Example: satsang run --workspace /tmp/sample-workspace
     """
-    from curation.export import render_export_result
     from satsang.pipeline import run_pipeline
     from satsang.render.progress import ingest_progress
     from satsang.render.stages import render_critique_report, render_dedup_report, render_ingest_reports, render_score_report, render_status
+    from satsang.render.versions import render_export_result
 
     with one_line_errors(), ingest_progress(err, None) as progress:
         result = run_pipeline(workspace, progress=progress)
@@ -576,8 +569,7 @@ def run(workspace: WorkspaceOption = None) -> None:
     out.print(render_dedup_report(result.dedup_report))
     out.print(render_score_report(result.score_report))
     out.print(render_critique_report(result.critique_report))
-    with one_line_errors():
-        out.print(render_status(result.workspace.status()))
+    out.print(render_status(result.status))  # with the review decisions, as `satsang status` counts them
     out.print(render_export_result(result.export_result))
     out.print(f"Workspace: {root}", markup=False, highlight=False)
 

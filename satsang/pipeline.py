@@ -1,6 +1,8 @@
 """The whole data path over the bundled sample books: what `satsang run` does.
 
-Each stage is a library call on the workspace, in the order of the data path.
+Each stage is a library call on the workspace, in the order of the data path. The review
+state (curation.review) is read once, after the machine stages: the export selects by it
+and the status counts its decisions, so the two agree.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from pathlib import Path
 
 from critic.stage import CritiqueReport, critic_from_settings, run_critique
 from curation.dedup import DedupReport, run_dedup
-from curation.export import SAMPLE_CONFIG, ExportResult, export_version
+from curation.export import ExportResult, export_version
+from curation.review import ReviewState, load_review_state
 from curation.score import ScoreReport, run_score
+from curation.selection import SAMPLE_CONFIG
 from curation.workspace import (
     MANIFEST,
     IngestReport,
@@ -20,6 +24,7 @@ from curation.workspace import (
     SourceKind,
     Workspace,
     WorkspaceError,
+    WorkspaceStatus,
     default_workspace_path,
     init_workspace,
 )
@@ -53,6 +58,8 @@ class PipelineResult:
     score_report: ScoreReport
     critique_report: CritiqueReport
     export_result: ExportResult
+    review: ReviewState  # the curators' decisions as the export and the status read them
+    status: WorkspaceStatus  # after every stage, "reviewed" counted from `review`
 
 
 def sample_path(filename: str) -> Path:
@@ -90,6 +97,8 @@ def run_pipeline(
     )
     dedup_report = run_dedup(workspace)
     score_report = run_score(workspace)
-    critique_report = run_critique(workspace, critic_from_settings(), progress=False)
-    export_result = export_version(workspace, SAMPLE_CONFIG)
-    return PipelineResult(workspace, created, reports, dedup_report, score_report, critique_report, export_result)
+    critique_report = run_critique(workspace, critic_from_settings())
+    review = load_review_state(workspace.root)
+    export_result = export_version(workspace, SAMPLE_CONFIG, review=review)
+    status = workspace.status(review)
+    return PipelineResult(workspace, created, reports, dedup_report, score_report, critique_report, export_result, review, status)

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import polars as pl
 import pytest
 import typer
 from typer.testing import CliRunner
@@ -122,13 +123,23 @@ def test_run_curates_the_sample_into_a_fresh_workspace(tmp_path: Path):
     assert kinds["pair"] > 50 and kinds["passage"] > 10
     assert workspace.sources()["title"].to_list() == ["Talks with Sri Ramana Maharshi", "Nan Yar? (Who am I?)"]
     assert workspace.status().n_items == kinds["pair"] + kinds["passage"]
+    assert "reviewed 0)" in result.output
 
-    # Again: the books are recognised, nothing is added.
+    # Again, after a curator decided two items: the books are recognised, nothing is added,
+    # and the status it prints counts the decisions (read from the review database).
+    from curation.responses import ResponseStore
+
+    decided = workspace.items().filter(pl.col("kind") == "pair").head(2)
+    with ResponseStore.open(root) as store:
+        for item in decided.iter_rows(named=True):
+            store.record(item["item_id"], item["content_hash"], "ana", "accept")
+    n_reviewed = workspace.items().filter(pl.col("item_id").is_in(decided["item_id"].to_list())).height
     generation = workspace.generation
     again = satsang("run", "--workspace", root)
     assert again.exit_code == 0, again.output
     assert again.output.count("already ingested") == 2
     assert workspace.generation == generation
+    assert f"reviewed {n_reviewed})" in again.output
 
 
 def test_run_defaults_to_satsang_workspace_in_the_current_directory(tmp_path: Path, monkeypatch):

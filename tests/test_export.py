@@ -28,24 +28,19 @@ import yaml
 from critic.offline import OfflineCritic
 from critic.stage import run_critique
 from curation.dedup import run_dedup
-from curation.export import (
+from curation.export import ExportConfig, export_version
+from curation.versions import (
     CHECKSUMS_NAME,
     VERSIONS_DIR,
-    ExportConfig,
     ExportError,
     diff_versions,
-    export_version,
     list_versions,
     load_manifest,
-    render_diff,
-    render_export_result,
-    render_manifest,
-    render_verify,
-    render_versions,
     resolve_version,
     verify_version,
 )
 from curation.workspace import PAUSE_ENV, Workspace, init_workspace
+from satsang.render.versions import render_diff, render_export_result, render_manifest, render_verify, render_versions
 
 DATA = Path(__file__).parent / "data"
 TALKS = DATA / "talks-19-24.txt"
@@ -376,7 +371,7 @@ def test_verify_finds_missing_and_added_files_and_a_consistent_forgery(workspace
 
     # A forger who rewrites an answer in the data and updates every checksum is still caught:
     # the item's exported hash in the manifest (and so the version id) no longer matches the rows.
-    from curation.export import _write_checksums
+    from curation.versions import write_checksums
 
     import pyarrow.parquet as pq
 
@@ -388,7 +383,7 @@ def test_verify_finds_missing_and_added_files_and_a_consistent_forgery(workspace
 
     pq.write_table(pa.Table.from_pylist(rows, schema=table.schema), shard)
     (result.path / CHECKSUMS_NAME).unlink()
-    _write_checksums(result.path)
+    write_checksums(result.path)
     problems = verify_version(workspace, result.version_id)
     assert any("does not match its exported hash" in p for p in problems), problems
 

@@ -6,25 +6,27 @@ import polars as pl
 import pytest
 
 from curation.schema import ITEM_SCHEMA
-from dashboards.queue import (
+from curation.review import (
     CHANGED,
-    KEEP,
     DROP,
+    KEEP,
     UNREVIEWED,
+    cohen_kappa,
+    critic_agreement,
+    kappa_words,
+    progress,
+    reviewer_agreement,
+    reviewer_counts,
+    reviewer_decisions,
+)
+from dashboards.queue import (
     QueueFilter,
     after_decision,
     apply_filter,
     build_queue,
-    cohen_kappa,
-    critic_agreement,
-    kappa_words,
     neighbour,
     plan_bulk,
-    progress,
-    progress_by_reviewer,
     progress_by_source,
-    reviewer_agreement,
-    reviewer_decisions,
     score_frame,
 )
 
@@ -306,7 +308,7 @@ def test_progress_counts(queue):
 
 def test_progress_by_reviewer_applies_undo():
     history = responses([("x", "ana", "accept"), ("y", "ana", "reject"), ("y", "ana", "undo"), ("x", "bo", "edit")])
-    table = {row["reviewer"]: row for row in progress_by_reviewer(history).to_dicts()}
+    table = {row["reviewer"]: row for row in reviewer_counts(history).to_dicts()}
     assert table["ana"] | {} == {"reviewer": "ana", "items": 1, "accept": 1, "reject": 0, "edit": 0, "responses": 3}
     assert table["bo"]["edit"] == 1
 

@@ -28,12 +28,8 @@ from curation.responses import (
     ResponseStore,
     ResponseStoreError,
     SchemaTooNew,
-    mark_reviewed,
 )
-from curation.workspace import init_workspace
 
-DATA = Path(__file__).parent / "data"
-TALKS = DATA / "talks-19-24.txt"
 
 # Real pair ids and hashes have this shape (32 hex chars); the tests only need them distinct.
 ITEM_A, ITEM_B, ITEM_C = ("a" * 32, "b" * 32, "c" * 32)
@@ -649,33 +645,3 @@ def test_a_foreign_responses_table_is_refused(database: Database):
         connection.close()
     with pytest.raises(ResponseStoreError, match="not a satsang review database"):
         database.open()
-
-
-# ---- review columns on the items ----------------------------------------------------------------
-
-
-def test_mark_reviewed_puts_the_state_on_the_items(database: Database):
-    workspace = init_workspace(database.root / "ws")
-    workspace.ingest([TALKS], "dialogue")
-    items = workspace.items()
-    first, second, third = items.row(0, named=True), items.row(1, named=True), items.row(2, named=True)
-    with database.open() as store:
-        store.record(first["item_id"], first["content_hash"], "ana", "accept")
-        store.record(second["item_id"], "0" * 32, "ana", "reject", reason="incomplete")  # reviewed other wording
-        store.record(third["item_id"], third["content_hash"], "ana", "accept")
-        store.undo(third["item_id"], "ana")
-        mark_reviewed(workspace, store)
-        mark_reviewed(workspace, store)  # again: replaces the columns, adds none
-
-    marked = workspace.items()
-    assert marked.height == items.height
-    assert workspace.status().items_per_stage()["reviewed"] == 2
-    by_id = {row["item_id"]: row for row in marked.to_dicts()}
-    assert by_id[first["item_id"]]["review_decision"] == "accept"
-    assert by_id[first["item_id"]]["review_content_changed"] is False
-    assert (by_id[second["item_id"]]["review_reason"], by_id[second["item_id"]]["review_content_changed"]) == (
-        "incomplete",
-        True,
-    )
-    assert by_id[third["item_id"]]["review_decision"] is None
-    assert marked["text"].to_list() == items["text"].to_list()

@@ -285,19 +285,24 @@ def test_learn_needs_decisions_then_uses_them(workspace, model):
     with pytest.raises(ScoreError, match="nothing to learn from"):
         run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))
 
-    def decide(items: pl.DataFrame) -> pl.DataFrame:  # what mark_reviewed leaves on the items
-        order = pl.int_range(pl.len())
-        return items.with_columns(
-            pl.when(pl.col("kind") != "pair").then(None)
-            .when(order % 3 == 0).then(pl.lit("reject")).otherwise(pl.lit("accept")).alias("review_decision"),
-            pl.when(order % 2 == 0).then(pl.lit("not contemplative")).otherwise(pl.lit("parse error"))
-            .alias("review_reason"),
-        )
+    # Curators' decisions, in the workspace's review database: every third pair rejected
+    # (every other one of those as not contemplative), the rest accepted.
+    from curation.responses import ResponseStore
+    from curation.review import load_review_state
 
-    workspace.update_items(decide)
-    texts, labels = curator_examples(workspace.items())
+    with ResponseStore.open(workspace.root) as store:
+        for order, row in enumerate(workspace.items().iter_rows(named=True)):
+            if row["kind"] != "pair":
+                continue
+            if order % 3:
+                store.record(row["item_id"], row["content_hash"], "ana", "accept")
+            else:
+                reason = "not contemplative" if order % 2 == 0 else "parse error"
+                store.record(row["item_id"], row["content_hash"], "ana", "reject", reason=reason)
+    texts, labels = curator_examples(workspace.items(), load_review_state(workspace.root).decisions)
     assert labels.count(CONTEMPLATIVE) > 0 and labels.count(CONVERSATIONAL) > 0
-    report = run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))
+    assert curator_examples(workspace.items()) == ([], [])  # decisions come from the review store, never the items
+    report = run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))  # reads the store
     assert report.n_curator_examples == len(texts)
     assert json.loads(workspace.items()["concept_agent"][0])["n_curator_examples"] == len(texts)
 
@@ -332,12 +337,17 @@ def test_curator_examples_reads_decisions():
         ["Who asks?", "Try yoga!", "Be still. Who is it that asks?"],
         [CONTEMPLATIVE, CONVERSATIONAL, CONTEMPLATIVE],
     )
+    # A stale copy of decisions on the items (what mark_reviewed used to write) teaches nothing:
+    # the review store is the only place decisions are read from.
     columns = items.join(
         state.select("item_id", pl.col("decision").alias("review_decision"), pl.col("reason").alias("review_reason")),
         on="item_id", how="left", maintain_order="left",
     )
-    assert curator_examples(columns) == (["Who asks?", "Try yoga!"], [CONTEMPLATIVE, CONVERSATIONAL])
+    assert curator_examples(columns) == ([], [])
     assert curator_examples(items) == ([], [])
+    # An undo row, as a hand-made state may hold, is no decision; of two rows for an item the last stands.
+    undone = pl.DataFrame({"item_id": ["a", "b", "b"], "decision": ["undo", "accept", "reject"], "reason": [None, None, "tips"]})
+    assert curator_examples(items, undone) == (["Try yoga!"], [CONVERSATIONAL])
 
 
 def test_nearest_finds_an_item_by_meaning(workspace, model):

@@ -94,7 +94,7 @@ def sha256(path: Path) -> str:
 
 
 def test_pretrain_loss_decreases_and_checkpoints_carry_lineage(pretrained, workspace, tiny):
-    from curation.export import verify_path
+    from curation.versions import verify_path
 
     first, last = loss_drop(pretrained)
     assert last < first - 0.03, pretrained.losses

@@ -122,14 +122,16 @@ def _audit_stage(lineage: dict[str, Any], where: str, workspace: str | Path | No
 
 def _check_version(dataset: dict[str, Any], where: str, workspace: str | Path | None, report: AuditReport) -> str:
     """"verified" (manifest hash matches), "changed", or "not found"."""
+    from curation.versions import MANIFEST_NAME, VERSIONS_DIR
+
     version_id = dataset.get("version_id")
     candidates = []
     if dataset.get("path"):
         candidates.append(Path(dataset["path"]))
     if workspace is not None and version_id:
-        candidates.append(Path(workspace) / "versions" / version_id)
+        candidates.append(Path(workspace) / VERSIONS_DIR / version_id)
     for directory in candidates:
-        manifest = directory / "manifest.json"
+        manifest = directory / MANIFEST_NAME
         if manifest.is_file():
             actual = hashlib.sha256(manifest.read_bytes()).hexdigest()
             if actual != dataset.get("manifest_sha256"):

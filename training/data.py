@@ -1,7 +1,7 @@
 """Training data: dataset versions only, tokenized with the origin of every token kept.
 
 `open_version(dir, kind)` refuses anything but an intact dataset version of the wanted kind
-(checksums, manifest and rows recomputed by curation.export.verify_path), so a checkpoint's
+(checksums, manifest and rows recomputed by curation.versions.verify_path), so a checkpoint's
 lineage can always name the exact data. The version is read into memory
 (`load_from_disk(..., keep_in_memory=True)`): `datasets` would otherwise write cache files
 into the read-only version directory.
@@ -68,7 +68,7 @@ class DatasetVersion:
 
 def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
     """The version at `path`, verified; TrainingError naming the problem when it is not an intact version of `kind`."""
-    from curation.export import CHECKSUMS_NAME, MANIFEST_NAME, ExportError, load_manifest_path, verify_path
+    from curation.versions import CHECKSUMS_NAME, MANIFEST_NAME, ExportError, load_manifest_path, verify_path
 
     directory = Path(path)
     if not directory.is_dir():
@@ -106,7 +106,7 @@ def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
 
 def resolve_dataset(ref: str | Path, workspace: str | Path | None = None) -> Path:
     """A version directory from a path to one, or from an id, unique id prefix or name (its latest) in the workspace."""
-    from curation.export import MANIFEST_NAME, resolve_version
+    from curation.versions import MANIFEST_NAME, resolve_version
     from curation.workspace import Workspace
 
     path = Path(ref).expanduser()
@@ -121,8 +121,10 @@ def load_rows(version: DatasetVersion) -> Dataset:
     from datasets import load_from_disk
     from datasets.utils.logging import disable_progress_bar
 
+    from curation.versions import DATASET_DIR
+
     disable_progress_bar()
-    return load_from_disk(str(version.path / "dataset"), keep_in_memory=True)
+    return load_from_disk(str(version.path / DATASET_DIR), keep_in_memory=True)
 
 
 @dataclass
