@@ -75,6 +75,13 @@ REASON_SILENCE = "silence"
 REASON_EMPTY = "empty answer"
 REASON_CRITIC_ERROR = "critic error"
 
+# Unscored for a reason of the critic's own (the endpoint, the network, the model's output), not
+# the pair's: a judgement made earlier stands over such a failure.
+ATTEMPT_FAILURES: frozenset[str] = frozenset(
+    {REASON_TIMEOUT, REASON_SERVER_ERROR, REASON_CLIENT_ERROR, REASON_RATE_LIMITED, REASON_CONNECTION,
+     REASON_JUNK, REASON_REFUSAL, REASON_CRITIC_ERROR}
+)
+
 
 @dataclass(frozen=True)
 class CritiqueRecord:

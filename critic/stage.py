@@ -43,17 +43,10 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from critic.base import (
+    ATTEMPT_FAILURES,
     FLAGS,
-    REASON_CLIENT_ERROR,
-    REASON_CONNECTION,
-    REASON_CRITIC_ERROR,
     REASON_EMPTY,
-    REASON_JUNK,
-    REASON_RATE_LIMITED,
-    REASON_REFUSAL,
-    REASON_SERVER_ERROR,
     REASON_SILENCE,
-    REASON_TIMEOUT,
     Critic,
     CriticError,
     CritiqueInput,
@@ -250,13 +243,6 @@ def run_critique(
         generation = workspace.update_items(lambda current: _with_critic_columns(current, results))
 
     return _report(critic, final, n_passages, generation, *counters, n_kept_earlier=n_kept)
-
-
-# Unscored for a reason of the critic's own (the endpoint, the network, the model's output), not the pair's.
-ATTEMPT_FAILURES: frozenset[str] = frozenset(
-    {REASON_TIMEOUT, REASON_SERVER_ERROR, REASON_CLIENT_ERROR, REASON_RATE_LIMITED, REASON_CONNECTION,
-     REASON_JUNK, REASON_REFUSAL, REASON_CRITIC_ERROR}
-)
 
 
 def _scored_before(pairs: pl.DataFrame) -> pl.DataFrame:
