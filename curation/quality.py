@@ -1,23 +1,47 @@
 """Parse quality: how many turns still carry structure that should have been taken out.
 
 The checks are deliberately independent of the parser's own patterns, so a
-parser bug is not hidden by the same bug in its judge.
+parser bug is not hidden by the same bug in its judge. Each looks for what no
+speaker says but books print: other speakers' labels, headers and headings,
+dates, page numbers, footnote anchors and notes, and words still broken by a
+line-end hyphen.
+
+`flag_suspicious_items` uses the same judge, and the length of answers against
+the book's own median, to tell a curator which items to look at first.
 """
 
 from __future__ import annotations
 
 import re
+import statistics
 from dataclasses import dataclass, field
 
 _MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
 CONTAMINANTS = {
     "speaker marker": re.compile(
-        r"(?<![\w.])[DMQA]\s?\.?\s?:|\b(?:Sri Bhagavan|Bhagavan|Maharshi|The Master)\s*:"
+        r"(?<![\w.])[DMQA]\s?\.?\s?:|\b(?:Sri Bhagavan|Bhagavan|Maharshi|The Master|Maharaj|Questioner|Disciple|Devotee|Visitor)\s*:"
         r"|\b(?:Mr|Mrs|Dr|Maj)\.?\s+[A-Z][\w. ]{0,30}:"
+        # Q./A. starting a sentence (not an initial: "A. W. Chadwick"), and play-script names in capitals.
+        r"|(?:^|[.?!][\"”’]?\s+)[QA]\.\s+(?![A-Z]\.)[A-Z]|(?:^|[.?!][\"”’]?\s+)[A-Z]{4,}(?:\s[A-Z]{2,})?[.:]\s+[A-Z\"“]"
     ),
-    "section header": re.compile(r"\bTalk\s+\d+"),
+    # A section header: "Talk 12", or a chapter's header in capitals or opening a sentence and followed by its
+    # title ("Chapter 3. The Mind"); "the Gita, Chapter 18, Verse 17" is a citation, said as speech.
+    "section header": re.compile(r"\bTalk\s+\d+|\bCHAPTER\s+(?:\d+|[IVXLC]+)\b|(?:^|[.?!]\s+)Chapter\s+(?:\d+|[IVXLC]+)\.?\s+[A-Z]"),
     "date line": re.compile(rf"\b(?:{_MONTHS}),?\s+\d{{4}}\b"),
-    "running header": re.compile(r"Talks with Sri Ramana Maharshi", re.IGNORECASE),
+    "running header": re.compile(r"Talks with Sri Ramana Maharshi|\((?:continued|contd)\b", re.IGNORECASE),
+    # Headings: three words in capitals running, or a number then capitals ("17 BEYOND YOGA").
+    "heading": re.compile(r"\b[A-Z]{2,}(?:[ ,'’-]+[A-Z]{2,}){2,}\b|(?<![\w.,])\d{1,4}\s+[A-Z]{3,}(?:\s+[A-Z]{2,})+\b"),
+    # Page numbers: bracketed, or a bare number standing between two sentences.
+    # (Not after an abbreviation that takes a number: "Ch. 20", "Vol. 2", "No. 4".)
+    "page number": re.compile(
+        r"\[\s*\d{1,4}\s*\]|(?<!\bCh)(?<!\bVol)(?<!\bNo)(?<!\bpp)(?<!\bp)(?<!\bv)(?<!\bSt)[.?!][\"”’]?\s+\d{1,4}\s+(?:[A-Z]|$)"
+    ),
+    # Footnotes: anchors of converted books, symbols or digits glued to a word's punctuation, a free-standing note.
+    "footnote": re.compile(
+        r"\bfoot_\d|\[\^\d+\]|[a-z][.,;:]?[*†‡¹²³⁴⁵⁶⁷⁸⁹]|[a-z][.,;:!?]\d{1,2}(?=\s|$)|(?:^|\s)[*†‡]\s+[A-Z]"
+    ),
+    # A word still broken at a line end: "medi- tation" (but "two- and three-fold" is English).
+    "hyphenation": re.compile(r"\b[A-Za-z]{2,}- (?!(?:and|or|to|nor|as)\b)[a-z]{2,}"),
 }
 
 
@@ -33,13 +57,16 @@ class Contamination:
         return self.contaminated / self.turns if self.turns else 0.0
 
 
-def contamination_reason(turn: str) -> str | None:
+def contamination_reasons(turn: str) -> list[str]:
+    """Every kind of structure left in a turn; ["empty"] for an empty one."""
     if not turn.strip():
-        return "empty"
-    for reason, pattern in CONTAMINANTS.items():
-        if pattern.search(turn):
-            return reason
-    return None
+        return ["empty"]
+    return [reason for reason, pattern in CONTAMINANTS.items() if pattern.search(turn)]
+
+
+def contamination_reason(turn: str) -> str | None:
+    reasons = contamination_reasons(turn)
+    return reasons[0] if reasons else None
 
 
 def turn_contamination(items: list[dict], max_examples: int = 20) -> Contamination:
@@ -58,3 +85,35 @@ def turn_contamination(items: list[dict], max_examples: int = 20) -> Contaminati
                 if len(result.examples) < max_examples:
                     result.examples.append((reason, turn))
     return result
+
+
+# An answer this many times the book's median length (and at least LONG_MIN_WORDS) has likely run on.
+LONG_FACTOR = 6
+LONG_MIN_WORDS = 150
+
+
+def flag_suspicious_items(items: list[dict], max_examples: int = 20) -> dict:
+    """Set each pair's `parse_warning` ("" or reasons, "; "-joined) and return a summary for the parse report."""
+    answers = [len(i["answer"].split()) for i in items if i["kind"] == "pair" and not i["is_silence"]]
+    median = statistics.median(answers) if answers else 0
+    by_reason: dict[str, int] = {}
+    examples = []
+    n_flagged = 0
+    for item in items:
+        if item["kind"] != "pair":
+            continue
+        reasons = [f"question: {r}" for r in contamination_reasons(item["question"])]
+        if not item["is_silence"]:
+            reasons += [f"answer: {r}" for r in contamination_reasons(item["answer"])]
+            words = len(item["answer"].split())
+            if median and words >= LONG_MIN_WORDS and words > LONG_FACTOR * median:
+                reasons.append(f"answer: long ({words / median:.0f}x the median)")
+        item["parse_warning"] = "; ".join(reasons)
+        if reasons:
+            n_flagged += 1
+            for reason in reasons:
+                key = reason.split(" (")[0]
+                by_reason[key] = by_reason.get(key, 0) + 1
+            if len(examples) < max_examples:
+                examples.append({"section": item["section"], "start": item["start"], "warning": item["parse_warning"]})
+    return {"items": n_flagged, "median_answer_words": median, "by_reason": by_reason, "examples": examples}
