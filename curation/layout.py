@@ -63,6 +63,12 @@ _SCENE_BREAK = re.compile(r"(?m)^[ \t]*(?:(?:[*•·][ \t]*){3,}|[-–—_~=#]{3
 # A stage note: a whole line in parentheses or brackets holding a sentence of two words or more
 # ("(Maharaj laughs.)", "[Long silence.]"). A gloss on a line of its own ("(Jnani)") is a word, no sentence.
 _STAGE_NOTE_LINE = re.compile(r"(?m)^[ \t]*[(\[][A-Z][^()\[\]\n]{0,200}?[ \t][^()\[\]\n]{0,200}?[.!?][)\]][ \t]*$")
+# A stage direction inside a line: a parenthesised participle or stage verb, alone or after a name
+# ("(laughing)", "(Maharaj smiles)", "(after a pause)"); a gloss ("(physical posture)") names a thing instead.
+_STAGE_NOTE_INLINE = re.compile(
+    r"\((?:[A-Z][\w.]*[ \t]+){0,2}(?:laugh|smil|paus|sigh|nodd|chuckl|gestur|point|weep|after a (?:pause|while|silence))"
+    r"[a-z]*(?:[ \t]+[a-z]+){0,4}[.!]?\)"
+)
 # Numbered units at a line start: "(11-4)", "(12)", "12.", "§ 12", "[12]".
 _UNIT_NUMBER = re.compile(
     r"(?m)^[ \t]*(?:\((?P<a>\d{1,4})[ \t]*[-–][ \t]*(?P<b>\d{1,4})\)|\((?P<c>\d{1,4})\)|(?P<d>\d{1,4})\.(?=[ \t]+\S)"
@@ -163,16 +169,17 @@ def _hyphenation_cuts(text: str) -> list[tuple[int, int, str]]:
     the hyphen was the typesetter's; if the hyphenated form occurs mid-line, it is the
     book's; otherwise the typesetter's unless the first part is capitalised (`Self-⏎realisation`).
     """
-    breaks = list(re.finditer(r"(?<=[A-Za-z])-[ \t]*\n[ \t]*(?=[a-z])", text))
+    breaks = list(re.finditer(r"(?<=[A-Za-z])-[ \t]*\n[ \t]*(?=[A-Za-z])", text))
     if not breaks:
         return []
     words = Counter(w.lower() for w in re.findall(r"[A-Za-z]+(?:-[A-Za-z]+)*", text))
     cuts = []
     for m in breaks:
         left = re.search(r"[A-Za-z]+$", text[max(0, m.start() - 40):m.start()]).group(0)
-        right = re.match(r"[a-z]+", text[m.end():m.end() + 40]).group(0)
+        right = re.match(r"[A-Za-z]+", text[m.end():m.end() + 40]).group(0)
         joined, hyphenated = (left + right).lower(), f"{left}-{right}".lower()
-        keep = words[joined] == 0 and (words[hyphenated] > 0 or left[0].isupper())
+        # A capital after the hyphen starts a word of its own ("Self-⏎Realisation"): the book's hyphen.
+        keep = right[0].isupper() or (words[joined] == 0 and (words[hyphenated] > 0 or left[0].isupper()))
         cuts.append((m.start() + 1, m.end(), "hyphenation") if keep else (m.start(), m.end(), "hyphenation"))
     return cuts
 
@@ -240,6 +247,7 @@ def find_layout(
     add(_NUMBERED_HEADING, "heading", boundary=True, keep=lambda m: is_heading(m) and _is_title_case(m["words"]))
     add(_SCENE_BREAK, "scene break", boundary=True)
     add(_STAGE_NOTE_LINE, "stage note")
+    add(_STAGE_NOTE_INLINE, "stage note")
     layout.boundaries.extend(numbered_units(text))
     layout.boundaries = sorted(set(layout.boundaries))
     noise.sort()

@@ -117,3 +117,84 @@ def flag_suspicious_items(items: list[dict], max_examples: int = 20) -> dict:
             if len(examples) < max_examples:
                 examples.append({"section": item["section"], "start": item["start"], "warning": item["parse_warning"]})
     return {"items": n_flagged, "median_answer_words": median, "by_reason": by_reason, "examples": examples}
+
+
+def parse_agreement(items: list[dict], expected: list[dict]) -> dict:
+    """Recall and precision of parsed pairs against hand-made ones, matched by normalised question and answer.
+
+    `expected`: dicts with "question" and "answer". Contamination is the judge's, on the parsed pairs.
+    """
+    from curation.schema import normalise
+
+    def key(pair: dict) -> tuple[str, str]:
+        return normalise(pair["question"]), normalise(pair["answer"])
+
+    found = [key(i) for i in items if i["kind"] == "pair"]
+    wanted = [key(e) for e in expected]
+    hits = sum(1 for k in wanted if k in set(found))
+    dirt = turn_contamination(items)
+    return {
+        "expected": len(wanted), "found": len(found), "matched": hits,
+        "recall": hits / len(wanted) if wanted else 1.0,
+        "precision": sum(1 for k in found if k in set(wanted)) / len(found) if found else 1.0,
+        "contamination": dirt.rate, "contaminated_turns": dirt.contaminated, "turns": dirt.turns,
+        "missed": [e for e, k in zip(expected, wanted) if k not in set(found)],
+    }
+
+
+def matched_pairs(reference: list[dict], candidate: list[dict], min_similarity: float = 0.9) -> dict:
+    """How many of `reference`'s pairs `candidate` also found, matched by text.
+
+    A pair is found when a candidate has the same normalised question-and-answer words
+    ("exact"), or, failing that ("close"), when a candidate in the same section is the same
+    exchange in another extraction: question and answer at least `min_similarity` alike as
+    word sequences (difflib's ratio), or one part that alike and, of the other part, one
+    holding the other (`min_similarity` of the shorter one's words), since one extraction may
+    lose a line or glue a stray one onto a question or an answer.
+    """
+    import difflib
+    from collections import defaultdict
+
+    from curation.schema import normalise
+
+    def words(text: str) -> list[str]:
+        return normalise(text).split()
+
+    def ratio(a: list[str], b: list[str]) -> float:
+        matcher = difflib.SequenceMatcher(None, a, b, autojunk=False)
+        if matcher.real_quick_ratio() < min_similarity or matcher.quick_ratio() < min_similarity:
+            return 0.0
+        return matcher.ratio()
+
+    def held(a: list[str], b: list[str]) -> float:
+        if not a or not b:
+            return float(a == b)
+        blocks = difflib.SequenceMatcher(None, a, b, autojunk=False).get_matching_blocks()
+        return sum(block.size for block in blocks) / min(len(a), len(b))
+
+    exact = {tuple(words(f"{i['question']} {i['answer']}")) for i in candidate}
+    by_section: dict[str, list[dict]] = defaultdict(list)
+    for item in candidate:
+        by_section[item["section"]].append(item)
+    n_exact = n_close = 0
+    unmatched = []
+    for item in reference:
+        q, a = words(item["question"]), words(item["answer"])
+        if tuple(q + a) in exact:
+            n_exact += 1
+            continue
+        for other in by_section.get(item["section"], []):
+            oq, oa = words(other["question"]), words(other["answer"])
+            if ratio(q + a, oq + oa) >= min_similarity or (
+                ratio(a, oa) >= min_similarity and held(q, oq) >= min_similarity
+            ) or (ratio(q, oq) >= min_similarity and held(a, oa) >= min_similarity):
+                n_close += 1
+                break
+        else:
+            unmatched.append(item)
+    total = len(reference)
+    return {
+        "reference": total, "candidate": len(candidate), "exact": n_exact, "close": n_close,
+        "agreement": (n_exact + n_close) / total if total else 1.0,
+        "exact_agreement": n_exact / total if total else 1.0, "unmatched": unmatched,
+    }
