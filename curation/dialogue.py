@@ -132,7 +132,7 @@ class DialogueConfig:
     # Longest lead-in sentence (in words) accepted before "asked:" or "said:".
     max_lead_in_words: int = 45
     # Dialogue reported in narrative ("X asked Bhagavan, '...?' Bhagavan said, '...'"):
-    # auto (where it does not overlap marked speech) | on | off.
+    # auto (found wherever no marked speech overlaps it) | off.
     narrative: str = "auto"
 
     def to_json(self) -> str:
@@ -222,7 +222,7 @@ class _Patterns:
         # A label and its colon: "D.:", "Q:", "Sri Bhagavan:", "Mr. G. Duff:", "A visitor:"; the colon may
         # be on the next line ("D.⏎:"), and a named speaker may carry an appositive ("Miss M., an English lady:").
         self.label = re.compile(
-            rf"(?<![\w.])(?:(?P<a>{a_labels})\s?\.?|(?P<q>{q_labels})\s?\.?|(?P<name>{names})"
+            rf"(?<![\w.])(?:(?P<a>{a_labels})\s?\.?|(?P<q>{q_labels})\s?\.?|(?P<name>{names})|(?P<name_cased>(?i:{names}))"
             rf"|(?P<person>{person})(?P<appositive>,[ \t]+(?:an?|the|another)[ \t]+[\w'’-]+(?:[ \t]+[\w'’-]+){{0,5}})?"
             rf"|(?P<noun>{role_noun})|(?P<pronoun>She|He))[ \t]*(?:\n[ \t]*)?:"
         )
@@ -417,13 +417,13 @@ class _Parser:
         while (m := p.label.search(t, pos)) is not None:
             pos = m.end()
             short = m["a"] or m["q"]
-            # "D.:", titled names and the answerer's names are unmistakable anywhere; other labels must begin a line or
-            # a sentence. A rejected match may hide a real marker inside it: search on from within.
+            # "D.:", titled names and the answerer's names as configured are unmistakable anywhere; other labels (and
+            # those names in other cases: "MASTER:") must begin a line or a sentence. A rejected match may hide a real marker inside it: search on from within.
             unmistakable = m["person"] or m["name"] or (short and t[m.start():m.end()].rstrip(": \t\n").endswith("."))
             if not unmistakable and not self._at_boundary(m.start(), structure_ends):
                 pos = m.start() + 1
                 continue
-            role = "a" if m["a"] or m["name"] else "q"
+            role = "a" if m["a"] or m["name"] or m["name_cased"] else "q"
             if m["appositive"]:
                 speaker = " ".join(m["person"].split())
             else:
@@ -732,7 +732,8 @@ class _Parser:
             "turn_index": turn_index,
             "question_speaker": q["event"].speaker,
             "answer_speaker": "" if silent else a["event"].speaker,
-            "refs": [self.text[r.start:r.end] for r in refs if q["event"].start <= r.start < end],
+            # The references in the item's stretch of the book, a numbered unit's own number included.
+            "refs": [self.text[r.start:r.end] for r in refs if min(ctx[0], q["event"].start) <= r.start < end],
             "start": start,
             "end": end,
             "context_spans": context_spans,
