@@ -198,3 +198,22 @@ def matched_pairs(reference: list[dict], candidate: list[dict], min_similarity: 
         "agreement": (n_exact + n_close) / total if total else 1.0,
         "exact_agreement": n_exact / total if total else 1.0, "unmatched": unmatched,
     }
+
+
+def parse_report_notes(report: dict) -> list[str]:
+    """A parse report (as stored with a source) as short notes for a curator: where to look."""
+    notes = []
+    extraction = report.get("extraction")
+    if extraction:
+        notes.append(f"PDF, {extraction['pages']} pages, {extraction['dropped_lines']} header/page-number lines dropped")
+    for key, label in (
+        ("narrative_pairs", "pairs from narrated dialogue"), ("unpaired_answers", "answers with no question"),
+        ("unanswered_questions", "questions with no answer"), ("empty_turns", "empty turns"),
+    ):
+        if report.get(key):
+            notes.append(f"{report[key]} {label}")
+    suspicious = report.get("suspicious") or {}
+    if suspicious.get("items"):
+        reasons = ", ".join(f"{reason} {n}" for reason, n in sorted(suspicious["by_reason"].items(), key=lambda kv: -kv[1]))
+        notes.append(f"{suspicious['items']} suspicious items ({reasons}): filter on parse_warning")
+    return notes

@@ -41,6 +41,7 @@ class ConventionChoice(str, Enum):
     dm = "dm"
     qa = "qa"
     qa_dot = "qa_dot"
+    play = "play"
 
 
 WorkspaceOption = Annotated[
@@ -104,11 +105,11 @@ def init(
 
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files, one book each.", metavar="FILE", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files or PDFs (their text is extracted and stored), one book each.", metavar="FILE", show_default=False)],
     kind: Annotated[SourceKindChoice, typer.Option(help="dialogue: speaker-marked talks, parsed into pairs; prose: split into passages.")],
     workspace: WorkspaceOption = None,
     title: Annotated[Optional[str], typer.Option(help="Book title (also cut out where it repeats as a page header). (default: the file name)", show_default=False)] = None,
-    convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), or auto: detect from the book (default).", show_default=False)] = None,
+    convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), play (NAME. in capitals), or auto: detect from the book (default).", show_default=False)] = None,
     target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
     answerer: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that answers (the teacher), e.g. SOCRATES; repeatable. Added to the built-in names.", show_default=False)] = None,
     asker: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that asks, e.g. GLAUCON; repeatable. Any other titled name asks too.", show_default=False)] = None,
@@ -117,6 +118,8 @@ def ingest(
     """Ingest books into the workspace, all files in one commit: if any file is rejected, nothing is added.
 
     Example: satsang ingest talks.txt --kind dialogue --title "Talks with Sri Ramana Maharshi"
+
+    Example: satsang ingest talks.pdf --kind dialogue   (a PDF: its text is extracted, each item keeps its page)
     """
     dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens, answerer, asker)
     from curation.workspace import Workspace
@@ -152,6 +155,19 @@ def status(workspace: WorkspaceOption = None, db: DbOption = None) -> None:
         ws = Workspace.open(workspace)
         workspace_status = ws.status(_review_decisions(ws.root, db))
     _print_status(workspace_status)
+    _print_parse_notes(ws.sources())
+
+
+def _print_parse_notes(sources) -> None:
+    """Per source, what its parse report says to look at (curation.quality.parse_report_notes)."""
+    import json
+
+    from curation.quality import parse_report_notes
+
+    for row in sources.iter_rows(named=True):
+        notes = parse_report_notes(json.loads(row.get("parse_report") or "{}"))
+        if notes:
+            out.print(f"parse of {row['title']}: " + "; ".join(notes), markup=False, highlight=False)
 
 
 def _review_decisions(root: Path, db_url: str | None):
@@ -657,13 +673,14 @@ def _print_ingest_reports(*reports: IngestReport) -> None:
     from rich.table import Column, Table
     from rich.text import Text
 
+    from curation.quality import parse_report_notes
+
     table = Table(Column("file", overflow="fold"), "status", "items", "notes")
     for file in (file for report in reports for file in report.files):
         notes = [f"convention {file.convention}"] if file.convention else []
         if file.n_duplicate_item_ids:
             notes.append(f"{file.n_duplicate_item_ids} duplicate item ids dropped")
-        # The parser's counts, less "pairs" (the items column) and the zeros.
-        notes += [f"{count} {name.replace('_', ' ')}" for name, count in file.parse_report.items() if count and name != "pairs"]
+        notes += parse_report_notes(file.parse_report)
         table.add_row(Text(Path(file.path).name), file.status, str(file.n_items), ", ".join(notes) or "-")
     out.print(table)
 
