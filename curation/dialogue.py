@@ -54,10 +54,11 @@ import bisect
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
 from curation import layout as book_layout
-from curation import narrative, schema
+from curation import narrative, schema, speakers
+from curation.speakers import frequent_speaker_labels, play_script_names, with_detected_labels
 from curation.quality import flag_suspicious_items
 from curation.spans import join_spans
 
@@ -176,12 +177,6 @@ def _alternation(words) -> str:
     return "|".join(re.escape(w) for w in sorted(words, key=len, reverse=True))
 
 
-# Play scripts: a name in capitals at a line start, then ". " and speech, or alone on its line.
-_PLAY_DOT = re.compile(r"(?m)^[ \t]*(?P<name>[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+){0,2})\.[ \t]+(?=[^\s.])")
-_PLAY_LINE = re.compile(r"(?m)^[ \t]*(?P<name>[A-Z][A-Z'’-]+(?:[ \t]+[A-Z][A-Z'’-]+){0,2})[ \t]*[.:]?[ \t]*\n(?=[^\n]*[a-z])")
-_ROMAN = re.compile(r"[IVXLC]+")
-
-
 class _Patterns:
     """The regular expressions of one config, compiled once."""
 
@@ -256,69 +251,9 @@ class _Patterns:
         )
 
 
-def play_script_names(text: str, config: DialogueConfig) -> dict[str, str]:
-    """Names in capitals that start lines three times or more as `NAME.` or alone on a line: a play's speakers.
-
-    Two such names are a cast; one will do when it is a label the config knows
-    (`DISCIPLE`). Roman numerals and words that are no speakers ("NOTE") are left out.
-    Maps each name to its role: "a" when it names the one who answers, else "q".
-    """
-    counts = Counter(m["name"] for pattern in (_PLAY_DOT, _PLAY_LINE) for m in pattern.finditer(text))
-    known = {n.lower() for n in config.answerer_names + config.answer_labels + config.question_labels}
-    names = [
-        name for name, n in counts.items()
-        if n >= 3 and not _ROMAN.fullmatch(name) and name.lower() not in NOT_SPEAKERS
-        and name not in book_layout.repeated_header_lines(text)
-    ]
-    if len(names) < 2 and not any(name.lower() in known for name in names):
-        return {}
-    answerers = {n.lower() for n in config.answerer_names + config.answer_labels}
-    return {name: "a" if name.lower() in answerers else "q" for name in names}
-
-
 def detect_convention(text: str, config: DialogueConfig | None = None) -> str:
-    """Which label convention a book uses, by counting its markers."""
-    play = play_script_names(text, config or DialogueConfig())
-    counts = {
-        "dm": len(re.findall(r"(?<![\w.])[DM]\s?\.\s?:", text)),
-        "qa": len(re.findall(r"(?<![\w.])[QA]\s?\.?\s?:", text)),
-        "qa_dot": len(re.findall(r"(?m)(?:^|(?<=[.?!] ))[ \t]*[QA]\.[ \t]+(?=[A-Z\"“'‘])", text)),
-        "play": sum(1 for pattern in (_PLAY_DOT, _PLAY_LINE) for m in pattern.finditer(text) if m["name"] in play),
-    }
-    best = max(counts, key=counts.get)
-    if counts[best] == 0:
-        return "named"
-    # Q./A. without colons must clearly outnumber colon labels to be trusted: "A." is also an initial.
-    if best == "qa_dot" and counts["qa_dot"] < 2 * max(counts["dm"], counts["qa"], 1):
-        best = max(("dm", "qa"), key=counts.get) if max(counts["dm"], counts["qa"]) else "named"
-    return best
-
-
-# Words that stand before a colon at a line start without naming a speaker.
-NOT_SPEAKERS = {
-    "note", "notes", "example", "examples", "illustration", "footnote", "translation", "summary", "verse",
-    "chapter", "talk", "contents", "introduction", "preface", "foreword", "n.b", "ps", "source", "see", "cf",
-    "part", "book", "section", "appendix", "glossary", "index", "act", "scene", "the end", "om",
-}
-_LINE_LABEL = re.compile(r"(?m)^[ \t]*([A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]*){0,2})[ \t]*:(?=[ \t]*\S|[ \t]*\n)")
-
-
-def frequent_speaker_labels(text: str, min_count: int = 3) -> Counter:
-    """Labels that begin three or more lines before a colon ("SOCRATES:", "Questioner:"): a book's speakers."""
-    counts = Counter(m.group(1) for m in _LINE_LABEL.finditer(text))
-    return Counter({
-        label: n for label, n in counts.items()
-        if n >= min_count and label.rstrip(".").lower() not in NOT_SPEAKERS and not re.search(r"\d", label)
-    })
-
-
-def _with_detected_labels(config: DialogueConfig, labels: Counter) -> DialogueConfig:
-    """Auto mode: the book's own speaker labels join the config (as askers, unless they name the answerer)."""
-    known = {name.lower() for name in config.answerer_names + config.answer_labels + config.question_labels}
-    answerers = {name.lower() for name in config.answerer_names + config.answer_labels}
-    new = [label for label in labels if label.rstrip(".").lower() not in known and label.lower() not in known]
-    askers = tuple(label.rstrip(".") for label in new if label.rstrip(".").lower() not in answerers)
-    return replace(config, question_labels=config.question_labels + askers) if askers else config
+    """Which label convention a book uses, by counting its markers (curation/speakers.py)."""
+    return speakers.detect_convention(text, config or DialogueConfig())
 
 
 class _Parser:
@@ -328,7 +263,7 @@ class _Parser:
         self.text = book_layout.lf_view(text)
         self.speaker_labels = frequent_speaker_labels(self.text)
         if config.convention == "auto":
-            config = _with_detected_labels(config, self.speaker_labels)
+            config = with_detected_labels(config, self.speaker_labels)
         self.config = config
         self.play_names = play_script_names(self.text, config) if config.convention in ("auto", "play") else {}
         self.p = _Patterns(config, self.play_names)
