@@ -17,6 +17,7 @@ are `\\n` (CRLF sources are given as a same-length view, see `lf_view`).
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections import Counter
 from dataclasses import dataclass, field
@@ -188,10 +189,12 @@ def _footnote_texts(text: str) -> list[tuple[int, int, str]]:
     """Footnote text: a free-standing mark and its note; numbered notes only after an anchor of that number."""
     found = [(m.start(), m.end(), "footnote") for m in _FOOTNOTE_TEXT_SYMBOL.finditer(text)]
     anchors = [(m.start(), m.group(0).translate(_SUPERSCRIPTS)) for m in _FOOTNOTE_ANCHOR.finditer(text)]
+    positions = [at for at, _ in anchors]
     for m in _FOOTNOTE_TEXT_NUMBER.finditer(text):
         number = m["n"].translate(_SUPERSCRIPTS)
         # The anchor is on the same page: within a few thousand characters before the note.
-        if any(m.start() - 4000 <= at < m.start() and mark.endswith(number) for at, mark in anchors):
+        nearby = anchors[bisect.bisect_left(positions, m.start() - 4000):bisect.bisect_left(positions, m.start())]
+        if any(mark.endswith(number) for _, mark in nearby):
             found.append((m.start(), m.end(), "footnote"))
     return found
 
@@ -228,11 +231,11 @@ def find_layout(
     title_pattern = title_header_pattern(title) if title else None
     if title_pattern:
         headers.append(title_pattern)
-    repeated = repeated_header_lines(text)
-    layout.running_headers = repeated + inline_running_headers(text)
+    repeated, inline = repeated_header_lines(text), inline_running_headers(text)
+    layout.running_headers = repeated + inline
     headers += [rf"(?m)^[ \t]*{re.escape(line)}[ \t]*$" for line in repeated]
     # A recurring capitals header is dropped with the page number printed beside it.
-    headers += [rf"(?<![\w.])(?:\d{{1,4}}[ \t]+)?{re.escape(p)}(?:[ \t]+\d{{1,4}})?(?![\w.])" for p in inline_running_headers(text)]
+    headers += [rf"(?<![\w.])(?:\d{{1,4}}[ \t]+)?{re.escape(p)}(?:[ \t]+\d{{1,4}})?(?![\w.])" for p in inline]
     for header in headers:
         add(re.compile(header), "running header")
 

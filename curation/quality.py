@@ -57,11 +57,22 @@ class Contamination:
         return self.contaminated / self.turns if self.turns else 0.0
 
 
+# What a turn must hold for a check to have anything to find: most turns hold none of it, and the
+# check is skipped (a plain `in` is far cheaper than a pattern with lookbehinds at every position).
+_NEEDS = {
+    "section header": re.compile(r"\d"), "date line": re.compile(r"\d"), "page number": re.compile(r"\d"),
+    "footnote": re.compile(r"[\d*†‡¹²³⁴⁵⁶⁷⁸⁹]"), "hyphenation": re.compile(r"- "),
+}
+
+
 def contamination_reasons(turn: str) -> list[str]:
     """Every kind of structure left in a turn; ["empty"] for an empty one."""
     if not turn.strip():
         return ["empty"]
-    return [reason for reason, pattern in CONTAMINANTS.items() if pattern.search(turn)]
+    return [
+        reason for reason, pattern in CONTAMINANTS.items()
+        if (reason not in _NEEDS or _NEEDS[reason].search(turn)) and pattern.search(turn)
+    ]
 
 
 def contamination_reason(turn: str) -> str | None:
@@ -78,7 +89,8 @@ def turn_contamination(items: list[dict], max_examples: int = 20) -> Contaminati
         turns = [item["question"]] + ([] if item["is_silence"] else [item["answer"]])
         for turn in turns:
             result.turns += 1
-            reason = contamination_reason(turn)
+            reasons = contamination_reasons(turn)
+            reason = reasons[0] if reasons else None
             if reason:
                 result.contaminated += 1
                 result.by_reason[reason] = result.by_reason.get(reason, 0) + 1

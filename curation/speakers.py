@@ -32,11 +32,12 @@ def play_script_names(text: str, config: Any) -> dict[str, str]:
     Maps each name to its role: "a" when it names the one who answers, else "q".
     """
     counts = Counter(m["name"] for pattern in (_PLAY_DOT, _PLAY_LINE) for m in pattern.finditer(text))
+    headers = set(book_layout.repeated_header_lines(text)) if counts else set()
     known = {n.lower() for n in config.answerer_names + config.answer_labels + config.question_labels}
     names = [
         name for name, n in counts.items()
         if n >= 3 and not _ROMAN.fullmatch(name) and name.lower() not in NOT_SPEAKERS
-        and name not in book_layout.repeated_header_lines(text)
+        and name not in headers
     ]
     if len(names) < 2 and not any(name.lower() in known for name in names):
         return {}
