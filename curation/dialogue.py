@@ -29,6 +29,20 @@ The rules, in the order a reader would apply them:
 8. Not emitted, but counted in the report: answers with no question before
    them (the master speaking unprompted) and questions left without answer
    or silence at the end of a section.
+9. Units besides speakers (curation/layout.py): headings, scene breaks and the
+   numbered paragraphs of a book that numbers them end whatever was being said;
+   so does a line where the narrator speaks of a speaker in the third person
+   ("Sri Bhagavan then read out...", "Mr. X came in."): the teacher does not
+   begin a line of his own answer that way. An empty question marker between
+   two answers ends the first. Page furniture (page numbers, running headers,
+   footnotes, stage notes, line-end hyphens) is never in a turn.
+10. Quotations: inside an answer, a lead-in that quotes ("The Gita says:", "As
+   Kabir put it:", "Sri Krishna said:", naming a scripture or a figure the
+   teacher cites, or in the present tense) stays in the answer: it starts no turn.
+11. Play scripts: names in capitals that start lines three or more times, as
+   `NAME.`, `NAME:` or alone on a line, are the book's speakers (`play` convention).
+12. Dialogue reported in narrative (curation/narrative.py): `X asked Bhagavan,
+   "...?" Bhagavan replied, "..."` is a pair, the narrative its context.
 
 Turn text is the turn's spans, each whitespace-collapsed, joined by one space;
 quotation marks enclosing a whole turn are dropped from its span.
@@ -40,15 +54,21 @@ import bisect
 import json
 import re
 from collections import Counter
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 
-from curation import schema
+from curation import layout as book_layout
+from curation import narrative, schema, speakers
+from curation.speakers import frequent_speaker_labels, play_script_names, with_detected_labels
+from curation.quality import flag_suspicious_items
+from curation.spans import join_spans
 
-PARSER_VERSION = "dialogue-1"
+PARSER_VERSION = "dialogue-2"
 
-MONTHS = "January|February|March|April|May|June|July|August|September|October|November|December"
+MONTHS = book_layout.MONTHS
 PREPOSITIONS = {"to", "with", "before", "near", "from", "by", "of", "for", "about", "at", "towards", "unto", "on", "upon", "asked", "told"}
 QUOTE_CHARS = "\"'“”‘’"
+# Verbs in the present tense quote a text ("The Gita says:"): a report of this conversation is in the past.
+QUOTING_VERBS = {"says", "declares", "states", "teaches", "tells", "sings", "writes", "proclaims", "puts"}
 
 
 class NoSpeakerMarkers(ValueError):
@@ -63,7 +83,8 @@ class NoPairs(NoSpeakerMarkers):
 class DialogueConfig:
     """How a dialogue book marks its speakers and its structure."""
 
-    # auto | dm (D.:/M.:) | qa (Q:/A:) | qa_dot (Q./A. without colons); named speakers work in all.
+    # auto | dm (D.:/M.:) | qa (Q:/A:) | qa_dot (Q./A. without colons) | play (NAME. / NAME: in capitals);
+    # named speakers work in all.
     convention: str = "auto"
     # Short labels that stand before a colon: questioner's and answerer's.
     question_labels: tuple[str, ...] = ("D", "Q", "Question", "Questioner", "Devotee", "Disciple", "Visitor", "Seeker")
@@ -92,6 +113,16 @@ class DialogueConfig:
         "answered", "remarked", "observed", "continued", "added", "explained", "interposed",
         "interrupted", "pleaded", "requested", "retorted", "resumed", "rejoined", "began",
         "declared", "wrote", "spoke", "spoke out", "put in", "objected", "persisted", "urged",
+        "intervened", "cut in", "broke in", "interjected", "responded", "countered", "protested",
+    )
+    # Scriptures and figures a teacher quotes: a lead-in naming one inside an answer is a quotation.
+    quoted_authorities: tuple[str, ...] = (
+        "Gita", "Upanishad", "Upanishads", "Veda", "Vedas", "Sruti", "Shruti", "scripture", "scriptures",
+        "Sastra", "Sastras", "Shastra", "Shastras", "Bible", "Quran", "Koran", "Sutra", "Sutras", "Purana",
+        "Krishna", "Arjuna", "Rama", "Vasishta", "Vasistha", "Sankara", "Shankara", "Buddha", "Christ",
+        "Jesus", "Kabir", "the Lord", "the saint", "the sage", "the poet", "a saint", "a sage", "the verse",
+        "the stanza", "the text", "the proverb", "the Psalmist", "Ashtavakra", "Janaka", "Tayumanavar",
+        "Thayumanavar", "Avvaiyar", "Tukaram", "Mirabai", "Lao Tzu", "Chuang Tzu", "Rumi",
     )
     # Headers that start a section (and a conversation): the word, then a number.
     section_words: tuple[str, ...] = ("Talk", "Dialogue", "Conversation", "Chapter")
@@ -101,6 +132,9 @@ class DialogueConfig:
     running_headers: tuple[str, ...] = ()
     # Longest lead-in sentence (in words) accepted before "asked:" or "said:".
     max_lead_in_words: int = 45
+    # Dialogue reported in narrative ("X asked Bhagavan, '...?' Bhagavan said, '...'"):
+    # auto (found wherever no marked speech overlaps it) | off.
+    narrative: str = "auto"
 
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True)
@@ -126,8 +160,17 @@ class Event:
     start: int
     end: int
     role: str = ""  # for markers: "q" or "a"
-    speaker: str = ""  # for markers: the speaker as written; for sections: the section name
+    speaker: str = ""  # for markers: the speaker as written; for sections: the section name; for noise: why
     lead_in: bool = False  # reported speech: the marker spans its lead-in sentence, which is context
+    quotes: bool = False  # a lead-in that quotes a text or a cited figure: inside an answer it starts no turn
+    ends_at: int = -1  # narrative speech: where the quotation closes (the turn ends there)
+
+
+# Who a narrator names at a line start ("The visitor left."), and the adverbs between subject and verb.
+NARRATED_VISITORS = ("visitor", "visitors", "devotee", "devotees", "disciple", "questioner", "seeker", "lady",
+                     "gentleman", "attendant", "sadhu", "pilgrim", "party", "group")
+NARRATIVE_ADVERBS = ("then", "later", "also", "again", "now", "once", "thereupon", "further", "next", "finally",
+                     "afterwards", "himself", "herself", "smilingly", "quietly", "kindly", "soon", "at once")
 
 
 def _alternation(words) -> str:
@@ -137,7 +180,7 @@ def _alternation(words) -> str:
 class _Patterns:
     """The regular expressions of one config, compiled once."""
 
-    def __init__(self, config: DialogueConfig, title: str):
+    def __init__(self, config: DialogueConfig, play_names: dict[str, str]):
         c = config
         self.config = config
         self.section = re.compile(
@@ -148,28 +191,18 @@ class _Patterns:
         )
         self.silence = re.compile(c.silence_pattern, re.IGNORECASE)
         self.ref = re.compile(r"\(\d{1,4}\s*[-–]\s*\d{1,4}\)")
-        self.page_number_line = re.compile(r"(?m)^[ \t]*\d{1,4}[ \t]*$")
         # An ALL-CAPS heading run into the line just before a section header ("DROPS OF NECTAR Talk 314.").
         self.caps_heading = re.compile(
             rf"(?<![\w'’])(?:[A-Z][A-Z'’:-]*|-[IVX]+)(?:[ \t]+(?:[A-Z][A-Z'’:-]*|-[IVX]+))+(?=\s+(?:{_alternation(c.section_words)})\s+\d)"
         )
-        self.caps_line = re.compile(r"(?m)^[ \t]*(?![A-Z]\.?\s?:)(?=[^a-z\n]*[A-Z]{2}[^a-z\n]*[A-Z])[^a-z\n]{4,80}$")
-        # Footnote marks: symbols after a word, or digits glued to the end of a sentence ("mind.1 ").
-        self.footnote = re.compile(r"(?<=[A-Za-z.,;:!?'\"”’)])[*†‡¹²³⁴⁵⁶⁷⁸⁹⁰]+|(?<=[a-z][.,;:!?\"”’)])\d{1,2}(?=\s)")
-        headers = [h for h in c.running_headers]
-        # The book's title is its running header. A title taken from a file name
-        # ("talks-with-sri-ramana-maharshi-vol2") still matches: split on - and _, drop the volume.
-        title_words = re.split(r"[\s_-]+", title.strip())
-        while title_words and re.fullmatch(r"(?i)vol(?:ume)?\.?\d*|[IVX]+|\d+", title_words[-1]):
-            title_words.pop()
-        if len(title_words) >= 2:
-            words = r"\s+".join(re.escape(w) for w in title_words)
-            headers.append(rf"(?i:{words})(?:\s+(?:Vol(?:ume)?\.?\s*[IVX\d]+))?")
-        self.running_header = re.compile("|".join(f"(?:{h})" for h in headers)) if headers else None
-
         names = _alternation(c.answerer_names)
-        q_labels = _alternation(c.question_labels)
-        a_labels = _alternation(c.answer_labels)
+        # One- and two-letter labels ("D", "Q") keep their case: "a:" is no speaker. Words ("Disciple") need not.
+        short = [label for label in c.question_labels if len(label) <= 2]
+        long = [label for label in c.question_labels if len(label) > 2]
+        q_labels = "|".join(filter(None, [_alternation(short), long and f"(?i:{_alternation(long)})"]))
+        a_short = [label for label in c.answer_labels if len(label) <= 2]
+        a_long = [label for label in c.answer_labels if len(label) > 2]
+        a_labels = "|".join(filter(None, [_alternation(a_short), a_long and f"(?i:{_alternation(a_long)})"]))
         honorifics = _alternation(c.honorifics)
         nouns = _alternation(c.speaker_nouns)
         # A titled name: initials and capitalised words, no possessives, optionally "from <Place>".
@@ -177,13 +210,16 @@ class _Patterns:
             rf"(?:{honorifics})\.?(?:,?[ \t]+(?:[A-Z]\.|[A-Z][\w-]*(?![\w'’.]))){{1,5}}"
             rf"(?:,?[ \t]+(?:from|of)[ \t]+[A-Z][\w-]*(?:[ \t]+[A-Z][\w-]*)?)?"
         )
+        self.person = re.compile(person)
         role_noun = rf"(?:A|An|Another|The|One|Some|This|That|Our)\s+(?:[A-Za-z-]+\s+){{0,2}}?(?i:{nouns})s?"
         self.answerer = re.compile(rf"(?i:{names})\b(?!['’]s)")
         self.abbreviation = re.compile(rf"(?:{honorifics}|[A-Z]|St|Ch|No|Vol|viz|i\.e|e\.g)\.")
-        # A label and its colon: "D.:", "Q:", "Sri Bhagavan:", "Mr. G. Duff:", "A visitor:".
+        # A label and its colon: "D.:", "Q:", "Sri Bhagavan:", "Mr. G. Duff:", "A visitor:"; the colon may
+        # be on the next line ("D.⏎:"), and a named speaker may carry an appositive ("Miss M., an English lady:").
         self.label = re.compile(
-            rf"(?<![\w.])(?:(?P<a>{a_labels})\s?\.?|(?P<q>{q_labels})\s?\.?|(?P<name>{names})"
-            rf"|(?P<person>{person})|(?P<noun>{role_noun})|(?P<pronoun>She|He))[ \t]*:"
+            rf"(?<![\w.])(?:(?P<a>{a_labels})\s?\.?|(?P<q>{q_labels})\s?\.?|(?P<name>{names})|(?P<name_cased>(?i:{names}))"
+            rf"|(?P<person>{person})(?P<appositive>,[ \t]+(?:an?|the|another)[ \t]+[\w'’-]+(?:[ \t]+[\w'’-]+){{0,5}})?"
+            rf"|(?P<noun>{role_noun})|(?P<pronoun>She|He))[ \t]*(?:\n[ \t]*)?:"
         )
         # Q./A. without a colon, for books of that convention only.
         # ("A. W. Chadwick" is a name: an initial followed by another initial is no marker.)
@@ -199,80 +235,53 @@ class _Patterns:
         self.leading_adverb = re.compile(
             r"^(?:(?:Then|Later|Again|Afterwards|Finally|Now|So|And|But|Here|Still later|Subsequently|At last|Next)\b,?\s+)+"
         )
+        self.authority = re.compile(rf"(?i:\b(?:{_alternation(c.quoted_authorities)})\b)")
+        self.play = (
+            re.compile(rf"(?m)^[ \t]*(?P<name>{_alternation(play_names)})(?:\.[ \t]+(?=\S)|[ \t]*[.:]?[ \t]*\n)")
+            if play_names else None
+        )
+        # The narrator's line: a visitor named in the third person, then a verb in the past within three
+        # words ("Mr. Evans-Wentz began to ask", "The lady was then told", "The visitor left"). Not the
+        # one who answers: "Sri Bhagavan later referred to..." goes on to his own words.
+        visitors = _alternation(NARRATED_VISITORS)
+        self.narrator_line = re.compile(
+            rf"(?m)^[ \t]*(?!(?i:{names})\b)(?:{person}|(?:A|An|Another|The|This|That)[ \t]+(?:[A-Za-z-]+[ \t]+)?(?i:{visitors}))"
+            rf"(?![\w'’])(?:,?[ \t]+(?:{_alternation(NARRATIVE_ADVERBS)})){{0,2}}[ \t]+"
+            rf"(?:[a-z]+ed|said|came|went|left|sat|told|took|gave|began|spoke|read|wrote|saw|was|had|sang|got|kept|made)\b"
+        )
 
 
-def detect_convention(text: str) -> str:
-    """Which label convention a book uses, by counting its markers."""
-    counts = {
-        "dm": len(re.findall(r"(?<![\w.])[DM]\s?\.\s?:", text)),
-        "qa": len(re.findall(r"(?<![\w.])[QA]\s?\.?\s?:", text)),
-        "qa_dot": len(re.findall(r"(?m)(?:^|(?<=[.?!] ))[ \t]*[QA]\.[ \t]+(?=[A-Z\"“'‘])", text)),
-    }
-    best = max(counts, key=counts.get)
-    if counts[best] == 0:
-        return "named"
-    # Q./A. without colons must clearly outnumber colon labels to be trusted: "A." is also an initial.
-    if best == "qa_dot" and counts["qa_dot"] < 2 * max(counts["dm"], counts["qa"], 1):
-        best = max(("dm", "qa"), key=counts.get) if max(counts["dm"], counts["qa"]) else "named"
-    return best
-
-
-# Words that stand before a colon at a line start without naming a speaker.
-NOT_SPEAKERS = {
-    "note", "notes", "example", "examples", "illustration", "footnote", "translation", "summary", "verse",
-    "chapter", "talk", "contents", "introduction", "preface", "foreword", "n.b", "ps", "source", "see", "cf",
-}
-_LINE_LABEL = re.compile(r"(?m)^[ \t]*([A-Z][\w.'’-]*(?:[ \t]+[A-Z][\w.'’-]*){0,2})[ \t]*:(?=[ \t]*\S|[ \t]*\n)")
-
-
-def frequent_speaker_labels(text: str, min_count: int = 3) -> Counter:
-    """Labels that begin three or more lines before a colon ("SOCRATES:", "Questioner:"): a book's speakers."""
-    counts = Counter(m.group(1) for m in _LINE_LABEL.finditer(text))
-    return Counter({
-        label: n for label, n in counts.items()
-        if n >= min_count and label.rstrip(".").lower() not in NOT_SPEAKERS and not re.search(r"\d", label)
-    })
-
-
-def _with_detected_labels(config: DialogueConfig, labels: Counter) -> DialogueConfig:
-    """Auto mode: the book's own speaker labels join the config (as askers, unless they name the answerer)."""
-    known = {name.lower() for name in config.answerer_names + config.answer_labels + config.question_labels}
-    answerers = {name.lower() for name in config.answerer_names + config.answer_labels}
-    new = [label for label in labels if label.rstrip(".").lower() not in known and label.lower() not in known]
-    askers = tuple(label.rstrip(".") for label in new if label.rstrip(".").lower() not in answerers)
-    return replace(config, question_labels=config.question_labels + askers) if askers else config
-
-
-def _repeated_header_lines(text: str) -> list[str]:
-    """Short lines repeated three or more times, with no sentence punctuation: running headers."""
-    lines = Counter(line.strip() for line in text.splitlines())
-    return [
-        line for line, n in lines.items()
-        if n >= 3 and 2 <= len(line.split()) <= 12 and not re.search(r"[.?!:,;]$", line)
-        and not re.match(r"^(?:Talk|Chapter)\b", line) and not re.search(MONTHS, line)
-    ]
+def detect_convention(text: str, config: DialogueConfig | None = None) -> str:
+    """Which label convention a book uses, by counting its markers (curation/speakers.py)."""
+    return speakers.detect_convention(text, config or DialogueConfig())
 
 
 class _Parser:
     def __init__(self, text: str, config: DialogueConfig, title: str):
-        self.text = text
-        self.speaker_labels = frequent_speaker_labels(text)
+        self.source = text
+        # Parse the LF view of the text: same length, so every offset is true for the source.
+        self.text = book_layout.lf_view(text)
+        self.speaker_labels = frequent_speaker_labels(self.text)
         if config.convention == "auto":
-            config = _with_detected_labels(config, self.speaker_labels)
+            config = with_detected_labels(config, self.speaker_labels)
         self.config = config
-        self.p = _Patterns(config, title)
-        self.convention = detect_convention(text) if config.convention == "auto" else config.convention
+        self.play_names = play_script_names(self.text, config) if config.convention in ("auto", "play") else {}
+        self.p = _Patterns(config, self.play_names)
+        self.convention = detect_convention(self.text, config) if config.convention == "auto" else config.convention
+        labels = {label.lower() for label in config.question_labels + config.answer_labels + config.answerer_names}
+        labels |= {name.lower() for name in self.play_names} | {label.lower() for label in self.speaker_labels}
+        self.layout = book_layout.find_layout(self.text, title, config.running_headers, frozenset(labels))
 
     # -- finding events ---------------------------------------------------------------------
 
     def _at_boundary(self, pos: int, structure_ends: set[int]) -> bool:
-        """Does a marker at `pos` begin a line, a sentence, or follow a header?"""
+        """Does a marker at `pos` begin a line, a sentence, a bracket, or follow a header or page number?"""
         i = pos
         while i > 0 and self.text[i - 1] in " \t":
             i -= 1
         if i == 0 or self.text[i - 1] == "\n" or i in structure_ends:
             return True
-        return self.text[i - 1] in ".?!\"'”’)]:;…*"
+        return self.text[i - 1] in ".?!\"'”’)]:;…*[("
 
     def _sentence_start(self, pos: int, floor: int) -> int:
         """Start of the sentence that contains `pos`, not before `floor`."""
@@ -299,15 +308,10 @@ class _Parser:
                 found.append(Event(SILENCE, m.start(), m.end()))
         for m in p.ref.finditer(t):
             found.append(Event(REF, m.start(), m.end()))
-        noise_patterns = [p.page_number_line, p.caps_line, p.caps_heading, p.footnote]
-        if p.running_header is not None:
-            noise_patterns.append(p.running_header)
-        for line in _repeated_header_lines(t):
-            noise_patterns.append(re.compile(rf"(?m)^[ \t]*{re.escape(line)}[ \t]*$"))
-        for pattern in noise_patterns:
-            for m in pattern.finditer(t):
-                if m.end() > m.start():
-                    found.append(Event(NOISE, m.start(), m.end()))
+        for start, end, why in self.layout.noise:
+            found.append(Event(NOISE, start, end, speaker=why))
+        for m in p.caps_heading.finditer(t):
+            found.append(Event(NOISE, m.start(), m.end(), speaker="heading"))
         structure = self._resolve(found)
         structure_ends = {e.end for e in structure}
         # A section header ends with its period or stands at a boundary: "Talk 5 of" is speech.
@@ -316,7 +320,30 @@ class _Parser:
             if e.kind != SECTION or self.text[e.end - 1] == "." or self._at_boundary(e.start, structure_ends)
         ]
         structure_ends = {e.end for e in structure}
-        return self._resolve(structure + self._markers(structure_ends))
+        self._structure = structure
+        events = self._resolve(structure + self._markers(structure_ends))
+        if self.config.narrative != "off":
+            events = self._with_narrative(events)
+        return events
+
+    def _with_narrative(self, events: list[Event]) -> list[Event]:
+        """Exchanges reported in narrative, where no marked speech is: two markers each, closing at the quote."""
+        markers = [e.start for e in events if e.kind in (MARKER, SILENCE, SECTION)]
+        added = []
+        for x in narrative.find_exchanges(self.text, self.config.answerer_names, self.config.honorifics):
+            i = bisect.bisect_left(markers, x.start)
+            if i < len(markers) and markers[i] < x.end:
+                continue  # marked speech inside: the book's markers say who speaks there
+            added += [
+                Event(MARKER, x.start, x.question_start, role="q", speaker=x.asker, lead_in=True, ends_at=x.question_end),
+                Event(MARKER, x.answer_lead_start, x.answer_start, role="a", speaker=x.answerer, ends_at=x.end),
+            ]
+            if x.end > x.answer_end:  # '"...," replied Bhagavan.': the attribution is no part of the answer
+                added.append(Event(NOISE, x.answer_end, x.end, speaker="attribution"))
+        if not added:
+            return events
+        self.layout.boundaries = sorted(set(self.layout.boundaries) | {e.ends_at for e in added if e.role == "a"})
+        return self._resolve(events + added)
 
     def _markers(self, structure_ends: set[int]) -> list[Event]:
         t, p = self.text, self.p
@@ -325,17 +352,17 @@ class _Parser:
         while (m := p.label.search(t, pos)) is not None:
             pos = m.end()
             short = m["a"] or m["q"]
-            # "D.:", titled names and the answerer's names are unmistakable anywhere; other labels must begin a line or
-            # a sentence. A rejected match may hide a real marker inside it: search on from within.
-            unmistakable = m["person"] or m["name"] or (short and t[m.start():m.end()].rstrip(": \t").endswith("."))
+            # "D.:", titled names and the answerer's names as configured are unmistakable anywhere; other labels (and
+            # those names in other cases: "MASTER:") must begin a line or a sentence. A rejected match may hide a real marker inside it: search on from within.
+            unmistakable = m["person"] or m["name"] or (short and t[m.start():m.end()].rstrip(": \t\n").endswith("."))
             if not unmistakable and not self._at_boundary(m.start(), structure_ends):
                 pos = m.start() + 1
                 continue
-            if m["a"] or m["name"]:
-                role = "a"
+            role = "a" if m["a"] or m["name"] or m["name_cased"] else "q"
+            if m["appositive"]:
+                speaker = " ".join(m["person"].split())
             else:
-                role = "q"
-            speaker = " ".join(m.group(0).rstrip(":").split())
+                speaker = " ".join(m.group(0).rstrip(":").split())
             if short and not speaker.endswith(".") and t[m.start():m.end()].find(".") >= 0:
                 speaker += "."
             markers.append(Event(MARKER, m.start(), m.end(), role=role, speaker=speaker))
@@ -344,9 +371,15 @@ class _Parser:
                 if self._at_boundary(m.start(), structure_ends):
                     role = "a" if m["label"] == "A" else "q"
                     markers.append(Event(MARKER, m.start(), m.end(), role=role, speaker=m["label"] + "."))
+        if p.play is not None:
+            for m in p.play.finditer(t):
+                markers.append(Event(MARKER, m.start("name"), m.end(), role=self.play_names[m["name"]], speaker=m["name"]))
         label_starts = {e.start for e in markers}
+        noise_ends = {e.start: e.end for e in self._structure if e.kind == NOISE}
         for m in p.reported.finditer(t):
             start = self._sentence_start(m.start(), 0)
+            while start in noise_ends or (start < m.start() and t[start].isspace()):
+                start = noise_ends.get(start, start + 1)  # a page number before the lead-in is no part of it
             lead_in = t[start:m.start()]
             words = lead_in.split()
             if not words or len(words) > self.config.max_lead_in_words or start in label_starts:
@@ -362,7 +395,10 @@ class _Parser:
             role = "a" if named else "q"
             if named:
                 speaker = named
-            markers.append(Event(MARKER, start, m.end(), role=role, speaker=speaker, lead_in=True))
+            quotes = (
+                m["verb"] in QUOTING_VERBS or words[0] == "As" or bool(p.authority.search(subject))
+            ) and not named
+            markers.append(Event(MARKER, start, m.end(), role=role, speaker=speaker, lead_in=True, quotes=quotes))
         return markers
 
     def _answerer_subject(self, subject: str) -> str:
@@ -420,7 +456,7 @@ class _Parser:
         return spans
 
     def _join(self, spans: list[list[int]]) -> str:
-        return " ".join(" ".join(self.text[s:e].split()) for s, e in spans)
+        return join_spans(self.text, spans)
 
     def _unquote(self, spans: list[list[int]]) -> list[list[int]]:
         """Drop quotation marks that enclose a whole turn."""
@@ -445,17 +481,38 @@ class _Parser:
             return trimmed
         return spans
 
-    def parse(self, source_id: str) -> DialogueParse:
+    @staticmethod
+    def _first_in(positions: list[int], lo: int, hi: int) -> int | None:
+        """The first position p with lo <= p < hi."""
+        i = bisect.bisect_left(positions, lo)
+        return positions[i] if i < len(positions) and positions[i] < hi else None
+
+    @staticmethod
+    def _last_in(positions: list[int], lo: int, hi: int) -> int | None:
+        """The last position p with lo <= p < hi."""
+        i = bisect.bisect_left(positions, hi) - 1
+        return positions[i] if i >= 0 and positions[i] >= lo else None
+
+    def parse(self, source_id: str, page_starts: list[int] | None = None) -> DialogueParse:
         events = self.events()
         self._cuts = [e for e in events if e.kind in (NOISE, SECTION, DATE, REF)]
         self._cut_ends = [e.end for e in self._cuts]
+        self._boundaries = self.layout.boundaries
         refs = [e for e in events if e.kind == REF]
-        n_markers = sum(e.kind == MARKER for e in events)
-        if n_markers == 0:
+        markers = [e for e in events if e.kind == MARKER]
+        if not markers:
             raise NoSpeakerMarkers(
-                "no speaker markers found (looked for D.:/M.:, Q:/A:, named speakers and "
+                "no speaker markers found (looked for D.:/M.:, Q:/A:, named speakers, NAME. in capitals and "
                 "'<someone> asked:'); is this a dialogue book? Try --kind prose"
             )
+        marker_starts = {e.start for e in markers}
+        cut_starts = [e.start for e in self._cuts]
+        self._narrator = []
+        for m in self.p.narrator_line.finditer(self.text):
+            at = m.start() + len(m.group(0)) - len(m.group(0).lstrip())
+            i = bisect.bisect_right(cut_starts, at) - 1
+            if at not in marker_starts and not (i >= 0 and self._cuts[i].end > at):
+                self._narrator.append(at)
 
         # Split into sections; each gets the latest date seen before its header.
         sections: list[tuple[str, str, int, int, list[Event]]] = []
@@ -471,35 +528,56 @@ class _Parser:
         sections.append((name, date, start, len(self.text), speech))
 
         items: list[dict] = []
-        counts = Counter()
+        counts: Counter = Counter()
+        self._unpaired: list[dict] = []
         seen_conversations: Counter = Counter()
         for name, date, sec_start, sec_end, speech in sections:
             seen_conversations[name] += 1
             conversation = f"{source_id[:12]}:{name}" + (
                 f"#{seen_conversations[name]}" if seen_conversations[name] > 1 else ""
             )
+            self._section = name
             pairs = self._section_pairs(sec_start, sec_end, speech, counts)
             if name and pairs:
                 counts["sections_with_pairs"] += 1
             for turn_index, (ctx, q, a, silent) in enumerate(pairs):
                 items.append(self._item(source_id, name, date, conversation, turn_index, ctx, q, a, silent, refs))
+                counts["narrative_pairs"] += q["event"].ends_at >= 0
         if not items:
-            speakers = ", ".join(f"{label} ({n})" for label, n in self.speaker_labels.most_common(6)) or "none by name"
+            speakers = Counter(self.speaker_labels) + Counter({n: 3 for n in self.play_names})
+            names = ", ".join(f"{label} ({n})" for label, n in speakers.most_common(6)) or "none by name"
             raise NoPairs(
                 f"speaker markers found but no question is followed by an answer "
                 f"({counts['unpaired_answers']} answers with no question, {counts['unanswered_questions']} "
-                f"questions with no answer; speakers: {speakers}); name the one who answers with --answerer"
+                f"questions with no answer; speakers: {names}); name the one who answers with --answerer"
             )
+        for item in items:
+            item["page"] = bisect.bisect_right(page_starts, item["start"]) if page_starts else None
+        suspicious = flag_suspicious_items(items)
         counts["sections"] = sum(1 for s in sections if s[0])
         counts["pairs"] = len(items)
         counts["silences"] = sum(i["is_silence"] for i in items)
-        return DialogueParse(items=items, convention=self.convention, report=dict(counts))
+        report = dict(counts)
+        report["markers"] = {
+            "found": dict(Counter(e.speaker for e in markers).most_common(20)),
+            "used": dict(Counter(s for i in items for s in (i["question_speaker"], i["answer_speaker"]) if s).most_common(20)),
+        }
+        report["noise"] = dict(Counter(e.speaker for e in events if e.kind == NOISE))
+        report["boundaries"] = len(self._boundaries)
+        report["unpaired"] = self._unpaired[:50]
+        report["suspicious"] = suspicious
+        return DialogueParse(items=items, convention=self.convention, report=report)
+
+    def _note_unpaired(self, kind: str, ev: Event, counts: Counter) -> None:
+        counts["unpaired_answers" if kind == "answer" else "unanswered_questions"] += 1
+        excerpt = " ".join(self.text[ev.start:ev.start + 120].split())
+        self._unpaired.append({"kind": kind, "section": self._section, "start": ev.start, "text": excerpt})
 
     def _section_pairs(self, sec_start, sec_end, speech, counts):
         """Walk one section's markers and silences, pairing question turns with answers."""
         pairs = []
         ctx_start = sec_start
-        question = answer = None  # each: dict(event=, spans=, context_end=, context_start=)
+        question = answer = None  # each: dict(event=, spans=, context=)
         for i, ev in enumerate(speech):
             nxt = speech[i + 1].start if i + 1 < len(speech) else sec_end
             if ev.kind == SILENCE:
@@ -511,29 +589,57 @@ class _Parser:
                 spans = self._text_spans(ev.start, nxt)
                 (answer or question or {"spans": []})["spans"].extend(spans)
                 continue
-            spans = self._text_spans(ev.end, nxt)
-            if not spans:
-                continue  # an empty turn: as if its marker were not there
-            if ev.role == "q":
+            quoting = ev.quotes and (question is not None or answer is not None)
+            in_answer = answer is not None if quoting else (ev.role == "a" and question is not None)
+            # Where this turn stops: the next marker, or the first unit boundary before it (a heading, a
+            # numbered unit, the close of a narrated quotation; for an answer also a narrator's line).
+            stops = [self._first_in(self._boundaries, ev.end, nxt)]
+            if in_answer:
+                stops.append(self._first_in(self._narrator, ev.end, nxt))
+            stop = min((s for s in stops if s is not None), default=None)
+            turn_end = nxt if stop is None else stop
+            spans = self._text_spans(ev.start if quoting else ev.end, turn_end)
+            if quoting:
+                (answer or question)["spans"].extend(spans)  # the quotation stays in the turn that quotes it
+            elif not spans:
+                if ev.role == "q" and answer is not None and not ev.lead_in:
+                    # An empty question marker between two answers ends the first: they are two answers.
+                    counts["empty_turns"] += 1
+                    pairs.append((question, question, answer, False))
+                    question = answer = None
+                    ctx_start = ev.end
+                if stop is None:
+                    continue  # otherwise an empty turn: as if its marker were not there
+            elif ev.role == "q":
                 if answer:
                     pairs.append((question, question, answer, False))
                     question = answer = None
                     ctx_start = ev.start
                 if question is None:
                     context_end = ev.end if ev.lead_in else ev.start
-                    question = {"event": ev, "spans": spans, "context": (ctx_start, context_end)}
+                    unit_start = self._last_in(self._boundaries, ctx_start, ev.start + 1)
+                    context_start = max(ctx_start, unit_start if unit_start is not None else ctx_start)
+                    question = {"event": ev, "spans": spans, "context": (context_start, context_end)}
                 else:
                     question["spans"].extend(spans)
             elif question is None:
-                counts["unpaired_answers"] += 1
+                self._note_unpaired("answer", ev, counts)
             elif answer is None:
                 answer = {"event": ev, "spans": spans}
             else:
                 answer["spans"].extend(spans)
+            if stop is not None:
+                # The unit ended: what follows until the next marker is narrative, the next question's context.
+                if question and answer:
+                    pairs.append((question, question, answer, False))
+                elif question:
+                    self._note_unpaired("question", question["event"], counts)
+                question = answer = None
+                ctx_start = max(stop, self._last_in(self._boundaries + self._narrator, stop, nxt) or stop)
         if question and answer:
             pairs.append((question, question, answer, False))
         elif question:
-            counts["unanswered_questions"] += 1
+            self._note_unpaired("question", question["event"], counts)
         return [(q["context"], q, a, silent) for _, q, a, silent in pairs]
 
     def _item(self, source_id, section, date, conversation, turn_index, ctx, q, a, silent, refs) -> dict:
@@ -561,7 +667,8 @@ class _Parser:
             "turn_index": turn_index,
             "question_speaker": q["event"].speaker,
             "answer_speaker": "" if silent else a["event"].speaker,
-            "refs": [self.text[r.start:r.end] for r in refs if q["event"].start <= r.start < end],
+            # The references in the item's stretch of the book, a numbered unit's own number included.
+            "refs": [self.text[r.start:r.end] for r in refs if min(ctx[0], q["event"].start) <= r.start < end],
             "start": start,
             "end": end,
             "context_spans": context_spans,
@@ -571,9 +678,21 @@ class _Parser:
             "n_words": len(text.split()) + len(context.split()),
             "parser": "dialogue",
             "parser_version": PARSER_VERSION,
+            "page": None,
+            "parse_warning": "",
         }
 
 
-def parse_dialogue(text: str, source_id: str, config: DialogueConfig = DialogueConfig(), title: str = "") -> DialogueParse:
-    """Parse a dialogue book's text into pair items (see the module docstring for the rules)."""
-    return _Parser(text, config, title).parse(source_id)
+def parse_dialogue(
+    text: str,
+    source_id: str,
+    config: DialogueConfig = DialogueConfig(),
+    title: str = "",
+    page_starts: list[int] | None = None,
+) -> DialogueParse:
+    """Parse a dialogue book's text into pair items (see the module docstring for the rules).
+
+    `page_starts`: for text extracted from a PDF, the offset where each page begins
+    (curation/pdf.py); each item then records the page its first character is on.
+    """
+    return _Parser(text, config, title).parse(source_id, page_starts)

@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import json
 import os
 import shutil
 import tempfile
@@ -131,6 +132,7 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         "parser_version": parsed.parser_version,
         "parser_config": parsed.config_json,
         "convention": parsed.convention,
+        "parse_report": json.dumps(parsed.report, sort_keys=True),
     }
     return ParsedBook(
         task, "parsed", source_id, source, ws._items_frame(rows), n_duplicates, parsed.convention, parsed.report

@@ -45,6 +45,7 @@ from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 
 from curation import schema
+from curation.layout import lf_view
 
 PARSER = "prose"
 PARSER_VERSION = "prose-1"
@@ -309,13 +310,21 @@ def _text_and_spans(pieces: list[_Piece]) -> tuple[str, list[list[int]]]:
     return " ".join(parts), spans
 
 
-def split_prose(text: str, source_id: str, config: ProseConfig = ProseConfig(), title: str = "") -> list[dict]:
+def split_prose(
+    text: str,
+    source_id: str,
+    config: ProseConfig = ProseConfig(),
+    title: str = "",
+    page_starts: list[int] | None = None,
+) -> list[dict]:
     """Passages of a prose book, as item rows with every key of `schema.ITEM_SCHEMA`.
 
     `title` is the book's title: where PDF extraction repeated it as a running
-    page header, it is cut out of the passages.
+    page header, it is cut out of the passages. `page_starts`: for text extracted
+    from a PDF, where each page begins; each passage records the page it starts on.
     """
-    paragraphs = _paragraphs(text, title)
+    # CRLF and CR line ends read as LF (a same-length view: offsets stay true for `text`).
+    paragraphs = _paragraphs(lf_view(text), title)
     _split_sentences(paragraphs, config.max_tokens)
     items = []
     passages_in_section: dict[str, int] = {}
@@ -352,6 +361,8 @@ def split_prose(text: str, source_id: str, config: ProseConfig = ProseConfig(), 
                     "n_words": len(passage_text.split()),
                     "parser": PARSER,
                     "parser_version": PARSER_VERSION,
+                    "page": bisect_right(page_starts, spans[0][0]) if page_starts else None,
+                    "parse_warning": "",
                 }
             )
     return items

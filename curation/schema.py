@@ -3,7 +3,8 @@
 Items (`items.parquet`): one row per item occurrence in a source. Offsets are
 character offsets into the source text decoded as UTF-8 (the copy kept in the
 workspace under `sources/<source_id>.txt`), so `text[start:end]` recovers the raw
-span. A turn's text is its spans, each whitespace-collapsed, joined by one space:
+span. A turn's text is its spans, each whitespace-collapsed, joined by one space
+(a word hyphenated at a line end joins with nothing: `curation.spans.join_spans`):
 noise inside a turn (running headers, page numbers, the marker of a second
 question) falls between spans and so is not part of the turn.
 
@@ -52,6 +53,8 @@ ITEM_SCHEMA: dict[str, pl.DataType] = {
     "n_words": pl.Int64,
     "parser": pl.String,  # "dialogue" | "prose"
     "parser_version": pl.String,
+    "page": pl.Int64,  # PDF sources: the page (1-based) the item starts on; null for text sources
+    "parse_warning": pl.String,  # why the parse of this item looks suspicious, "; "-joined; "" when it does not
 }
 
 SOURCE_SCHEMA: dict[str, pl.DataType] = {
@@ -69,6 +72,7 @@ SOURCE_SCHEMA: dict[str, pl.DataType] = {
     "parser_config": pl.String,  # JSON of the config that produced its items
     "convention": pl.String,  # the speaker convention detected or chosen
     "ingested_at": pl.String,  # ISO 8601, UTC
+    "parse_report": pl.String,  # JSON: the parser's report (markers, unpaired turns, suspicious items, PDF extraction)
 }
 
 # ---- stage columns ---------------------------------------------------------------------------
@@ -158,6 +162,18 @@ def content_hash(kind: str, question: str = "", answer: str = "", context: str =
     if kind == "pair":
         return _digest("pair", context, question, answer)
     return _digest(kind, text)
+
+
+# Columns added after workspaces were first written, with the value an older table means by their absence.
+ADDED_COLUMNS = {"page": None, "parse_warning": "", "parse_report": "{}"}
+
+
+def with_added_columns(frame: pl.DataFrame, table_schema: dict[str, pl.DataType]) -> pl.DataFrame:
+    """An older table read back with the columns added since, filled with what their absence meant."""
+    missing = [name for name in ADDED_COLUMNS if name in table_schema and name not in frame.columns]
+    if not missing:
+        return frame
+    return frame.with_columns(pl.lit(ADDED_COLUMNS[name], dtype=table_schema[name]).alias(name) for name in missing)
 
 
 def empty_items() -> pl.DataFrame:

@@ -35,7 +35,7 @@ import polars as pl
 
 from curation.errors import CurationError
 from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now
-from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources
+from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
 
 if TYPE_CHECKING:
     from curation.review import ReviewState
@@ -304,7 +304,8 @@ class Workspace:
             new_bytes: dict[str, bytes] = {}
             for path in paths:
                 notify(path, "reading")
-                data = read_source_file(path)
+                extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
+                data = extracted.data if extracted else read_source_file(path)
                 source_id = hashlib.sha256(data).hexdigest()
                 if source_id in known_ids or source_id in new_bytes:
                     reports.append(FileReport(str(path), source_id, "already ingested"))
@@ -312,7 +313,10 @@ class Workspace:
                 text = decode_source(path, data)
                 source_title = title if title is not None else path.stem
                 notify(path, "parsing")
-                parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config)
+                page_starts = extracted.page_starts if extracted else None
+                parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config, page_starts)
+                if extracted:
+                    parsed.report["extraction"] = extracted.report()
                 rows, n_duplicates = _first_of_each_item_id(parsed.items)
                 new_items.append(_items_frame(rows))
                 new_sources.append(
@@ -331,6 +335,7 @@ class Workspace:
                         "parser_config": parsed.config_json,
                         "convention": parsed.convention,
                         "ingested_at": utc_now(),
+                        "parse_report": json.dumps(parsed.report, sort_keys=True),
                     }
                 )
                 new_bytes[source_id] = data
@@ -387,8 +392,8 @@ class Workspace:
             try:
                 return (
                     generation,
-                    pl.read_parquet(directory / ITEMS_TABLE),
-                    pl.read_parquet(directory / SOURCES_TABLE),
+                    with_added_columns(pl.read_parquet(directory / ITEMS_TABLE), ITEM_SCHEMA),
+                    with_added_columns(pl.read_parquet(directory / SOURCES_TABLE), SOURCE_SCHEMA),
                 )
             except FileNotFoundError:
                 # Writers keep HEAD and the generation before it; a reader this slow can
@@ -461,6 +466,18 @@ def read_source_file(path: Path) -> bytes:
     return data
 
 
+def read_pdf_source(path: Path):
+    """A PDF's extracted text (curation.pdf.PdfText), None for any other file, or an IngestError saying why not."""
+    from curation.pdf import PdfError, extract_pdf, is_pdf
+
+    if not path.is_file() or not is_pdf(path):
+        return None
+    try:
+        return extract_pdf(path)
+    except PdfError as error:
+        raise IngestError(path, str(error).removeprefix(f"{path}: ")) from None
+
+
 def decode_source(path: Path, data: bytes) -> str:
     try:
         return data.decode("utf-8")
@@ -484,6 +501,7 @@ def _parse(
     title: str,
     dialogue_config: Any,
     prose_config: Any,
+    page_starts: list[int] | None = None,
 ) -> _ParsedSource:
     # Parsers are imported here: only the one this ingest needs is loaded.
     if kind == "dialogue":
@@ -491,7 +509,7 @@ def _parse(
 
         config = dialogue_config if dialogue_config is not None else DialogueConfig()
         try:
-            parsed = parse_dialogue(text, source_id, config, title=title)
+            parsed = parse_dialogue(text, source_id, config, title=title, page_starts=page_starts)
         except NoSpeakerMarkers as error:
             raise IngestError(path, str(error) or "no speaker markers found") from None
         return _ParsedSource(parsed.items, parsed.convention, dict(parsed.report), config.to_json(), PARSER_VERSION)
@@ -499,7 +517,7 @@ def _parse(
     from curation.prose import PARSER_VERSION, ProseConfig, split_prose
 
     config = prose_config if prose_config is not None else ProseConfig()
-    items = split_prose(text, source_id, config, title=title)
+    items = split_prose(text, source_id, config, title=title, page_starts=page_starts)
     return _ParsedSource(items, "", {}, config.to_json(), PARSER_VERSION)
 
 

@@ -40,6 +40,7 @@ class ConventionChoice(str, Enum):
     dm = "dm"
     qa = "qa"
     qa_dot = "qa_dot"
+    play = "play"
 
 
 WorkspaceOption = Annotated[
@@ -103,11 +104,11 @@ def init(
 
 @app.command()
 def ingest(
-    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files, one book each.", metavar="FILE", show_default=False)],
+    files: Annotated[list[Path], typer.Argument(help="UTF-8 text files or PDFs (their text is extracted and stored), one book each.", metavar="FILE", show_default=False)],
     kind: Annotated[SourceKindChoice, typer.Option(help="dialogue: speaker-marked talks, parsed into pairs; prose: split into passages.")],
     workspace: WorkspaceOption = None,
     title: Annotated[Optional[str], typer.Option(help="Book title (also cut out where it repeats as a page header). (default: the file name)", show_default=False)] = None,
-    convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), or auto: detect from the book (default).", show_default=False)] = None,
+    convention: Annotated[Optional[ConventionChoice], typer.Option(help="Dialogue speaker markers: dm (D.:/M.:), qa (Q:/A:), qa_dot (Q./A.), play (NAME. in capitals), or auto: detect from the book (default).", show_default=False)] = None,
     target_tokens: Annotated[Optional[int], typer.Option(help="Prose: target passage length in tokens (default: 200).", show_default=False)] = None,
     answerer: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that answers (the teacher), e.g. SOCRATES; repeatable. Added to the built-in names.", show_default=False)] = None,
     asker: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that asks, e.g. GLAUCON; repeatable. Any other titled name asks too.", show_default=False)] = None,
@@ -116,6 +117,8 @@ def ingest(
     """Ingest books into the workspace, all files in one commit: if any file is rejected, nothing is added.
 
     Example: satsang ingest talks.txt --kind dialogue --title "Talks with Sri Ramana Maharshi"
+
+    Example: satsang ingest talks.pdf --kind dialogue   (a PDF: its text is extracted, each item keeps its page)
     """
     dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens, answerer, asker)
     from curation.workspace import Workspace
@@ -148,11 +151,15 @@ def status(workspace: WorkspaceOption = None, db: DbOption = None) -> None:
     Example: satsang status --workspace ./my-workspace
     """
     from curation.workspace import Workspace
-    from satsang.render.stages import render_status
+    from satsang.render.stages import render_parse_notes, render_status
 
     with one_line_errors():
-        workspace_status = Workspace.open(workspace).status(db_url=db)  # "reviewed": from the review database
+        ws = Workspace.open(workspace)
+        workspace_status = ws.status(db_url=db)  # "reviewed": from the review database
     out.print(render_status(workspace_status))
+    notes = render_parse_notes(ws.sources())
+    if notes is not None:
+        out.print(notes)
 
 
 class ExecutorChoice(str, Enum):

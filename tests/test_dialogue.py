@@ -7,13 +7,14 @@ import pytest
 
 from curation.dialogue import DialogueConfig, NoPairs, NoSpeakerMarkers, detect_convention, parse_dialogue
 from curation.quality import turn_contamination
+from curation.spans import join_spans
 
 DATA = Path(__file__).parent / "data"
 SOURCE_ID = "f" * 64
 
 
 def joined(text: str, spans: list[list[int]]) -> str:
-    return " ".join(" ".join(text[s:e].split()) for s, e in spans)
+    return join_spans(text, spans)  # the one rule (curation/spans.py): spaces, except across a line-end hyphen
 
 
 def assert_spans_slice_back(text: str, items: list[dict]) -> None:

@@ -223,7 +223,8 @@ def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspac
     prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert prompt == "Instruct: I feel lost in my practice.\nOutput:"
     ids = tokenizer(prompt, return_tensors="pt")
-    assert model.generate(**ids, max_new_tokens=6, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 6
+    # min_new_tokens: whether a tiny model trained on a few pairs says EOS early depends on those pairs, not on loading.
+    assert model.generate(**ids, max_new_tokens=6, min_new_tokens=6, do_sample=False).shape[1] == ids["input_ids"].shape[1] + 6
 
 
 def test_sft_resumes_from_its_checkpoint_alone(sft, workspace, tmp_path):

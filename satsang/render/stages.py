@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    import polars as pl
     from rich.console import RenderableType
     from rich.table import Table
 
@@ -26,13 +27,14 @@ def render_ingest_reports(*reports: IngestReport) -> Table:
     from rich.table import Column, Table
     from rich.text import Text
 
+    from curation.quality import parse_report_notes
+
     table = Table(Column("file", overflow="fold"), "status", "items", "notes")
     for file in (file for report in reports for file in report.files):
         notes = [f"convention {file.convention}"] if file.convention else []
         if file.n_duplicate_item_ids:
             notes.append(f"{file.n_duplicate_item_ids} duplicate item ids dropped")
-        # The parser's counts, less "pairs" (the items column) and the zeros.
-        notes += [f"{count} {name.replace('_', ' ')}" for name, count in file.parse_report.items() if count and name != "pairs"]
+        notes += parse_report_notes(file.parse_report)
         table.add_row(Text(Path(file.path).name), file.status, str(file.n_items), ", ".join(notes) or "-")
     return table
 
@@ -129,6 +131,22 @@ def render_status(workspace_status: WorkspaceStatus) -> RenderableType:
         )
     per_stage = ", ".join(f"{stage} {count}" for stage, count in workspace_status.items_per_stage().items())
     return Group(table, Text(f"{workspace_status.n_sources} sources, {workspace_status.n_items} items ({per_stage})"))
+
+
+def render_parse_notes(sources: pl.DataFrame) -> RenderableType | None:
+    """Per source, what its parse report says a curator should look at (None when nothing)."""
+    import json
+
+    from rich.text import Text
+
+    from curation.quality import parse_report_notes
+
+    lines = []
+    for row in sources.iter_rows(named=True):
+        notes = parse_report_notes(json.loads(row.get("parse_report") or "{}"))
+        if notes:
+            lines.append(f"parse of {row['title']}: " + "; ".join(notes))
+    return Text("\n".join(lines)) if lines else None
 
 
 def render_selection(selection: Selection, title: str | None = None) -> Table:
