@@ -203,9 +203,12 @@ def _check_executor(choice: ExecutorChoice, ray_address: str | None) -> None:
 
 @contextmanager
 def _executor(choice: ExecutorChoice, ray_address: str | None):
-    """The executor the options name, closed (a Ray started here is shut down) when the command is done."""
+    """The executor the options name (None for local: the stage runs whole, in this process), closed when done."""
     from curation.executors import make_executor
 
+    if choice is ExecutorChoice.local:
+        yield None
+        return
     try:
         executor = make_executor(choice.value, ray_address)
     except (RuntimeError, ConnectionError) as error:
@@ -251,7 +254,7 @@ def select(
     from curation.catalog import CatalogError, CatalogFilter, find_books, ingest_selection, load_catalog, plot_selection
     from curation.catalog import select as select_books
     from curation.workspace import Workspace
-    from satsang.render.progress import books_progress
+    from satsang.render.progress import ingest_progress
     from satsang.render.stages import render_ingest_reports, render_missing_books, render_selection
 
     _check_executor(executor, ray_address)
@@ -295,7 +298,7 @@ def select(
         return
     with one_line_errors():
         ws = Workspace.open(workspace)
-        with _executor(executor, ray_address) as pool, books_progress(err, len(found)) as on_progress:
+        with _executor(executor, ray_address) as pool, ingest_progress(err, len(found)) as on_progress:
             result = ingest_selection(ws, found, executor=pool, prose_config=prose_config, progress=on_progress)
     for book, reason in result.rejected:
         err.print(f"rejected {book.path} ({book.entry.id}): {reason}", style="yellow", markup=False, highlight=False)
@@ -322,7 +325,8 @@ def dedup(
 
     Example: satsang dedup --threshold 0.8 --executor ray --ray-address auto
     """
-    from curation.dedup import DedupConfig, run_dedup
+    from curation.dedup import DedupConfig
+    from curation.distributed import run_dedup_distributed
     from curation.workspace import Workspace
     from satsang.render.stages import render_dedup_report
 
@@ -333,13 +337,8 @@ def dedup(
         fail(f"error: {error}")
     with one_line_errors():
         ws = Workspace.open(workspace)
-        if executor is ExecutorChoice.local:
-            report = run_dedup(ws, config)
-        else:
-            from curation.distributed import run_dedup_distributed
-
-            with _executor(executor, ray_address) as pool:
-                report = run_dedup_distributed(ws, config, executor=pool)
+        with _executor(executor, ray_address) as pool:
+            report = run_dedup_distributed(ws, config, executor=pool)
     out.print(render_dedup_report(report))
 
 
@@ -361,8 +360,9 @@ def score(
 
     Example: satsang score --learn
     """
+    from curation.distributed import run_score_distributed
     from curation.review import load_review_state
-    from curation.score import ScoreConfig, ScoreError, run_score
+    from curation.score import ScoreConfig, ScoreError
     from curation.workspace import Workspace
     from satsang.render.stages import render_score_report
 
@@ -372,13 +372,8 @@ def score(
         config = ScoreConfig(**settings)
         decisions = load_review_state(ws.root, db).decisions if learn else None
         try:
-            if executor is ExecutorChoice.local:
-                report = run_score(ws, config, learn=learn, decisions=decisions)
-            else:
-                from curation.distributed import run_score_distributed
-
-                with _executor(executor, ray_address) as pool:
-                    report = run_score_distributed(ws, config, pool, learn, decisions=decisions)
+            with _executor(executor, ray_address) as pool:
+                report = run_score_distributed(ws, config, pool, learn, decisions=decisions)
         except ScoreError as error:
             fail(f"error: {error}")
     out.print(render_score_report(report))

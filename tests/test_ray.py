@@ -22,16 +22,14 @@ from curation import schema  # noqa: E402
 from curation.dedup import DedupConfig, dedup, run_dedup, summarise  # noqa: E402
 from curation.dialogue import parse_dialogue  # noqa: E402
 from curation.distributed import (  # noqa: E402
-    BookTask,
     ExecutorEmbedder,
     dedup_partitioned,
-    ingest_books,
     run_dedup_distributed,
     run_score_distributed,
 )
 from curation.executors import LocalExecutor, RayExecutor, make_executor  # noqa: E402
 from curation.prose import split_prose  # noqa: E402
-from curation.workspace import IngestError, init_workspace  # noqa: E402
+from curation.workspace import BookTask, IngestError, init_workspace  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 DIALOGUE_BOOKS = [DATA / "talks-excerpt.txt", DATA / "talks-19-24.txt", DATA / "dedup-talks-272-274.txt",
@@ -139,8 +137,8 @@ def test_ingest_on_ray_equals_workspace_ingest(tmp_path, on_ray):
 
     for name, executor in (("local", LocalExecutor()), ("ray", on_ray)):
         workspace = init_workspace(tmp_path / name)
-        first = ingest_books(workspace, DIALOGUE_BOOKS, "dialogue", executor=executor)
-        second = ingest_books(workspace, PROSE_BOOKS, "prose", executor=executor)
+        first = workspace.ingest_books(DIALOGUE_BOOKS, "dialogue", executor=executor)
+        second = workspace.ingest_books(PROSE_BOOKS, "prose", executor=executor)
         assert first.report.n_new_sources == len(DIALOGUE_BOOKS) and second.report.n_new_sources == len(PROSE_BOOKS)
         items, sources = _tables(workspace)
         expected_items, expected_sources = _tables(reference)
@@ -149,7 +147,7 @@ def test_ingest_on_ray_equals_workspace_ingest(tmp_path, on_ray):
         for source_id in sources["source_id"]:
             assert workspace.source_text(source_id) == reference.source_text(source_id)
         # again: nothing new, nothing committed
-        again = ingest_books(workspace, PROSE_BOOKS, "prose", executor=executor)
+        again = workspace.ingest_books(PROSE_BOOKS, "prose", executor=executor)
         assert again.report.generation is None
         assert {f.status for f in again.report.files} == {"already ingested"}
 
@@ -161,9 +159,9 @@ def test_ingest_titles_and_licences_per_book_and_rejects(tmp_path, on_ray):
              BookTask(str(empty), "prose")]
     workspace = init_workspace(tmp_path / "ws")
     with pytest.raises(IngestError, match="empty file"):
-        ingest_books(workspace, tasks, executor=on_ray)
+        workspace.ingest_books(tasks, executor=on_ray)
     assert workspace.generation == 0  # all or nothing
-    result = ingest_books(workspace, tasks, executor=on_ray, skip_rejected=True)
+    result = workspace.ingest_books(tasks, executor=on_ray, skip_rejected=True)
     assert [str(e) for e in result.rejected] == [f"{empty}: empty file"]
     source = workspace.sources().row(0, named=True)
     assert (source["title"], source["licence"]) == ("Nan Yar?", "freely published")
