@@ -167,6 +167,26 @@ def test_ingest_titles_and_licences_per_book_and_rejects(tmp_path, on_ray):
     assert (source["title"], source["licence"]) == ("Nan Yar?", "freely published")
 
 
+def test_a_pdf_parsed_on_ray_is_ingested_as_locally(tmp_path, on_ray):
+    # One parse for every executor: the PDF route (extraction, pages, the parse report) included.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pdf_writer import write_pdf
+
+    lines = (DATA / "talks-excerpt.txt").read_text(encoding="utf-8").splitlines()
+    body = [line[:90] for line in lines if line.strip()][:60]
+    pdf = write_pdf(tmp_path / "talks.pdf", [body[i:i + 15] for i in range(0, len(body), 15)])
+    tables = []
+    for name, executor in (("local", None), ("ray", on_ray)):
+        workspace = init_workspace(tmp_path / name)
+        report = workspace.ingest([pdf], "dialogue", executor=executor)
+        assert report.files[0].parse_report["extraction"]["pages"] == 4, name
+        tables.append(_tables(workspace))
+    assert tables[0][0].height > 0
+    assert tables[1][0].equals(tables[0][0]) and tables[1][1].equals(tables[0][1])
+
+
 # ---- dedup ------------------------------------------------------------------------------
 
 
