@@ -53,17 +53,10 @@ RESPONSE_SCHEMA: dict[str, pl.DataType] = {
     "undoes": pl.Int64,
 }
 
-# state(): one row per item with an effective response, by item_id.
+# state(): one row per item with an effective response, by item_id: a response's columns less its
+# id (`response_id` instead) and `undoes` (an effective response is never an undo).
 STATE_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String,
-    "content_hash": pl.String,
-    "reviewer": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-    "note": pl.String,
-    "edited_question": pl.String,
-    "edited_answer": pl.String,
-    "created_at": pl.String,
+    **{name: dtype for name, dtype in RESPONSE_SCHEMA.items() if name not in ("id", "undoes")},
     "response_id": pl.Int64,
 }
 

@@ -7,13 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from satsang.app import (
-    app,
-    err,
-    fail,
-    one_line_errors,
-    out,
-)
+from satsang.app import app, err, fail, one_line_errors, out
 
 
 CheckpointOption = Annotated[

@@ -6,14 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from satsang.app import (
-    DbOption,
-    WorkspaceOption,
-    app,
-    err,
-    one_line_errors,
-    out,
-)
+from satsang.app import DbOption, WorkspaceOption, app, err, one_line_errors, out
 
 
 @app.command()

@@ -7,13 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from satsang.app import (
-    WorkspaceOption,
-    app,
-    err,
-    one_line_errors,
-    out,
-)
+from satsang.app import WorkspaceOption, app, err, one_line_errors, out
 from satsang.options import ConfigSettings, config_command
 
 

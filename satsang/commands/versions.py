@@ -8,13 +8,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from satsang.app import (
-    DbOption,
-    WorkspaceOption,
-    app,
-    one_line_errors,
-    out,
-)
+from satsang.app import DbOption, WorkspaceOption, app, one_line_errors, out
 
 
 class DatasetKindChoice(str, Enum):

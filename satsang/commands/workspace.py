@@ -9,18 +9,8 @@ from typing import Annotated, Optional
 import typer
 
 from satsang.app import (
-    DbOption,
-    ExecutorChoice,
-    ExecutorOption,
-    RayAddressOption,
-    WorkspaceOption,
-    app,
-    check_executor,
-    err,
-    executor_from_options,
-    fail,
-    one_line_errors,
-    out,
+    DbOption, ExecutorChoice, ExecutorOption, RayAddressOption, WorkspaceOption, app, check_executor, err,
+    executor_from_options, fail, one_line_errors, out,
 )
 
 
