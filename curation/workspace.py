@@ -329,8 +329,6 @@ class Workspace:
         "already ingested". `title` defaults to each file's name without extension.
         `executor` parses the files (default: in this process; a RayExecutor on a cluster).
         """
-        if kind not in SOURCE_KINDS:
-            raise ValueError(f"kind must be one of {SOURCE_KINDS}, not {kind!r}")
         tasks = [BookTask(str(Path(p)), kind, title, licence, dialogue_config, prose_config) for p in paths]
         return self.ingest_books(tasks, executor=executor, progress=progress).report
 
@@ -356,6 +354,9 @@ class Workspace:
         tasks = [b if isinstance(b, BookTask) else BookTask(str(b), kind) for b in books]
         if not tasks:
             raise ValueError("no files to ingest")
+        for task in tasks:
+            if task.kind not in SOURCE_KINDS:
+                raise ValueError(f"kind must be one of {SOURCE_KINDS}, not {task.kind!r}")
         notify = progress or (lambda path, phase: None)
         known = frozenset(self.sources()["source_id"].to_list())
         parsed: list[ParsedBook] = []
@@ -384,7 +385,9 @@ class Workspace:
             reports: list[FileReport] = []
             new: list[ParsedBook] = []
             for book in books:
-                if book.status != "parsed" or book.source_id in known:
+                if book.error is not None:
+                    raise IngestError(*book.error)
+                if book.status == "already ingested" or book.source_id in known:
                     reports.append(FileReport(book.task.path, book.source_id, "already ingested"))
                     continue
                 known.add(book.source_id)
@@ -397,8 +400,16 @@ class Workspace:
                 return IngestReport(tuple(reports), generation=None)
             if progress is not None:
                 progress(None, "committing")
-            for book in new:
-                atomic_write(self.root / SOURCES_DIR / f"{book.source_id}.txt", _unchanged_source_bytes(book))
+            written: list[Path] = []
+            try:
+                for book in new:
+                    stored = self.root / SOURCES_DIR / f"{book.source_id}.txt"
+                    atomic_write(stored, _unchanged_source_bytes(book))
+                    written.append(stored)
+            except BaseException:
+                for stored in written:  # no commit refers to them: leave the workspace as it was
+                    stored.unlink(missing_ok=True)
+                raise
             now = utc_now()
             new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=SOURCE_SCHEMA)
             generation = self._commit(
