@@ -1,4 +1,4 @@
-"""The heavy stages, cut into units an executor can run anywhere: parsing books, MinHash/LSH dedup, embedding.
+"""The heavy stages, cut into units an executor can run anywhere: MinHash/LSH dedup and embedding.
 
 Each stage has one entry point that takes an executor (`Workspace.ingest`,
 `run_dedup_distributed`, `run_score_distributed`): no executor runs the stage in
@@ -363,9 +363,9 @@ def run_dedup_distributed(
 ) -> DedupReport:
     """The dedup stage on `executor`: `curation.dedup.run_dedup`, its columns computed by `dedup_partitioned`.
 
-    No executor: `run_dedup` in this process, in memory (`satsang dedup --executor local`). scratch_dir: where the partition
-    files go (default `<workspace>/scratch/dedup-<id>`, on the workspace's storage, which a
-    cluster's nodes share); removed when done.
+    No executor: `run_dedup` in this process, in memory (`satsang dedup --executor local`).
+    scratch_dir: where the partition files go (default `<workspace>/scratch/dedup-<id>`, on the
+    workspace's storage, which a cluster's nodes share); removed when done.
     """
     from curation.dedup import run_dedup
 
@@ -385,7 +385,10 @@ def run_dedup_distributed(
                 pass
 
 
-def _dedup_in_partitions(items: pl.DataFrame, config: DedupConfig, source_order: Sequence[str], **options: Any):
+def _dedup_in_partitions(
+    items: pl.DataFrame, config: DedupConfig, source_order: Sequence[str], **options: Any
+) -> pl.DataFrame:
+    """`run_dedup`'s compute: `dedup_partitioned`, keeping the work directory for the caller to remove."""
     return dedup_partitioned(items, config, source_order, keep_work_dir=True, **options)
 
 
