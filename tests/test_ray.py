@@ -29,7 +29,7 @@ from curation.distributed import (  # noqa: E402
 )
 from curation.executors import LocalExecutor, RayExecutor, make_executor  # noqa: E402
 from curation.prose import split_prose  # noqa: E402
-from curation.workspace import BookTask, IngestError, init_workspace  # noqa: E402
+from curation.workspace import BookTask, IngestError, Workspace, init_workspace  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 DIALOGUE_BOOKS = [DATA / "talks-excerpt.txt", DATA / "talks-19-24.txt", DATA / "dedup-talks-272-274.txt",
@@ -184,6 +184,22 @@ def test_a_pdf_parsed_on_ray_is_ingested_as_locally(tmp_path, on_ray):
         assert report.files[0].parse_report["extraction"]["pages"] == 4, name
         tables.append(_tables(workspace))
     assert tables[0][0].height > 0
+    assert tables[1][0].equals(tables[0][0]) and tables[1][1].equals(tables[0][1])
+
+
+def test_satsang_ingest_with_executor_ray_commits_what_a_local_ingest_does(tmp_path, on_ray):
+    from typer.testing import CliRunner
+
+    from satsang.cli import app
+
+    tables = []
+    for name, options in (("local", []), ("ray", ["--executor", "ray"])):
+        root = tmp_path / name
+        init_workspace(root)
+        result = CliRunner().invoke(app, ["ingest", *map(str, PROSE_BOOKS), "--kind", "prose", "-w", str(root), *options])
+        assert result.exit_code == 0, result.output
+        tables.append(_tables(Workspace.open(root)))
+    assert ray.is_initialized()  # the command used the Ray it found and left it running
     assert tables[1][0].equals(tables[0][0]) and tables[1][1].equals(tables[0][1])
 
 

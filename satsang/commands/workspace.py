@@ -72,13 +72,19 @@ def ingest(
     answerer: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that answers (the teacher), e.g. SOCRATES; repeatable. Added to the built-in names.", show_default=False)] = None,
     asker: Annotated[Optional[list[str]], typer.Option(help="Dialogue: a speaker label that asks, e.g. GLAUCON; repeatable. Any other titled name asks too.", show_default=False)] = None,
     licence: Annotated[str, typer.Option(help="Licence note kept with the source.")] = "",
+    executor: ExecutorOption = ExecutorChoice.local,
+    ray_address: RayAddressOption = None,
 ) -> None:
     """Ingest books into the workspace, all files in one commit: if any file is rejected, nothing is added.
+
+    With --executor ray each book is parsed by its own Ray task (the files must be readable
+    where the tasks run); the commit is this process's, as always.
 
     Example: satsang ingest talks.txt --kind dialogue --title "Talks with Sri Ramana Maharshi"
 
     Example: satsang ingest talks.pdf --kind dialogue   (a PDF: its text is extracted, each item keeps its page)
     """
+    check_executor(executor, ray_address)
     dialogue_config, prose_config = _parser_configs(kind, convention, target_tokens, answerer, asker)
     from curation.workspace import Workspace
     from satsang.render.progress import ingest_progress
@@ -86,7 +92,7 @@ def ingest(
 
     with one_line_errors():
         ws = Workspace.open(workspace)
-        with ingest_progress(err, len(files)) as progress:
+        with executor_from_options(executor, ray_address) as pool, ingest_progress(err, len(files)) as progress:
             report = ws.ingest(
                 files,
                 kind.value,  # type: ignore[arg-type]
@@ -95,6 +101,7 @@ def ingest(
                 title=title,
                 licence=licence,
                 progress=progress,
+                executor=pool,
             )
     out.print(render_ingest_reports(report))
     if report.generation is None:
