@@ -14,7 +14,7 @@ Each executor runs in its own child process, on a fresh workspace:
 
 - local: `Workspace.ingest` (all books, one commit) then `curation.dedup.run_dedup`:
   what `satsang ingest` and `satsang dedup` do today, in one process.
-- ray: `curation.distributed.ingest_books` and `run_dedup_distributed` on a local
+- ray: `Workspace.ingest` and `curation.distributed.run_dedup_distributed` on a local
   Ray with --cpus CPUs (ray.init in the child).
 - partitioned (not run by default): the same two functions with `LocalExecutor`,
   in one process: tells the partitioned algorithm's share of the gain from Ray's.
@@ -165,14 +165,14 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path) -> dic
         dedup_report = run_dedup(workspace)
         timings["dedup"] = time.perf_counter() - started
     else:
-        from curation.distributed import ingest_books, run_dedup_distributed
+        from curation.distributed import run_dedup_distributed
         from curation.executors import LocalExecutor, RayExecutor
 
         started = time.perf_counter()
         executor = LocalExecutor() if executor_name == "partitioned" else RayExecutor(num_cpus=cpus)
         timings["ray_start"] = time.perf_counter() - started
         started = time.perf_counter()
-        report = ingest_books(workspace, books, "prose", executor=executor).report
+        report = workspace.ingest(books, "prose", executor=executor)
         timings["ingest"] = time.perf_counter() - started
         started = time.perf_counter()
         dedup_report = run_dedup_distributed(workspace, executor=executor,

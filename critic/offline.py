@@ -253,6 +253,26 @@ def _advice_list_items(answer: str) -> int:
     return n if n >= 2 else 0
 
 
+@dataclass(frozen=True)
+class ClosureSignals:
+    """What this critic's closure-reflex detectors find in one answer; inference.eval's markers read these."""
+
+    advice_list_items: int  # items of a numbered or bulleted list in the answer, 0 below two
+    prescriptive: tuple[str, ...]  # the PRESCRIPTIVE_PHRASES labels found
+    reassurance: tuple[str, ...]  # the REASSURANCE_PHRASES labels found
+    turns_question_back: bool  # the answer asks the seeker something (not a service question)
+
+
+def closure_signals(answer: str) -> ClosureSignals:
+    """The detectors the critic's signals use, on one answer, as data."""
+    return ClosureSignals(
+        _advice_list_items(answer),
+        tuple(_matches(PRESCRIPTIVE_PHRASES, answer)),
+        tuple(_matches(REASSURANCE_PHRASES, answer)),
+        _turns_question_back(answer),
+    )
+
+
 def _stem(word: str) -> str:
     word = word.lower().replace("’", "'").removesuffix("'s")
     for suffix in ("ing", "ed", "es", "s"):

@@ -643,7 +643,7 @@ def ingest_selection(
     `rejected`; the rest are committed together. `executor` parses the books
     (default: in this process; a RayExecutor parses them on a cluster).
     """
-    from curation.distributed import BookTask, ingest_books
+    from curation.workspace import BookTask
 
     tasks = [
         BookTask(
@@ -655,7 +655,7 @@ def ingest_selection(
         )
         for book in found
     ]
-    result = ingest_books(workspace, tasks, executor=executor, skip_rejected=True, progress=progress)
+    result = workspace.ingest_books(tasks, executor=executor, skip_rejected=True, progress=progress)
     by_path = {str(book.path): book for book in found}
     rejected = tuple((by_path[error.path], error.message) for error in result.rejected)
     return SelectionIngest(result.report, rejected)

@@ -350,7 +350,9 @@ def near_duplicate_pairs(
 # ---- the stage -------------------------------------------------------------------------
 
 
-class _UnionFind:
+class UnionFind:
+    """Disjoint sets over 0..n-1; a set's root is its smallest member."""
+
     def __init__(self, n: int):
         self.parent = list(range(n))
 
@@ -408,7 +410,7 @@ def dedup(
         (i, j) for i, j in lsh_candidates(signatures, config, eligible, progress) if distinct[i][0] == distinct[j][0]
     }
     sets = _ShingleSets(shingled)
-    clusters = _UnionFind(len(distinct))
+    clusters = UnionFind(len(distinct))
     for i, j, _ in confirm_pairs(shingled, candidates, config.threshold, sets):
         clusters.union(i, j)
 
@@ -492,15 +494,24 @@ def summarise(deduped: pl.DataFrame) -> dict[str, int]:
     }
 
 
-def run_dedup(workspace: Any, config: DedupConfig | None = None, progress: bool | None = None) -> DedupReport:
-    """Dedup the workspace's items and commit the columns as a new generation (replacing any earlier run's)."""
+def run_dedup(
+    workspace: Any, config: DedupConfig | None = None, progress: bool | None = None, *, compute: Any = None
+) -> DedupReport:
+    """Dedup the workspace's items and commit the columns as a new generation (replacing any earlier run's).
+
+    compute: what gives the items with their columns, `compute(items, config, source_order)`
+    (default: `dedup` in this process; curation.distributed passes its partitioned dedup on an executor).
+    """
     config = config or DedupConfig()
     source_order = workspace.sources()["source_id"].to_list()
     started = time.perf_counter()
     result: dict[str, pl.DataFrame] = {}
 
     def transform(items: pl.DataFrame) -> pl.DataFrame:
-        result["items"] = dedup(items, config, source_order=source_order, progress=progress)
+        if compute is None:
+            result["items"] = dedup(items, config, source_order=source_order, progress=progress)
+        else:
+            result["items"] = compute(items, config, source_order)
         return result["items"]
 
     generation = workspace.update_items(transform)

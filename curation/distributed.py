@@ -1,13 +1,14 @@
-"""The heavy stages, cut into units an executor can run anywhere: parsing books, MinHash/LSH dedup, embedding.
+"""The heavy stages, cut into units an executor can run anywhere: MinHash/LSH dedup and embedding.
 
-Each stage gives the same result whatever runs it (`LocalExecutor` in this
-process, `RayExecutor` on a cluster) and the same result as its single-process
-version in `curation.workspace`, `curation.dedup` and `curation.score`; the tests
-(tests/test_ray.py) compare them on the same input.
+Each stage has one entry point that takes an executor (`Workspace.ingest`,
+`run_dedup_distributed`, `run_score_distributed`): no executor runs the stage in
+this process, as `curation.dedup.run_dedup` and `curation.score.run_score` do;
+`LocalExecutor` or `RayExecutor` runs the work cut into units, with the same
+result (tests/test_ray.py compares them on the same input). Either way the commit
+is the stage's own (`run_dedup`, `run_score`): only the computation differs.
 
-Parsing many books (`ingest_books`): each book is one task (read, validate,
-hash, parse: `BookTask` -> `ParsedBook`); the commit stays single-writer on the
-driver, under the workspace lock, exactly as `Workspace.ingest` commits.
+Ingest needs nothing here: `Workspace.ingest` hands each file to its executor
+(`curation.workspace.parse_book`) and commits on the driver, under the lock.
 
 Dedup (`dedup_partitioned`), designed so that no process holds every signature.
 Files, under a work directory every worker can read (shared storage on a cluster)::
@@ -48,176 +49,27 @@ from __future__ import annotations
 
 import glob
 import hashlib
-import json
 import os
 import shutil
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import polars as pl
 
-from curation.files import atomic_write, utc_now
 from curation.executors import Executor, LocalExecutor, WorkerPool, chunks
 from curation.score import Embedder
-from curation.workspace import FileReport, IngestError, IngestReport
 
 if TYPE_CHECKING:
     from curation.dedup import DedupConfig, DedupReport
     from curation.score import ScoreConfig, ScoreReport
     from curation.workspace import Workspace
-
-# ---- parsing many books --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BookTask:
-    """One book to ingest: its path (readable where the task runs), how to parse it, its title and licence."""
-
-    path: str
-    kind: Literal["dialogue", "prose"] = "prose"
-    title: str | None = None  # None: the file name without extension, as Workspace.ingest does
-    licence: str = ""
-    dialogue_config: Any = None
-    prose_config: Any = None
-
-
-@dataclass
-class ParsedBook:
-    """A book as a task returns it: the source row and its items, or why it was rejected."""
-
-    task: BookTask
-    status: Literal["parsed", "already ingested", "rejected"]
-    source_id: str = ""
-    source: dict[str, Any] = field(default_factory=dict)  # a SOURCE_SCHEMA row, less ingested_at
-    items: pl.DataFrame | None = None
-    n_duplicate_item_ids: int = 0
-    convention: str = ""
-    parse_report: dict[str, Any] = field(default_factory=dict)
-    error: tuple[str, str, int | None] | None = None  # (path, message, line) of the IngestError
-
-
-def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -> ParsedBook:
-    """Read, validate, hash and parse one book, as `Workspace.ingest` does for each file (no commit)."""
-    from curation import workspace as ws
-
-    path = Path(task.path)
-    try:
-        data = ws.read_source_file(path)
-        source_id = hashlib.sha256(data).hexdigest()
-        if source_id in known_source_ids:
-            return ParsedBook(task, "already ingested", source_id)
-        text = ws.decode_source(path, data)
-        title = task.title if task.title is not None else path.stem
-        parsed = ws._parse(task.kind, path, text, source_id, title, task.dialogue_config, task.prose_config)
-    except IngestError as error:
-        return ParsedBook(task, "rejected", error=(error.path, error.message, error.line))
-    rows, n_duplicates = ws._first_of_each_item_id(parsed.items)
-    source = {
-        "source_id": source_id,
-        "title": title,
-        "kind": task.kind,
-        "original_path": str(path.resolve()),
-        "stored_path": f"{ws.SOURCES_DIR}/{source_id}.txt",
-        "n_bytes": len(data),
-        "n_chars": len(text),
-        "n_items": len(rows),
-        "licence": task.licence,
-        "parser": task.kind,
-        "parser_version": parsed.parser_version,
-        "parser_config": parsed.config_json,
-        "convention": parsed.convention,
-        "parse_report": json.dumps(parsed.report, sort_keys=True),
-    }
-    return ParsedBook(
-        task, "parsed", source_id, source, ws._items_frame(rows), n_duplicates, parsed.convention, parsed.report
-    )
-
-
-@dataclass(frozen=True)
-class BooksIngest:
-    """`ingest_books`' outcome: the ingest report, and the files rejected (only when skip_rejected)."""
-
-    report: IngestReport
-    rejected: tuple[IngestError, ...]
-
-
-def ingest_books(
-    workspace: Workspace,
-    books: Iterable[BookTask | str | os.PathLike[str]],
-    kind: Literal["dialogue", "prose"] = "prose",
-    executor: Executor | None = None,
-    skip_rejected: bool = False,
-    progress: Callable[[Path | None, str], None] | None = None,
-) -> BooksIngest:
-    """Parse books on `executor` (default: this process) and commit them in one generation from this process.
-
-    `books`: BookTasks, or paths (parsed as `kind`, titled by file name). The same
-    items and sources as `Workspace.ingest`, except that each book may carry its own
-    title and licence. All or nothing: a rejected file raises its IngestError and
-    nothing is committed, unless `skip_rejected`, which leaves rejected files out
-    and lists them. Parsing runs outside the workspace lock (it may take long); the
-    commit re-reads the workspace under the lock, so a book ingested meanwhile by
-    someone else is "already ingested", and checks that each file still has the
-    bytes that were parsed.
-    """
-    from curation import workspace as ws
-
-    tasks = [b if isinstance(b, BookTask) else BookTask(str(b), kind) for b in books]
-    if not tasks:
-        raise ValueError("no files to ingest")
-    executor = executor or LocalExecutor()
-    notify = progress or (lambda path, phase: None)
-    known = frozenset(workspace.sources()["source_id"].to_list())
-
-    parsed: list[ParsedBook] = []
-    rejected: list[IngestError] = []
-    for book in executor.imap(parse_book, tasks, shared=known):
-        notify(Path(book.task.path), "parsed")
-        if book.status == "rejected":
-            error = IngestError(book.error[0], book.error[1], book.error[2])
-            if not skip_rejected:
-                raise error
-            rejected.append(error)
-            continue
-        parsed.append(book)
-
-    with workspace._writer_lock():
-        _, items, sources = workspace.snapshot()
-        known_now = set(sources["source_id"].to_list())
-        reports: list[FileReport] = []
-        new: list[ParsedBook] = []
-        for book in parsed:
-            if book.status == "already ingested" or book.source_id in known_now:
-                reports.append(FileReport(book.task.path, book.source_id, "already ingested"))
-                continue
-            known_now.add(book.source_id)  # the same bytes twice in one call: the second adds nothing
-            new.append(book)
-            reports.append(
-                FileReport(book.task.path, book.source_id, "ingested", book.source["n_items"],
-                           book.n_duplicate_item_ids, book.convention, book.parse_report)
-            )
-        if not new:
-            return BooksIngest(IngestReport(tuple(reports), generation=None), tuple(rejected))
-        notify(None, "committing")
-        for book in new:
-            data = ws.read_source_file(Path(book.task.path))
-            if hashlib.sha256(data).hexdigest() != book.source_id:
-                raise IngestError(book.task.path, "file changed while it was being ingested; nothing was committed")
-            atomic_write(workspace.root / ws.SOURCES_DIR / f"{book.source_id}.txt", data)
-        now = utc_now()
-        new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=ws.SOURCE_SCHEMA)
-        generation = workspace._commit(
-            pl.concat([items, *(book.items for book in new)], how="diagonal"),
-            pl.concat([sources, new_sources], how="vertical"),
-        )
-    return BooksIngest(IngestReport(tuple(reports), generation), tuple(rejected))
-
 
 # ---- dedup: partitioned MinHash, LSH bands, confirmation, components ---------------------------
 
@@ -434,14 +286,14 @@ def _assemble(
     frame: pl.DataFrame, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
 ) -> pl.DataFrame:
     """Components over exact keys and confirmed edges; dedup's columns for every row, in row order."""
-    from curation.dedup import DEDUP_COLUMNS, _UnionFind, dedup
+    from curation.dedup import DEDUP_COLUMNS, UnionFind, dedup
 
     n = frame.height
     row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
     edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet"))
     nodes = pl.concat([edges["a"], edges["b"]]).unique().sort().to_list()
     node_index = {key: i for i, key in enumerate(nodes)}
-    clusters = _UnionFind(len(nodes))
+    clusters = UnionFind(len(nodes))
     for a, b in edges.select("a", "b").iter_rows():
         clusters.union(node_index[a], node_index[b])
     labels = pl.DataFrame(
@@ -509,27 +361,21 @@ def run_dedup_distributed(
     rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
     progress: Callable[[str], None] | None = None,
 ) -> DedupReport:
-    """`curation.dedup.run_dedup` with the partitioned computation: same columns, same commit.
+    """The dedup stage on `executor`: `curation.dedup.run_dedup`, its columns computed by `dedup_partitioned`.
 
+    No executor: `run_dedup` in this process, in memory (`satsang dedup --executor local`).
     scratch_dir: where the partition files go (default `<workspace>/scratch/dedup-<id>`, on the
     workspace's storage, which a cluster's nodes share); removed when done.
     """
-    from curation.dedup import DedupConfig, DedupReport, summarise
+    from curation.dedup import run_dedup
 
-    config = config or DedupConfig()
-    source_order = workspace.sources()["source_id"].to_list()
+    if executor is None:
+        return run_dedup(workspace, config)
     work = Path(scratch_dir) if scratch_dir is not None else workspace.root / "scratch" / f"dedup-{uuid.uuid4().hex[:12]}"
-    started = time.perf_counter()
-    result: dict[str, pl.DataFrame] = {}
-
-    def transform(items: pl.DataFrame) -> pl.DataFrame:
-        result["items"] = dedup_partitioned(
-            items, config, source_order, executor, work, rows_per_partition, keep_work_dir=True, progress=progress
-        )
-        return result["items"]
-
+    compute = partial(_dedup_in_partitions, executor=executor, work_dir=work, rows_per_partition=rows_per_partition,
+                      progress=progress)
     try:
-        generation = workspace.update_items(transform)
+        return run_dedup(workspace, config, compute=compute)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if scratch_dir is None:
@@ -537,9 +383,13 @@ def run_dedup_distributed(
                 work.parent.rmdir()  # only if no other run is using it
             except OSError:
                 pass
-    return DedupReport(
-        **summarise(result["items"]), generation=generation, seconds=time.perf_counter() - started, config=config
-    )
+
+
+def _dedup_in_partitions(
+    items: pl.DataFrame, config: DedupConfig, source_order: Sequence[str], **options: Any
+) -> pl.DataFrame:
+    """`run_dedup`'s compute: `dedup_partitioned`, keeping the work directory for the caller to remove."""
+    return dedup_partitioned(items, config, source_order, keep_work_dir=True, **options)
 
 
 # ---- scoring: embeddings encoded by workers that load the model once -------------------------
@@ -648,9 +498,14 @@ def run_score_distributed(
     decisions: pl.DataFrame | None = None,
     workers: int | None = None,
 ) -> ScoreReport:
-    """`curation.score.run_score` with the model's encoding done by the executor's workers: identical scores."""
+    """The score stage on `executor`: `curation.score.run_score`, the model's encoding done by its workers.
+
+    No executor: `run_score` in this process. The scores are identical either way.
+    """
     from curation.score import ConceptScorer, EmbeddingStore, ScoreConfig, run_score
 
+    if executor is None:
+        return run_score(workspace, config, learn, decisions=decisions)
     config = config or ScoreConfig()
     store = EmbeddingStore.for_workspace(workspace.root, config.model)
     scorer = ConceptScorer(config, store=store)

@@ -34,16 +34,13 @@ Guarantees, and why:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
 
@@ -53,11 +50,25 @@ from curation.errors import CurationError
 from curation.files import utc_now
 from curation.redaction import redact_url
 
+# What a response is, and the tables and migrations that hold it (re-exported: callers import them from here).
+from curation.response_schema import (  # noqa: F401
+    CHAINED_COLUMNS,
+    DECISIONS,
+    INSERT_LINK,
+    MIGRATIONS,
+    MIGRATIONS_TABLE_DDL,
+    PG_MIGRATION_LOCK,
+    REASONS,
+    RESPONSE_COLUMNS,
+    RESPONSE_SCHEMA,
+    SCHEMA_VERSION,
+    STATE_SCHEMA,
+    Response,
+    chain_hash,
+)
+
 DB_URL_ENV = "SATSANG_DB_URL"
 SQLITE_FILE = "reviews.db"
-
-DECISIONS: tuple[str, ...] = ("accept", "reject", "edit", "undo")
-REASONS: tuple[str, ...] = ("parse error", "not contemplative", "duplicate", "incomplete", "off-topic", "other")
 
 Backend = Literal["sqlite", "postgresql"]
 
@@ -74,187 +85,6 @@ class InvalidResponse(ResponseStoreError, ValueError):
     """A response failed validation; nothing was written."""
 
 
-@dataclass(frozen=True)
-class Response:
-    """One stored response, as read back from the database."""
-
-    id: int  # assigned by the database; grows in commit order
-    item_id: str
-    content_hash: str  # the item's exact-content hash when it was reviewed
-    reviewer: str
-    decision: str  # one of DECISIONS
-    reason: str | None  # one of REASONS; required for reject
-    note: str  # free text, "" if none
-    edited_question: str | None  # edit only
-    edited_answer: str | None  # edit only
-    created_at: str  # ISO 8601, UTC
-    undoes: int | None  # undo only: the id of the response it reverts
-
-
-RESPONSE_COLUMNS: tuple[str, ...] = tuple(f.name for f in fields(Response))
-
-# responses(): every row, oldest first.
-RESPONSE_SCHEMA: dict[str, pl.DataType] = {
-    "id": pl.Int64,
-    "item_id": pl.String,
-    "content_hash": pl.String,
-    "reviewer": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-    "note": pl.String,
-    "edited_question": pl.String,
-    "edited_answer": pl.String,
-    "created_at": pl.String,
-    "undoes": pl.Int64,
-}
-
-# state(): one row per item with an effective response, by item_id.
-STATE_SCHEMA: dict[str, pl.DataType] = {
-    "item_id": pl.String,
-    "content_hash": pl.String,
-    "reviewer": pl.String,
-    "decision": pl.String,
-    "reason": pl.String,
-    "note": pl.String,
-    "edited_question": pl.String,
-    "edited_answer": pl.String,
-    "created_at": pl.String,
-    "response_id": pl.Int64,
-}
-
-
-# ---- schema and migrations --------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Migration:
-    """One schema step, written once per dialect. Never edit a released step: add the next one.
-
-    `backfill`, when given, runs after the step's statements, in the same transaction, for
-    what SQL alone cannot compute (the hash chain over rows already in the log).
-    """
-
-    version: int
-    description: str
-    sqlite: tuple[str, ...]
-    postgresql: tuple[str, ...]
-    backfill: Callable[[ResponseStore], None] | None = None
-
-
-_APPEND_ONLY_MESSAGE = "responses are append-only: record a new response instead"
-
-# The checks shared by both dialects: the rules a row must obey whatever wrote it.
-_RESPONSE_CHECKS = """
-    CHECK (reviewer <> ''),
-    CHECK (decision IN ('accept', 'reject', 'edit', 'undo')),
-    CHECK ((decision = 'undo') = (undoes IS NOT NULL)),
-    CHECK (decision <> 'reject' OR reason IS NOT NULL),
-    CHECK (decision <> 'edit' OR edited_question IS NOT NULL OR edited_answer IS NOT NULL)"""
-
-_RESPONSE_COLUMNS_DDL = """
-    item_id TEXT NOT NULL,
-    content_hash TEXT NOT NULL,
-    reviewer TEXT NOT NULL,
-    decision TEXT NOT NULL,
-    reason TEXT,
-    note TEXT NOT NULL DEFAULT '',
-    edited_question TEXT,
-    edited_answer TEXT,
-    created_at TEXT NOT NULL,"""
-
-MIGRATIONS: tuple[Migration, ...] = (
-    Migration(
-        1,
-        "responses: append-only log of review decisions",
-        sqlite=(
-            f"""CREATE TABLE responses (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,{_RESPONSE_COLUMNS_DDL}
-    undoes INTEGER REFERENCES responses (id),{_RESPONSE_CHECKS}
-)""",
-            f"CREATE TRIGGER responses_no_update BEFORE UPDATE ON responses"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-            f"CREATE TRIGGER responses_no_delete BEFORE DELETE ON responses"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-        ),
-        postgresql=(
-            f"""CREATE TABLE responses (
-    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,{_RESPONSE_COLUMNS_DDL}
-    undoes BIGINT REFERENCES responses (id),{_RESPONSE_CHECKS}
-)""",
-            f"""CREATE FUNCTION responses_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
-BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END $$""",
-            "CREATE TRIGGER responses_no_update_or_delete BEFORE UPDATE OR DELETE ON responses"
-            " FOR EACH ROW EXECUTE FUNCTION responses_append_only()",
-            "CREATE TRIGGER responses_no_truncate BEFORE TRUNCATE ON responses"
-            " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
-        ),
-    ),
-    Migration(
-        2,
-        "index responses by (item_id, id): history, undo and state read one item's rows in order",
-        sqlite=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
-        postgresql=("CREATE INDEX responses_item_id ON responses (item_id, id)",),
-    ),
-    Migration(
-        3,
-        "response_chain: a hash chain over the log in its own append-only table, so a rewritten,"
-        " removed or reordered response is detected; REPLACE INTO refused",
-        sqlite=(
-            # REPLACE deletes the old row without firing delete triggers (unless a connection turns
-            # recursive_triggers on): refuse any insert that names an id already in the log.
-            f"CREATE TRIGGER responses_no_replace BEFORE INSERT ON responses"
-            f" WHEN EXISTS (SELECT 1 FROM responses WHERE id = NEW.id)"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-            "CREATE TABLE response_chain (id INTEGER PRIMARY KEY, chain TEXT NOT NULL)",
-            f"CREATE TRIGGER response_chain_no_update BEFORE UPDATE ON response_chain"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-            f"CREATE TRIGGER response_chain_no_delete BEFORE DELETE ON response_chain"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-            f"CREATE TRIGGER response_chain_no_replace BEFORE INSERT ON response_chain"
-            f" WHEN EXISTS (SELECT 1 FROM response_chain WHERE id = NEW.id)"
-            f" BEGIN SELECT RAISE(ABORT, '{_APPEND_ONLY_MESSAGE}'); END",
-        ),
-        # PostgreSQL: ON CONFLICT DO UPDATE fires the update trigger and TRUNCATE its own, on both tables.
-        # No foreign key from the links to the responses: it would answer a TRUNCATE before the
-        # append-only trigger does; integrity_check() finds links without a response instead.
-        postgresql=(
-            "CREATE TABLE response_chain (id BIGINT PRIMARY KEY, chain TEXT NOT NULL)",
-            "CREATE TRIGGER response_chain_no_update_or_delete BEFORE UPDATE OR DELETE ON response_chain"
-            " FOR EACH ROW EXECUTE FUNCTION responses_append_only()",
-            "CREATE TRIGGER response_chain_no_truncate BEFORE TRUNCATE ON response_chain"
-            " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
-        ),
-        backfill=lambda store: store._link_existing_responses(),
-    ),
-)
-
-# The fields a row's chain hash covers (all but its id, which the database assigns on insert:
-# the chain's order is the id order, and `undoes` ties an undo to the id it reverts).
-CHAINED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS[1:]
-
-
-def chain_hash(previous: str, row: Mapping[str, Any]) -> str:
-    """The row's link in the log's hash chain: sha256 of the previous link and the row's fields.
-
-    The first row's previous link is "". Rewriting any stored field, removing a row or
-    inserting one out of order breaks every later link's check against its predecessor,
-    which integrity_check() reports. (A log cut short at its end is a shorter valid chain:
-    dataset versions record the head they were made from.)
-    """
-    payload = json.dumps([row[name] for name in CHAINED_COLUMNS], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.sha256(f"{previous}\n{payload}".encode("utf-8")).hexdigest()
-
-SCHEMA_VERSION = MIGRATIONS[-1].version
-
-_MIGRATIONS_TABLE_DDL = (
-    "CREATE TABLE schema_migrations ("
-    " version INTEGER PRIMARY KEY, description TEXT NOT NULL, applied_at TEXT NOT NULL)"
-)
-
-# PostgreSQL advisory lock key that serialises migrations of one database ("satsang").
-_PG_MIGRATION_LOCK = 0x7361747361_6E67
-
-
 # The effective response of one item (parameter: item_id): its latest response that is
 # neither an undo nor undone. Undos point at their target, so "undone" is one lookup.
 _EFFECTIVE = """WHERE r.item_id = ? AND r.decision <> 'undo'
@@ -265,7 +95,6 @@ _INSERT = (
     f"INSERT INTO responses ({', '.join(CHAINED_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in CHAINED_COLUMNS)}) RETURNING id"
 )
-_INSERT_LINK = "INSERT INTO response_chain (id, chain) VALUES (?, ?)"
 # PostgreSQL: the response and its link in one statement, so a pipelined write stays one round trip.
 _INSERT_WITH_LINK = f"WITH new AS ({_INSERT}) INSERT INTO response_chain (id, chain) SELECT id, ? FROM new RETURNING id"
 
@@ -394,7 +223,7 @@ class ResponseStore:
                 return
             with self._write_transaction(lock_responses=False):
                 if self.backend == "postgresql":
-                    self._execute("SELECT pg_advisory_xact_lock(?)", (_PG_MIGRATION_LOCK,))
+                    self._execute("SELECT pg_advisory_xact_lock(?)", (PG_MIGRATION_LOCK,))
                 version = self._read_version()  # again, under the lock: another process may have migrated
                 if version == SCHEMA_VERSION:
                     return
@@ -404,14 +233,14 @@ class ResponseStore:
                             f"{self.location}: has a responses table but no schema_migrations:"
                             " not a satsang review database"
                         )
-                    self._execute(_MIGRATIONS_TABLE_DDL)
+                    self._execute(MIGRATIONS_TABLE_DDL)
                 for migration in MIGRATIONS:
                     if migration.version <= version:
                         continue
                     for statement in getattr(migration, self.backend):
                         self._execute(statement)
                     if migration.backfill is not None:
-                        migration.backfill(self)
+                        migration.backfill(self._execute)
                     self._execute(
                         "INSERT INTO schema_migrations (version, description, applied_at) VALUES (?, ?, ?)",
                         (migration.version, migration.description, utc_now("microseconds")),
@@ -507,7 +336,7 @@ class ResponseStore:
                     values = tuple(row[c] for c in CHAINED_COLUMNS)
                     if self.backend == "sqlite":
                         row["id"] = self._execute(_INSERT, values).fetchone()[0]
-                        self._execute(_INSERT_LINK, (row["id"], previous))
+                        self._execute(INSERT_LINK, (row["id"], previous))
                         cursor = None
                     else:
                         cursor = self._execute(_INSERT_WITH_LINK, (*values, previous))
@@ -521,14 +350,6 @@ class ResponseStore:
     def _chain_head(self) -> str:
         row = self._execute("SELECT chain FROM response_chain ORDER BY id DESC LIMIT 1").fetchone()
         return row[0] if row is not None else ""
-
-    def _link_existing_responses(self) -> None:
-        """Migration 3: link the responses already in the log, oldest first."""
-        previous = ""
-        rows = self._execute(f"SELECT id, {', '.join(CHAINED_COLUMNS)} FROM responses ORDER BY id").fetchall()
-        for id_, *values in rows:
-            previous = chain_hash(previous, dict(zip(CHAINED_COLUMNS, values)))
-            self._execute(_INSERT_LINK, (id_, previous))
 
     # ---- reading --------------------------------------------------------------------------
 

@@ -34,10 +34,11 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from curation.errors import CurationError
-from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, sha256_file, utc_now
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
 
 if TYPE_CHECKING:
+    from curation.executors import Executor
     from curation.review import ReviewState
 
 WORKSPACE_ENV = "SATSANG_WORKSPACE"
@@ -130,6 +131,44 @@ class IngestReport:
     @property
     def n_new_items(self) -> int:
         return sum(f.n_items for f in self.files)
+
+
+@dataclass(frozen=True)
+class BookTask:
+    """One file to ingest: its path (readable where the task runs), how to parse it, its title and licence."""
+
+    path: str
+    kind: SourceKind = "prose"
+    title: str | None = None  # None: the file name without extension
+    licence: str = ""
+    dialogue_config: Any = None
+    prose_config: Any = None
+
+
+@dataclass
+class ParsedBook:
+    """A file as `parse_book` returns it: the source row and its items, or why it was rejected."""
+
+    task: BookTask
+    status: Literal["parsed", "already ingested", "rejected"]
+    source_id: str = ""
+    source: dict[str, Any] = field(default_factory=dict)  # a SOURCE_SCHEMA row, less ingested_at
+    items: pl.DataFrame | None = None
+    n_duplicate_item_ids: int = 0
+    convention: str = ""
+    parse_report: dict[str, Any] = field(default_factory=dict)
+    error: tuple[str, str, int | None] | None = None  # (path, message, line) of the IngestError
+    # A PDF's extracted text, which is what its source stores; None when the file's bytes are
+    # the source (re-read at commit rather than carried back from wherever the parse ran).
+    extracted: bytes | None = None
+
+
+@dataclass(frozen=True)
+class BooksIngest:
+    """`Workspace.ingest_books`' outcome: the ingest report, and the files rejected (only when skip_rejected)."""
+
+    report: IngestReport
+    rejected: tuple[IngestError, ...]
 
 
 @dataclass(frozen=True)
@@ -281,78 +320,101 @@ class Workspace:
         title: str | None = None,
         licence: str = "",
         progress: ProgressCallback | None = None,
+        executor: Executor | None = None,
     ) -> IngestReport:
         """Read, validate and parse each file, and commit all new sources and items in one generation.
 
         All or nothing: if any file is rejected (IngestError) nothing is committed.
         A file whose bytes were ingested before adds nothing and is reported as
         "already ingested". `title` defaults to each file's name without extension.
+        `executor` parses the files (default: in this process; a RayExecutor on a cluster).
         """
-        if kind not in SOURCE_KINDS:
-            raise ValueError(f"kind must be one of {SOURCE_KINDS}, not {kind!r}")
-        paths = [Path(p) for p in paths]
-        if not paths:
-            raise ValueError("no files to ingest")
-        notify = progress or (lambda path, phase: None)
+        tasks = [BookTask(str(Path(p)), kind, title, licence, dialogue_config, prose_config) for p in paths]
+        return self.ingest_books(tasks, executor=executor, progress=progress).report
 
+    def ingest_books(
+        self,
+        books: Iterable[BookTask | str | os.PathLike[str]],
+        kind: SourceKind = "prose",
+        executor: Executor | None = None,
+        skip_rejected: bool = False,
+        progress: ProgressCallback | None = None,
+    ) -> BooksIngest:
+        """Parse books on `executor` (default: this process), then commit them in one generation (`add_sources`).
+
+        `books`: BookTasks (each with its own kind, title and licence), or paths parsed
+        as `kind` and titled by file name. All or nothing: a rejected file raises its
+        IngestError and nothing is committed, unless `skip_rejected`, which leaves
+        rejected files out and lists them. Parsing runs outside the writer lock (it
+        may take long, and may run on other machines). Progress: (path, "parsed")
+        per book, in order, then (None, "committing").
+        """
+        from curation.executors import LocalExecutor
+
+        tasks = [b if isinstance(b, BookTask) else BookTask(str(b), kind) for b in books]
+        if not tasks:
+            raise ValueError("no files to ingest")
+        for task in tasks:
+            if task.kind not in SOURCE_KINDS:
+                raise ValueError(f"kind must be one of {SOURCE_KINDS}, not {task.kind!r}")
+        notify = progress or (lambda path, phase: None)
+        known = frozenset(self.sources()["source_id"].to_list())
+        parsed: list[ParsedBook] = []
+        rejected: list[IngestError] = []
+        for book in (executor or LocalExecutor()).imap(parse_book, tasks, shared=known):
+            notify(Path(book.task.path), "parsed")
+            if book.error is not None:
+                error = IngestError(*book.error)
+                if not skip_rejected:
+                    raise error
+                rejected.append(error)
+                continue
+            parsed.append(book)
+        return BooksIngest(self.add_sources(parsed, progress=notify), tuple(rejected))
+
+    def add_sources(self, books: Iterable[ParsedBook], progress: ProgressCallback | None = None) -> IngestReport:
+        """Commit parsed books (`parse_book`'s results) as one generation: their sources and items.
+
+        Under the writer lock, on the workspace as it is then: a book whose source was
+        ingested meanwhile (or twice in `books`) is "already ingested", and each file must
+        still hold the bytes that were parsed, else IngestError and nothing is committed.
+        """
         with self._writer_lock():
             _, items, sources = self.snapshot()
-            known_ids = set(sources["source_id"].to_list())
+            known = set(sources["source_id"].to_list())
             reports: list[FileReport] = []
-            new_items: list[pl.DataFrame] = []
-            new_sources: list[dict[str, Any]] = []
-            new_bytes: dict[str, bytes] = {}
-            for path in paths:
-                notify(path, "reading")
-                extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
-                data = extracted.data if extracted else read_source_file(path)
-                source_id = hashlib.sha256(data).hexdigest()
-                if source_id in known_ids or source_id in new_bytes:
-                    reports.append(FileReport(str(path), source_id, "already ingested"))
+            new: list[ParsedBook] = []
+            for book in books:
+                if book.error is not None:
+                    raise IngestError(*book.error)
+                if book.status == "already ingested" or book.source_id in known:
+                    reports.append(FileReport(book.task.path, book.source_id, "already ingested"))
                     continue
-                text = decode_source(path, data)
-                source_title = title if title is not None else path.stem
-                notify(path, "parsing")
-                page_starts = extracted.page_starts if extracted else None
-                parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config, page_starts)
-                if extracted:
-                    parsed.report["extraction"] = extracted.report()
-                rows, n_duplicates = _first_of_each_item_id(parsed.items)
-                new_items.append(_items_frame(rows))
-                new_sources.append(
-                    {
-                        "source_id": source_id,
-                        "title": source_title,
-                        "kind": kind,
-                        "original_path": str(path.resolve()),
-                        "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
-                        "n_bytes": len(data),
-                        "n_chars": len(text),
-                        "n_items": len(rows),
-                        "licence": licence,
-                        "parser": kind,
-                        "parser_version": parsed.parser_version,
-                        "parser_config": parsed.config_json,
-                        "convention": parsed.convention,
-                        "ingested_at": utc_now(),
-                        "parse_report": json.dumps(parsed.report, sort_keys=True),
-                    }
-                )
-                new_bytes[source_id] = data
+                known.add(book.source_id)
+                new.append(book)
                 reports.append(
-                    FileReport(
-                        str(path), source_id, "ingested", len(rows), n_duplicates, parsed.convention, parsed.report
-                    )
+                    FileReport(book.task.path, book.source_id, "ingested", book.source["n_items"],
+                               book.n_duplicate_item_ids, book.convention, book.parse_report)
                 )
-
-            if not new_bytes:
+            if not new:
                 return IngestReport(tuple(reports), generation=None)
-            notify(None, "committing")
-            for source_id, data in new_bytes.items():
-                atomic_write(self.root / SOURCES_DIR / f"{source_id}.txt", data)
+            if progress is not None:
+                progress(None, "committing")
+            written: list[Path] = []
+            try:
+                for book in new:
+                    stored = self.root / SOURCES_DIR / f"{book.source_id}.txt"
+                    atomic_write(stored, _unchanged_source_bytes(book))
+                    written.append(stored)
+            except BaseException:
+                for stored in written:  # no commit refers to them: leave the workspace as it was
+                    stored.unlink(missing_ok=True)
+                raise
+            now = utc_now()
+            new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=SOURCE_SCHEMA)
             generation = self._commit(
-                pl.concat([items, *new_items], how="diagonal"),
-                pl.concat([sources, pl.DataFrame(new_sources, schema=SOURCE_SCHEMA)], how="vertical"),
+                pl.concat([items, *(book.items for book in new)], how="diagonal"),
+                pl.concat([sources, new_sources], how="vertical"),
             )
             return IngestReport(tuple(reports), generation)
 
@@ -487,6 +549,65 @@ def decode_source(path: Path, data: bytes) -> str:
             f"not UTF-8 text (invalid byte 0x{data[error.start]:02x} at byte offset {error.start})",
             line=_line_of(data, error.start),
         ) from None
+
+
+def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -> ParsedBook:
+    """Read, validate, hash and parse one file; no commit (`Workspace.add_sources` does that).
+
+    A pure function of the file, so an executor may run it anywhere the file is readable.
+    A file whose source id is in `known_source_ids` is not parsed: "already ingested".
+    """
+    path = Path(task.path)
+    try:
+        extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
+        data = extracted.data if extracted else read_source_file(path)
+        source_id = hashlib.sha256(data).hexdigest()
+        if source_id in known_source_ids:
+            return ParsedBook(task, "already ingested", source_id)
+        text = decode_source(path, data)
+        title = task.title if task.title is not None else path.stem
+        page_starts = extracted.page_starts if extracted else None
+        parsed = _parse(task.kind, path, text, source_id, title, task.dialogue_config, task.prose_config, page_starts)
+        if extracted:
+            parsed.report["extraction"] = extracted.report()
+    except IngestError as error:
+        return ParsedBook(task, "rejected", error=(error.path, error.message, error.line))
+    rows, n_duplicates = _first_of_each_item_id(parsed.items)
+    source = {
+        "source_id": source_id,
+        "title": title,
+        "kind": task.kind,
+        "original_path": str(path.resolve()),
+        "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
+        "n_bytes": len(data),
+        "n_chars": len(text),
+        "n_items": len(rows),
+        "licence": task.licence,
+        "parser": task.kind,
+        "parser_version": parsed.parser_version,
+        "parser_config": parsed.config_json,
+        "convention": parsed.convention,
+        "parse_report": json.dumps(parsed.report, sort_keys=True),
+    }
+    return ParsedBook(task, "parsed", source_id, source, _items_frame(rows), n_duplicates, parsed.convention,
+                      parsed.report, extracted=data if extracted else None)
+
+
+def _unchanged_source_bytes(book: ParsedBook) -> bytes:
+    """What the book's source stores, or an IngestError if its file no longer holds the bytes that were parsed."""
+    path = Path(book.task.path)
+    if book.extracted is None:
+        data = read_source_file(path)
+        unchanged = hashlib.sha256(data).hexdigest() == book.source_id
+    else:
+        data = book.extracted
+        try:
+            unchanged = sha256_file(path) == book.parse_report["extraction"]["pdf_sha256"]
+        except OSError as error:
+            raise IngestError(path, f"cannot read: {error.strerror}") from None
+    if not unchanged:
+        raise IngestError(path, "file changed while it was being ingested; nothing was committed")
+    return data
 
 
 def _line_of(data: bytes, offset: int) -> int:

@@ -42,10 +42,8 @@ from pathlib import Path
 from typing import Any
 
 from critic.base import REASON_SILENCE, Critic, CritiqueRecord
-from critic.offline import PRESCRIPTIVE_PHRASES, REASSURANCE_PHRASES, SERVICE_QUESTION, OfflineCritic
-
-# The offline critic's detectors themselves (module-private there), so the markers and its signals agree.
-from critic.offline import _advice_list_items, _matches, _turns_question_back
+# The offline critic's detectors themselves, so the markers and its signals agree.
+from critic.offline import SERVICE_QUESTION, OfflineCritic, closure_signals
 from inference.generate import GenerationConfig, Generator, InferenceError
 from inference.loop import ContemplativeGenerator, LoopSettings, is_silence
 
@@ -111,20 +109,20 @@ def load_prompts(path: str | Path | None = None) -> list[EvalPrompt]:
 def closure_markers(answer: str, question: str = "") -> tuple[str, ...]:
     """The MARKERS an answer shows, by critic/offline.py's detectors."""
     found = []
-    if _advice_list_items(answer):
+    detected = closure_signals(answer)
+    if detected.advice_list_items:
         found.append("advice_list")
-    prescriptive = _matches(PRESCRIPTIVE_PHRASES, answer)
-    if _YOU_SHOULD & set(prescriptive):
+    if _YOU_SHOULD & set(detected.prescriptive):
         found.append("you_should")
-    if prescriptive:
+    if detected.prescriptive:
         found.append("prescriptive")
-    if _matches(REASSURANCE_PHRASES, answer):
+    if detected.reassurance:
         found.append("reassurance")
     if SERVICE_QUESTION.search(answer):
         found.append("service_question")
     if any(signal.flag == "performing_wisdom" for signal in _MARKER_CRITIC.signals(question, answer)):
         found.append("performing_wisdom")
-    if _turns_question_back(answer):
+    if detected.turns_question_back:
         found.append("turns_back")
     return tuple(found)
 

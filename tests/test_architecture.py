@@ -63,3 +63,73 @@ def test_the_graph_is_read_from_the_sources():
 
 def test_no_module_imports_itself_back_through_others():
     assert [" -> ".join(cycle) for cycle in cycles(import_graph())] == []
+
+
+# ---- no module reaches into another's private names -------------------------------------------
+
+
+# A namedtuple's methods start with "_" so as not to clash with its fields; they are its public API.
+NAMEDTUPLE_API = frozenset({"_replace", "_asdict", "_fields", "_make", "_field_defaults"})
+
+
+def _is_private(name: str) -> bool:
+    return name.startswith("_") and not (name.startswith("__") and name.endswith("__")) and name not in NAMEDTUPLE_API
+
+
+def _defined_names(tree: ast.AST) -> set[str]:
+    """Names a module defines: functions, classes, assigned names and attributes (self._x = ...), fields."""
+    names: set[str] = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            names.add(node.name)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign, ast.For, ast.With, ast.NamedExpr)):
+            targets = node.targets if isinstance(node, ast.Assign) else [
+                getattr(node, "target", None), *(item.optional_vars for item in getattr(node, "items", []))]
+            for target in targets:
+                for part in ast.walk(target) if target is not None else ():
+                    if isinstance(part, ast.Name):
+                        names.add(part.id)
+                    elif isinstance(part, ast.Attribute):
+                        names.add(part.attr)
+    return names
+
+
+def private_reaches(sources: dict[str, str]) -> list[str]:
+    """`module:line: what` for each import of another project module's private name, and each use of
+    `x._name` where `_name` is defined by another project module and not by this one (self. and cls. aside)."""
+    trees = {name: ast.parse(source) for name, source in sources.items()}
+    defined = {name: _defined_names(tree) for name, tree in trees.items()}
+    found = []
+    for module, tree in trees.items():
+        elsewhere = {n for other, names in defined.items() if other != module for n in names if _is_private(n)}
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom) and node.level == 0 and node.module and node.module in sources:
+                found += [f"{module}:{node.lineno}: imports {node.module}.{alias.name}"
+                          for alias in node.names if _is_private(alias.name)]
+            elif (isinstance(node, ast.Attribute) and _is_private(node.attr) and node.attr in elsewhere
+                  and node.attr not in defined[module]
+                  and not (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"))):
+                found.append(f"{module}:{node.lineno}: uses {ast.unparse(node)}")
+    return found
+
+
+def project_sources() -> dict[str, str]:
+    sources = {}
+    for package in PACKAGES:
+        for path in (ROOT / package).rglob("*.py"):
+            name = ".".join(path.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__")
+            sources[name] = path.read_text(encoding="utf-8")
+    return sources
+
+
+def test_a_private_reach_is_found_when_there_is_one():
+    sources = {
+        "a": "class Store:\n    def _commit(self):\n        pass\n\ndef _parse():\n    pass\n",
+        "b": "from a import _parse\nimport a\n\ndef run(store):\n    a._parse()\n    store._commit()\n",
+        "c": "class Own:\n    def _setup(self):\n        pass\n\ndef make():\n    own = Own()\n    own._setup()\n",
+    }
+    assert private_reaches(sources) == ["b:1: imports a._parse", "b:5: uses a._parse", "b:6: uses store._commit"]
+
+
+def test_no_module_imports_or_calls_another_modules_private_names():
+    assert private_reaches(project_sources()) == []

@@ -221,3 +221,10 @@ def test_the_console_script_reports_a_bad_file_without_a_traceback(tmp_path: Pat
 
     assert result.returncode == 1
     assert result.stderr == f"error: {binary}:2: binary file (NUL byte at byte offset 7)\n"
+
+
+def test_ray_address_without_executor_ray_is_one_line(tmp_path):
+    result = satsang("ingest", Path(__file__).parent / "data" / "nan-yar-excerpt.txt", "--kind", "prose",
+                     "-w", tmp_path, "--ray-address", "auto")
+    assert result.exit_code == 1
+    assert result.output.strip() == "error: --ray-address applies to --executor ray only"

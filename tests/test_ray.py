@@ -22,16 +22,14 @@ from curation import schema  # noqa: E402
 from curation.dedup import DedupConfig, dedup, run_dedup, summarise  # noqa: E402
 from curation.dialogue import parse_dialogue  # noqa: E402
 from curation.distributed import (  # noqa: E402
-    BookTask,
     ExecutorEmbedder,
     dedup_partitioned,
-    ingest_books,
     run_dedup_distributed,
     run_score_distributed,
 )
 from curation.executors import LocalExecutor, RayExecutor, make_executor  # noqa: E402
 from curation.prose import split_prose  # noqa: E402
-from curation.workspace import IngestError, init_workspace  # noqa: E402
+from curation.workspace import BookTask, IngestError, Workspace, init_workspace  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 DIALOGUE_BOOKS = [DATA / "talks-excerpt.txt", DATA / "talks-19-24.txt", DATA / "dedup-talks-272-274.txt",
@@ -139,8 +137,8 @@ def test_ingest_on_ray_equals_workspace_ingest(tmp_path, on_ray):
 
     for name, executor in (("local", LocalExecutor()), ("ray", on_ray)):
         workspace = init_workspace(tmp_path / name)
-        first = ingest_books(workspace, DIALOGUE_BOOKS, "dialogue", executor=executor)
-        second = ingest_books(workspace, PROSE_BOOKS, "prose", executor=executor)
+        first = workspace.ingest_books(DIALOGUE_BOOKS, "dialogue", executor=executor)
+        second = workspace.ingest_books(PROSE_BOOKS, "prose", executor=executor)
         assert first.report.n_new_sources == len(DIALOGUE_BOOKS) and second.report.n_new_sources == len(PROSE_BOOKS)
         items, sources = _tables(workspace)
         expected_items, expected_sources = _tables(reference)
@@ -149,7 +147,7 @@ def test_ingest_on_ray_equals_workspace_ingest(tmp_path, on_ray):
         for source_id in sources["source_id"]:
             assert workspace.source_text(source_id) == reference.source_text(source_id)
         # again: nothing new, nothing committed
-        again = ingest_books(workspace, PROSE_BOOKS, "prose", executor=executor)
+        again = workspace.ingest_books(PROSE_BOOKS, "prose", executor=executor)
         assert again.report.generation is None
         assert {f.status for f in again.report.files} == {"already ingested"}
 
@@ -161,12 +159,48 @@ def test_ingest_titles_and_licences_per_book_and_rejects(tmp_path, on_ray):
              BookTask(str(empty), "prose")]
     workspace = init_workspace(tmp_path / "ws")
     with pytest.raises(IngestError, match="empty file"):
-        ingest_books(workspace, tasks, executor=on_ray)
+        workspace.ingest_books(tasks, executor=on_ray)
     assert workspace.generation == 0  # all or nothing
-    result = ingest_books(workspace, tasks, executor=on_ray, skip_rejected=True)
+    result = workspace.ingest_books(tasks, executor=on_ray, skip_rejected=True)
     assert [str(e) for e in result.rejected] == [f"{empty}: empty file"]
     source = workspace.sources().row(0, named=True)
     assert (source["title"], source["licence"]) == ("Nan Yar?", "freely published")
+
+
+def test_a_pdf_parsed_on_ray_is_ingested_as_locally(tmp_path, on_ray):
+    # One parse for every executor: the PDF route (extraction, pages, the parse report) included.
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pdf_writer import write_pdf
+
+    lines = (DATA / "talks-excerpt.txt").read_text(encoding="utf-8").splitlines()
+    body = [line[:90] for line in lines if line.strip()][:60]
+    pdf = write_pdf(tmp_path / "talks.pdf", [body[i:i + 15] for i in range(0, len(body), 15)])
+    tables = []
+    for name, executor in (("local", None), ("ray", on_ray)):
+        workspace = init_workspace(tmp_path / name)
+        report = workspace.ingest([pdf], "dialogue", executor=executor)
+        assert report.files[0].parse_report["extraction"]["pages"] == 4, name
+        tables.append(_tables(workspace))
+    assert tables[0][0].height > 0
+    assert tables[1][0].equals(tables[0][0]) and tables[1][1].equals(tables[0][1])
+
+
+def test_satsang_ingest_with_executor_ray_commits_what_a_local_ingest_does(tmp_path, on_ray):
+    from typer.testing import CliRunner
+
+    from satsang.cli import app
+
+    tables = []
+    for name, options in (("local", []), ("ray", ["--executor", "ray"])):
+        root = tmp_path / name
+        init_workspace(root)
+        result = CliRunner().invoke(app, ["ingest", *map(str, PROSE_BOOKS), "--kind", "prose", "-w", str(root), *options])
+        assert result.exit_code == 0, result.output
+        tables.append(_tables(Workspace.open(root)))
+    assert ray.is_initialized()  # the command used the Ray it found and left it running
+    assert tables[1][0].equals(tables[0][0]) and tables[1][1].equals(tables[0][1])
 
 
 # ---- dedup ------------------------------------------------------------------------------

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 from postgres import Database, PostgresServer, database, postgres_server  # noqa: F401  (fixtures)
 
+import curation.response_schema as response_schema_module
 import curation.responses as responses_module
 from curation.responses import (
     DECISIONS,
@@ -419,8 +420,9 @@ def test_a_response_removed_behind_the_triggers_is_found(database: Database):
 
 
 def test_the_store_code_never_updates_or_deletes():
-    source = Path(responses_module.__file__).read_text(encoding="utf-8")
-    assert not re.search(r"\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|\bTRUNCATE\s+\w+\s*[\"';]", source, re.IGNORECASE)
+    for module in (responses_module, response_schema_module):  # the store, and its schema and migrations
+        source = Path(module.__file__).read_text(encoding="utf-8")
+        assert not re.search(r"\bUPDATE\s+\w+\s+SET\b|\bDELETE\s+FROM\b|\bTRUNCATE\s+\w+\s*[\"';]", source, re.IGNORECASE)
 
 
 # ---- integrity --------------------------------------------------------------------------------

@@ -241,6 +241,43 @@ def test_one_bad_file_among_good_ones_commits_nothing(workspace: Workspace, tmp_
     assert workspace.sources().height == 0
 
 
+def test_a_file_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path):
+    # Files are parsed outside the writer lock (on any executor); the commit re-checks their bytes.
+    book = tmp_path / "talks.txt"
+    book.write_bytes(TALKS.read_bytes())
+    before = tree(workspace.root)
+
+    def edit_after_parse(path, phase):
+        if phase == "parsed" and path == book:
+            book.write_text(TALKS.read_text(encoding="utf-8").replace("Maharshi", "Maharishi"), encoding="utf-8")
+
+    with pytest.raises(IngestError) as caught:
+        workspace.ingest([DATA / "talks-excerpt.txt", book], "dialogue", progress=edit_after_parse)
+    assert str(caught.value) == f"{book}: file changed while it was being ingested; nothing was committed"
+    assert tree(workspace.root) == before  # the first file's source, stored before the check failed, is gone
+    # unchanged, the same call commits
+    assert workspace.ingest([book], "dialogue").n_new_sources == 1
+
+
+def test_a_pdf_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path):
+    sys.path.insert(0, str(Path(__file__).parent))
+    from pdf_writer import write_pdf
+
+    pages = [["D.: Who am I?", "M.: Find out who asks."], ["D.: How?", "M.: By enquiry into the source of the I."]]
+    pdf = write_pdf(tmp_path / "talks.pdf", pages)
+    before = tree(workspace.root)
+
+    def rewrite_after_parse(path, phase):
+        if phase == "parsed":
+            write_pdf(pdf, [*pages, ["D.: And then?", "M.: Then there is no one left to ask."]])
+
+    with pytest.raises(IngestError, match="file changed while it was being ingested"):
+        workspace.ingest([pdf], "dialogue", progress=rewrite_after_parse)
+    assert tree(workspace.root) == before
+    report = workspace.ingest([pdf], "dialogue")
+    assert report.n_new_sources == 1 and report.files[0].parse_report["extraction"]["pages"] == 3
+
+
 # ---- crash safety and locking ---------------------------------------------------------
 
 

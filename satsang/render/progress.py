@@ -28,41 +28,23 @@ def _bar(console: Console, *columns) -> Progress:
 
 @contextmanager
 def ingest_progress(console: Console, n_files: int | None) -> Iterator[Callable[[Path | None, str], None]]:
-    """Fed by the workspace's ingest callback (path or None, phase); a bar over the files when their number is known."""
+    """Fed by the workspace's ingest callback: (path, "parsed") per file, then (None, a phase of the commit).
+
+    A bar over the files when their number is known (ingest, select), else a spinner (run).
+    """
     from rich.progress import BarColumn, MofNCompleteColumn, SpinnerColumn, TextColumn
 
     columns = [SpinnerColumn(), TextColumn("{task.description}")]
     if n_files is not None:
         columns += [BarColumn(), MofNCompleteColumn()]
     with _bar(console, *columns) as bar:
-        task = bar.add_task("starting", total=n_files)
-        started: set[Path] = set()
-
-        def on_progress(path: Path | None, phase: str) -> None:
-            if path is None:
-                bar.update(task, description=phase)
-                return
-            if phase == "reading" and started:
-                bar.advance(task)  # the file before this one is done
-            started.add(path)
-            bar.update(task, description=f"{phase} {path.name}")
-
-        yield on_progress
-
-
-@contextmanager
-def books_progress(console: Console, n_books: int) -> Iterator[Callable[[Path | None, str], None]]:
-    """Fed by catalog.ingest_selection's callback: a book parsed (path), or a phase of the commit (None)."""
-    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn
-
-    with _bar(console, TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn()) as bar:
-        task = bar.add_task("parsing", total=n_books)
+        task = bar.add_task("parsing", total=n_files)
 
         def on_progress(path: Path | None, phase: str) -> None:
             if path is None:
                 bar.update(task, description=phase)
             else:
-                bar.advance(task)
+                bar.update(task, description=f"{phase} {path.name}", advance=1)
 
         yield on_progress
 
