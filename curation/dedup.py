@@ -411,7 +411,7 @@ def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
 
 
 def containment_candidates(
-    shingled: ShingledTexts, config: DedupConfig, queries: np.ndarray | None = None
+    shingled: ShingledTexts, config: DedupConfig, queries: np.ndarray | None = None, chunk_postings: int = 4_000_000
 ) -> set[tuple[int, int]]:
     """Directed pairs (a, b), a among `queries`: text a may be largely contained in text b, at least as large.
 
@@ -432,14 +432,27 @@ def containment_candidates(
     index_prints, index_texts = prints[by_print], texts[by_print]
     lo = np.searchsorted(index_prints, query_prints, side="left")
     lengths = np.searchsorted(index_prints, query_prints, side="right") - lo
-    a = np.repeat(query_texts, lengths)
-    within = np.arange(int(lengths.sum()), dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
-    b = index_texts[np.repeat(lo, lengths) + within]
-    keep = (a != b) & (sizes[b] >= sizes[a])
-    keys, hits = np.unique(a[keep] * n + b[keep], return_counts=True)
-    a, b = keys // n, keys % n
-    passing = hits >= hits_needed(sizes[a], config)
-    return set(zip(a[passing].tolist(), b[passing].tolist()))
+    candidates: set[tuple[int, int]] = set()
+    # Whole query texts at a time, about `chunk_postings` postings each: a shingle common to many
+    # texts costs time, never unbounded memory. A text's hits are all counted in its chunk.
+    ends = np.cumsum(lengths)
+    first = 0
+    while first < len(query_texts):
+        last = int(np.searchsorted(ends, (ends[first] - lengths[first]) + chunk_postings, side="right"))
+        last = max(last, first + 1)
+        if last < len(query_texts):
+            last = int(np.searchsorted(query_texts, query_texts[last - 1], side="right"))  # the text's rows, whole
+        chunk = slice(first, last)
+        a = np.repeat(query_texts[chunk], lengths[chunk])
+        within = np.arange(len(a), dtype=np.int64) - np.repeat(np.cumsum(lengths[chunk]) - lengths[chunk], lengths[chunk])
+        b = index_texts[np.repeat(lo[chunk], lengths[chunk]) + within]
+        keep = (a != b) & (sizes[b] >= sizes[a])
+        keys, hits = np.unique(a[keep] * n + b[keep], return_counts=True)
+        a, b = keys // n, keys % n
+        passing = hits >= hits_needed(sizes[a], config)
+        candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
+        first = last
+    return candidates
 
 
 def confirm_containment(

@@ -421,8 +421,11 @@ def test_containment_candidates_find_what_brute_force_finds():
     texts = [schema.normalise(row["text"]) for row in rows + cuts]
     shingled = shingle_texts(texts, config.shingle_size)
     queries = np.array([len(t.split()) >= config.containment_min_words for t in texts])
-    found = {(a, b): c for a, b, c, _ in confirm_containment(
-        shingled, containment_candidates(shingled, config, queries), config.containment)}
+    candidates = containment_candidates(shingled, config, queries)
+    # Counted in chunks of whole texts: the same candidates whatever the chunk.
+    assert containment_candidates(shingled, config, queries, chunk_postings=1) == candidates
+    assert containment_candidates(shingled, config, queries, chunk_postings=500) == candidates
+    found = {(a, b): c for a, b, c, _ in confirm_containment(shingled, candidates, config.containment)}
 
     sets = [shingles(row["text"]) for row in rows + cuts]
     brute = {}
