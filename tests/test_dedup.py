@@ -337,21 +337,31 @@ def test_cross_source_clusters_in_a_workspace(tmp_path):
 
 
 @pytest.mark.skipif(not BOOKS.is_dir(), reason="the full books are not in ../shared/data/books")
-def test_most_vol2_pairs_cluster_with_the_complete_book(tmp_path):
+@pytest.mark.parametrize("complete_book, at_least", [
+    # The complete book's .txt lost passages its PDF keeps: 65 of 699 Vol2 pairs have less than half their
+    # text anywhere in its pairs. Measured: 0.844 by Jaccard alone, 0.890 with containment.
+    ("talks-with-sri-ramana-maharshi.txt", 0.88),
+    # Against the complete book's PDF: 0.956 by Jaccard alone, 0.984 with containment.
+    ("pdf/talks-with-sri-ramana-maharshi.pdf", 0.97),
+])
+def test_vol2_pairs_link_to_the_complete_book(tmp_path, complete_book, at_least):
+    if not (BOOKS / complete_book).exists():
+        pytest.skip(f"{complete_book} is not in ../shared/data/books")
     workspace = init_workspace(tmp_path / "ws")
-    workspace.ingest(
-        [BOOKS / "talks-with-sri-ramana-maharshi.txt", BOOKS / "talks-with-sri-ramana-maharshi-vol2.txt"], "dialogue"
-    )
+    workspace.ingest([BOOKS / complete_book, BOOKS / "talks-with-sri-ramana-maharshi-vol2.txt"], "dialogue")
     complete, vol2 = workspace.sources()["source_id"].to_list()
     report = run_dedup(workspace)
     items = workspace.items()
-    complete_clusters = set(items.filter(pl.col("source_id") == complete)["dedup_cluster"])
-    vol2_rows = items.filter(pl.col("source_id") == vol2)
-    share = sum(cluster in complete_clusters for cluster in vol2_rows["dedup_cluster"]) / vol2_rows.height
-    # Measured 0.838 (585 of 698): the rest are pairs the PDF extraction cut differently in the two editions.
-    assert share >= 0.8
-    assert report.n_cross_source_clusters >= 0.8 * vol2_rows.height
     assert items.height == report.n_items
+
+    def share_linked(deduped: pl.DataFrame) -> float:
+        complete_clusters = set(deduped.filter(pl.col("source_id") == complete)["dedup_cluster"])
+        vol2_rows = deduped.filter(pl.col("source_id") == vol2)
+        return sum(cluster in complete_clusters for cluster in vol2_rows["dedup_cluster"]) / vol2_rows.height
+
+    jaccard_alone = share_linked(dedup(items, DedupConfig(containment=0.0)))
+    assert share_linked(items) >= at_least > jaccard_alone
+    assert report.n_contained > 0
 
 
 # ---- containment: the same exchange cut or split differently -------------------------------------
