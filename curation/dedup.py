@@ -416,39 +416,65 @@ def containment_candidates(
     """Directed pairs (a, b), a among `queries`: text a may be largely contained in text b, at least as large.
 
     Text a's sample is its `containment_sample` smallest distinct shingle fingerprints (all of them
-    when it has fewer); every text holding one of them is looked up in an inverted index of all
-    fingerprints. A pair is a candidate when the sample hits reach `sample_hits_needed` (a whole
-    sample: the exact count the threshold asks for). Jaccard LSH cannot do this: a short text inside
-    a long one has a small Jaccard with it however fully it is contained.
+    when it has fewer). A pair is a candidate when b holds at least `hits_needed` of a's sample
+    (a whole sample: the exact count the threshold asks for). Jaccard LSH cannot find these: a
+    short text inside a long one has a small Jaccard with it however fully it is contained.
+
+    Found without probing every sampled shingle's posting list: b must hold at least one of any
+    (sample - needed + 1) of a's samples, so only a's rarest ones are looked up (prefix filtering:
+    a shingle common to many texts is rarely probed), and each pair they propose is then counted
+    against a's whole sample. The candidates are exactly the pairs with enough hits, whichever
+    shingles were probed, so a partitioned run finds the same.
     """
     n = len(shingled)
     texts, prints, sampled = containment_samples(shingled, config.containment_sample)
     sizes = np.bincount(texts, minlength=n)
     if queries is not None:
         sampled &= queries[texts]
-    query_texts, query_prints = texts[sampled], prints[sampled]
+    unique_prints, ids, frequency = np.unique(prints, return_inverse=True, return_counts=True)
+    ids = ids.reshape(-1).astype(np.int64)
 
-    by_print = np.argsort(prints, kind="stable")
-    index_prints, index_texts = prints[by_print], texts[by_print]
-    lo = np.searchsorted(index_prints, query_prints, side="left")
-    lengths = np.searchsorted(index_prints, query_prints, side="right") - lo
-    candidates: set[tuple[int, int]] = set()
-    # Whole query texts at a time, about `chunk_postings` postings each: a shingle common to many
-    # texts costs time, never unbounded memory. A text's hits are all counted in its chunk.
+    # Each query text's sample, rarest first; its prefix: the first (sample size - needed + 1).
+    rows = np.nonzero(sampled)[0]
+    rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
+    owners = texts[rows]
+    firsts = np.searchsorted(owners, owners, side="left")
+    sample_sizes = np.minimum(sizes[owners], config.containment_sample)
+    needed = hits_needed(sizes[owners], config).astype(np.int64)
+    prefix = (np.arange(len(rows)) - firsts) < (sample_sizes - needed + 1)
+
+    # Posting lists by shingle id; every text's shingles as sorted keys text * n_ids + id, for the counts.
+    by_id = np.argsort(ids, kind="stable")
+    list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
+    np.cumsum(frequency, out=list_starts[1:])
+    keys = np.sort(texts * len(unique_prints) + ids)
+    sample_starts = np.searchsorted(owners, np.arange(n), side="left")
+
+    probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
+    lengths = frequency[probe_ids]
     ends = np.cumsum(lengths)
+    candidates: set[tuple[int, int]] = set()
     first = 0
-    while first < len(query_texts):
+    # Whole texts' probes at a time, about `chunk_postings` postings each: bounded memory.
+    while first < len(probe_owners):
         last = int(np.searchsorted(ends, (ends[first] - lengths[first]) + chunk_postings, side="right"))
         last = max(last, first + 1)
-        if last < len(query_texts):
-            last = int(np.searchsorted(query_texts, query_texts[last - 1], side="right"))  # the text's rows, whole
+        if last < len(probe_owners):
+            last = int(np.searchsorted(probe_owners, probe_owners[last - 1], side="right"))
         chunk = slice(first, last)
-        a = np.repeat(query_texts[chunk], lengths[chunk])
+        a = np.repeat(probe_owners[chunk], lengths[chunk])
         within = np.arange(len(a), dtype=np.int64) - np.repeat(np.cumsum(lengths[chunk]) - lengths[chunk], lengths[chunk])
-        b = index_texts[np.repeat(lo[chunk], lengths[chunk]) + within]
+        b = texts[by_id[np.repeat(list_starts[probe_ids[chunk]], lengths[chunk]) + within]]
         keep = (a != b) & (sizes[b] >= sizes[a])
-        keys, hits = np.unique(a[keep] * n + b[keep], return_counts=True)
-        a, b = keys // n, keys % n
+        pairs = np.unique(a[keep] * n + b[keep])
+        a, b = pairs // n, pairs % n
+        # Count each proposed pair's hits over a's whole sample.
+        counts = np.minimum(sizes[a], config.containment_sample)
+        pair_of = np.repeat(np.arange(len(a)), counts)
+        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        probe_keys = b[pair_of] * len(unique_prints) + ids[rows[sample_starts[a][pair_of] + offsets]]
+        found = keys[np.minimum(np.searchsorted(keys, probe_keys), len(keys) - 1)] == probe_keys
+        hits = np.bincount(pair_of[found], minlength=len(a))
         passing = hits >= hits_needed(sizes[a], config)
         candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
         first = last
