@@ -78,6 +78,7 @@ def synthesise(root: Path, n_items: int, reviewed: float, seed: int = 0):
         pl.lit(True).alias("dedup_is_representative"),
         pl.lit("unique").alias("dedup_kind"),
         pl.lit(1.0).alias("dedup_jaccard"),
+        pl.lit(1.0).alias("dedup_containment"),
         pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
         pl.lit("alone in its cluster").alias("dedup_reason"),
         pl.lit(agent).alias("dedup_agent"),

@@ -55,13 +55,16 @@ import polars as pl
 from curation.schema import DEDUP_COLUMNS, normalise
 
 STAGE_NAME = "dedup"
-STAGE_VERSION = "dedup-1"
+STAGE_VERSION = "dedup-2"
 
 # DEDUP_COLUMNS (curation/schema.py): the columns this stage adds, in that order, with their types.
 
-# unique: alone in its cluster. exact: same normalised text as the representative (for the
-# representative itself: every member of its cluster is an exact copy). near: otherwise.
-KINDS = ("unique", "exact", "near")
+# unique: alone in its cluster. exact: same normalised text as the representative. near: Jaccard
+# with the representative at or above the threshold. contained: its shingles largely found in the
+# representative's (dedup_containment). A member chained in by other links: contained if it was
+# linked as contained, else near. The representative itself: exact if every member is an exact
+# copy, near if any is near, else contained (its members are contained in it).
+KINDS = ("unique", "exact", "near", "contained")
 
 
 @dataclass(frozen=True)
@@ -72,11 +75,21 @@ class DedupConfig:
     shingle_size: int = field(default=5, metadata={"help": "Words per shingle."})
     num_perm: int = field(default=128, metadata={"help": "MinHash permutations."})
     threshold: float = field(default=0.7, metadata={"help": "Jaccard similarity at or above which two items are near duplicates."})
+    containment: float = field(default=0.8, metadata={
+        "help": "Share of an item's shingles found in a larger item at or above which it is linked to it as"
+                " contained (the same exchange cut or split differently); 0 turns containment linking off."})
+    containment_min_words: int = field(default=15, metadata={
+        "help": "Fewest words (normalised) an item needs to be linked as contained: shorter texts recur by chance."})
     seed: int = 1  # seed of the MinHash permutations
     # LSH bands and rows are chosen so that a pair exactly at the threshold becomes a
     # candidate with at least this probability (higher J: higher still). Candidates are
     # all confirmed exactly, so a low LSH threshold costs time, never precision.
     lsh_recall_at_threshold: float = 0.98
+    # Containment candidates: each text's `containment_sample` smallest shingle fingerprints
+    # (a bottom-k sample) are looked up in every other text's shingles; a pair becomes a
+    # candidate when enough of the sample is found that a pair exactly at the containment
+    # threshold passes with probability lsh_recall_at_threshold. Confirmed exactly, like LSH's.
+    containment_sample: int = 16
 
     def __post_init__(self):
         if self.shingle_size < 1:
@@ -85,6 +98,12 @@ class DedupConfig:
             raise ValueError(f"num_perm must be >= 2, got {self.num_perm}")
         if not 0.0 < self.threshold <= 1.0:
             raise ValueError(f"threshold must be in (0, 1], got {self.threshold}")
+        if not 0.0 <= self.containment <= 1.0:
+            raise ValueError(f"containment must be in [0, 1] (0: off), got {self.containment}")
+        if self.containment_min_words < 1:
+            raise ValueError(f"containment_min_words must be >= 1, got {self.containment_min_words}")
+        if self.containment_sample < 1:
+            raise ValueError(f"containment_sample must be >= 1, got {self.containment_sample}")
         if not 0.0 < self.lsh_recall_at_threshold < 1.0:
             raise ValueError(f"lsh_recall_at_threshold must be in (0, 1), got {self.lsh_recall_at_threshold}")
 
@@ -110,6 +129,7 @@ class DedupReport:
     n_duplicate_clusters: int  # clusters of two or more
     n_exact_duplicates: int  # non-representative rows with the representative's exact normalised text
     n_near_duplicates: int  # non-representative rows that are near copies
+    n_contained: int  # non-representative rows linked as contained in a larger text
     n_cross_source_clusters: int  # clusters with rows from two or more sources
     generation: int | None
     seconds: float
@@ -347,6 +367,167 @@ def near_duplicate_pairs(
     return confirm_pairs(shingled, lsh_candidates(signatures, config, eligible, progress), config.threshold)
 
 
+# ---- containment ------------------------------------------------------------------------
+
+
+def containment(a: set, b: set) -> float:
+    """The share of a's shingles found in b: |a & b| / |a| (0.0 for an empty a)."""
+    return len(a & b) / len(a) if a else 0.0
+
+
+def sample_hits_needed(threshold: float, sample: int, recall: float) -> int:
+    """Most of a full sample's shingles that may be required of a container while a text exactly at the
+    containment threshold still passes with probability >= recall (binomial; the hypergeometric truth
+    has less spread, so the recall holds)."""
+    from math import comb
+
+    for needed in range(sample, 0, -1):
+        tail = sum(comb(sample, h) * threshold**h * (1.0 - threshold) ** (sample - h) for h in range(needed, sample + 1))
+        if tail >= recall:
+            return needed
+    return 1
+
+
+def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(text, fingerprint) once per distinct shingle of each text, by text then fingerprint, and whether
+    each is in its text's sample (the `sample` smallest fingerprints: a bottom-k sample)."""
+    n = len(shingled)
+    texts = np.repeat(np.arange(n, dtype=np.int64), np.diff(shingled.offsets))
+    prints = shingled.fingerprints
+    order = np.lexsort((prints, texts))
+    texts, prints = texts[order], prints[order]
+    distinct = np.ones(len(texts), dtype=bool)
+    distinct[1:] = (texts[1:] != texts[:-1]) | (prints[1:] != prints[:-1])
+    texts, prints = texts[distinct], prints[distinct]
+    firsts = np.zeros(n + 1, dtype=np.int64)
+    np.cumsum(np.bincount(texts, minlength=n), out=firsts[1:])
+    return texts, prints, (np.arange(len(texts)) - firsts[texts]) < sample
+
+
+def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """Sample hits a container must give a text of `sizes` distinct shingles to make a candidate pair."""
+    full = sample_hits_needed(config.containment, config.containment_sample, config.lsh_recall_at_threshold)
+    return np.where(sizes <= config.containment_sample, np.ceil(config.containment * sizes - 1e-9), full)
+
+
+def containment_candidates(
+    shingled: ShingledTexts, config: DedupConfig, queries: np.ndarray | None = None, chunk_postings: int = 4_000_000
+) -> set[tuple[int, int]]:
+    """Directed pairs (a, b), a among `queries`: text a may be largely contained in text b, at least as large.
+
+    Text a's sample is its `containment_sample` smallest distinct shingle fingerprints (all of them
+    when it has fewer). A pair is a candidate when b holds at least `hits_needed` of a's sample
+    (a whole sample: the exact count the threshold asks for). Jaccard LSH cannot find these: a
+    short text inside a long one has a small Jaccard with it however fully it is contained.
+
+    Found without probing every sampled shingle's posting list: b must hold at least one of any
+    (sample - needed + 1) of a's samples, so only a's rarest ones are looked up (prefix filtering:
+    a shingle common to many texts is rarely probed), and each pair they propose is then counted
+    against a's whole sample. The candidates are exactly the pairs with enough hits, whichever
+    shingles were probed, so a partitioned run finds the same.
+    """
+    n = len(shingled)
+    texts, prints, sampled = containment_samples(shingled, config.containment_sample)
+    sizes = np.bincount(texts, minlength=n)
+    if queries is not None:
+        sampled &= queries[texts]
+    unique_prints, ids, frequency = np.unique(prints, return_inverse=True, return_counts=True)
+    ids = ids.reshape(-1).astype(np.int64)
+
+    # Each query text's sample, rarest first; its prefix: the first (sample size - needed + 1).
+    rows = np.nonzero(sampled)[0]
+    rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
+    owners = texts[rows]
+    firsts = np.searchsorted(owners, owners, side="left")
+    sample_sizes = np.minimum(sizes[owners], config.containment_sample)
+    needed = hits_needed(sizes[owners], config).astype(np.int64)
+    prefix = (np.arange(len(rows)) - firsts) < (sample_sizes - needed + 1)
+
+    # Posting lists by shingle id; every text's shingles as sorted keys text * n_ids + id, for the counts.
+    by_id = np.argsort(ids, kind="stable")
+    list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
+    np.cumsum(frequency, out=list_starts[1:])
+    keys = np.sort(texts * len(unique_prints) + ids)
+    sample_starts = np.searchsorted(owners, np.arange(n), side="left")
+
+    probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
+    lengths = frequency[probe_ids]
+    ends = np.cumsum(lengths)
+    candidates: set[tuple[int, int]] = set()
+    first = 0
+    # Whole texts' probes at a time, about `chunk_postings` postings each: bounded memory.
+    while first < len(probe_owners):
+        last = int(np.searchsorted(ends, (ends[first] - lengths[first]) + chunk_postings, side="right"))
+        last = max(last, first + 1)
+        if last < len(probe_owners):
+            last = int(np.searchsorted(probe_owners, probe_owners[last - 1], side="right"))
+        chunk = slice(first, last)
+        a = np.repeat(probe_owners[chunk], lengths[chunk])
+        within = np.arange(len(a), dtype=np.int64) - np.repeat(np.cumsum(lengths[chunk]) - lengths[chunk], lengths[chunk])
+        b = texts[by_id[np.repeat(list_starts[probe_ids[chunk]], lengths[chunk]) + within]]
+        keep = (a != b) & (sizes[b] >= sizes[a])
+        pairs = np.unique(a[keep] * n + b[keep])
+        a, b = pairs // n, pairs % n
+        # Count each proposed pair's hits over a's whole sample.
+        counts = np.minimum(sizes[a], config.containment_sample)
+        pair_of = np.repeat(np.arange(len(a)), counts)
+        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        probe_keys = b[pair_of] * len(unique_prints) + ids[rows[sample_starts[a][pair_of] + offsets]]
+        found = keys[np.minimum(np.searchsorted(keys, probe_keys), len(keys) - 1)] == probe_keys
+        hits = np.bincount(pair_of[found], minlength=len(a))
+        passing = hits >= hits_needed(sizes[a], config)
+        candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
+        first = last
+    return candidates
+
+
+def confirm_containment(
+    shingled: ShingledTexts, candidates: set[tuple[int, int]], threshold: float, sets: _ShingleSets | None = None
+) -> list[tuple[int, int, float, float]]:
+    """(a, b, containment of a in b, Jaccard) for the candidates whose true containment is >= threshold, sorted."""
+    sets = sets or _ShingleSets(shingled)
+    confirmed = []
+    for a, b in sorted(candidates):
+        set_a, set_b = sets[a], sets[b]
+        if not set_a or len(set_a) > len(set_b):
+            continue
+        shared = len(set_a & set_b)
+        if shared >= threshold * len(set_a):
+            confirmed.append((a, b, shared / len(set_a), shared / (len(set_a) + len(set_b) - shared)))
+    return confirmed
+
+
+def best_containers(links: list[tuple[int, int, float, float]], texts: Sequence[str]) -> dict[int, tuple[int, float]]:
+    """Each contained text's one container: {a: (b, containment)}.
+
+    The highest containment wins, then the highest Jaccard (the tightest fit: the exchange itself
+    rather than a long passage that also holds it), then the container's normalised text (any fixed
+    order that needs nothing but the two texts, so a partitioned run picks the same). One link per
+    contained text, so a text held by two unrelated items does not join them into one cluster.
+    """
+    best: dict[int, tuple] = {}
+    for a, b, share, similarity in links:
+        key = (-share, -similarity, texts[b])
+        if a not in best or key < best[a][0]:
+            best[a] = (key, b, share)
+    return {a: (b, share) for a, (_, b, share) in best.items()}
+
+
+def containment_links(
+    shingled: ShingledTexts, distinct: Sequence[tuple[str, str]], config: DedupConfig, sets: _ShingleSets | None = None
+) -> dict[int, tuple[int, float]]:
+    """Among distinct (kind, normalised text): each text of containment_min_words or more that is largely
+    contained in a text of its kind, with its best container: {a: (b, containment)}."""
+    if config.containment <= 0.0 or len(shingled) < 2:
+        return {}
+    queries = np.array([shingled.n_words(i) >= config.containment_min_words for i in range(len(shingled))], dtype=bool)
+    candidates = {
+        (a, b) for a, b in containment_candidates(shingled, config, queries) if distinct[a][0] == distinct[b][0]
+    }
+    links = confirm_containment(shingled, candidates, config.containment, sets)
+    return best_containers(links, [text for _, text in distinct])
+
+
 # ---- the stage -------------------------------------------------------------------------
 
 
@@ -414,15 +595,20 @@ def dedup(
     for i, j, _ in confirm_pairs(shingled, candidates, config.threshold, sets):
         clusters.union(i, j)
 
+    def rank(row: int) -> tuple:
+        return (-shingled.n_words(row_text[row]), source_rank[sources[row]], starts[row], item_ids[row])
+
+    contained = containment_links(shingled, distinct, config, sets)
+    for text, (container, _) in contained.items():
+        clusters.union(text, container)
+
     members: dict[int, list[int]] = {}
     for row in range(n):
         members.setdefault(clusters.find(row_text[row]), []).append(row)
 
-    def rank(row: int) -> tuple:
-        return (-shingled.n_words(row_text[row]), source_rank[sources[row]], starts[row], item_ids[row])
-
     rep_of = [0] * n
     jaccards = [1.0] * n
+    containments = [1.0] * n
     kind_of = ["unique"] * n
     size_of = [1] * n
     reason_of = [""] * n
@@ -436,14 +622,17 @@ def dedup(
             rep_of[row] = rep
             size_of[row] = len(rows)
             reason_of[row] = reason
-            if len(rows) == 1:
+            if len(rows) == 1 or row == rep:
                 continue
-            same = row_text[row] == rep_text
-            jaccards[row] = 1.0 if same else jaccard(sets[row_text[row]], sets[rep_text])
-            if row == rep:
-                kind_of[row] = "exact" if all_exact else "near"
+            if row_text[row] == rep_text:
+                kind_of[row] = "exact"
             else:
-                kind_of[row] = "exact" if same else "near"
+                jaccards[row] = jaccard(sets[row_text[row]], sets[rep_text])
+                containments[row] = containment(sets[row_text[row]], sets[rep_text])
+                kind_of[row] = _kind(jaccards[row], containments[row], row_text[row] in contained, config)
+        if len(rows) > 1:
+            follower_kinds = {kind_of[row] for row in rows if row != rep}
+            kind_of[rep] = "exact" if all_exact else "near" if "near" in follower_kinds else "contained"
 
     rep_ids = [item_ids[rep] for rep in rep_of]
     added = pl.DataFrame(
@@ -454,6 +643,7 @@ def dedup(
             "dedup_is_representative": [rep == row for row, rep in enumerate(rep_of)],
             "dedup_kind": kind_of,
             "dedup_jaccard": jaccards,
+            "dedup_containment": containments,
             "dedup_cluster_size": size_of,
             "dedup_reason": reason_of,
             "dedup_agent": [config.agent_json()] * n,
@@ -461,6 +651,15 @@ def dedup(
         schema=DEDUP_COLUMNS,
     )
     return pl.concat([frame, added], how="horizontal")
+
+
+def _kind(similarity: float, share: float, linked_as_contained: bool, config: DedupConfig) -> str:
+    """A member's kind (not the representative's, not an exact copy): by its own measures with the representative."""
+    if similarity >= config.threshold:
+        return "near"
+    if config.containment > 0.0 and share >= config.containment:
+        return "contained"
+    return "contained" if linked_as_contained else "near"  # chained in: the kind of the link that brought it
 
 
 def _reason(ranked: list[int], rank, n_words: int, source_position: int, start: int) -> str:
@@ -479,7 +678,7 @@ def _reason(ranked: list[int], rank, n_words: int, source_position: int, start: 
 
 
 def summarise(deduped: pl.DataFrame) -> dict[str, int]:
-    """Counts over a deduped frame: items, clusters, duplicate clusters, exact and near dups, cross-source clusters."""
+    """Counts over a deduped frame: items, clusters, duplicate clusters, exact, near and contained dups, cross-source clusters."""
     followers = deduped.filter(~pl.col("dedup_is_representative"))
     per_cluster = deduped.group_by("dedup_cluster").agg(
         pl.len().alias("size"), pl.col("source_id").n_unique().alias("n_sources")
@@ -490,6 +689,7 @@ def summarise(deduped: pl.DataFrame) -> dict[str, int]:
         "n_duplicate_clusters": per_cluster.filter(pl.col("size") > 1).height,
         "n_exact_duplicates": followers.filter(pl.col("dedup_kind") == "exact").height,
         "n_near_duplicates": followers.filter(pl.col("dedup_kind") == "near").height,
+        "n_contained": followers.filter(pl.col("dedup_kind") == "contained").height,
         "n_cross_source_clusters": per_cluster.filter(pl.col("n_sources") > 1).height,
     }
 

@@ -20,6 +20,9 @@ Files, under a work directory every worker can read (shared storage on a cluster
     buckets/band=000/part-00000.parquet    kind, band, key          band: the band's r values, as bytes
     candidates/band=000.parquet            a, b                     keys sharing that band, a < b
     edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
+    postings/shard=00000/part-00000.parquet kind, print, key, size, query   containment: shingle fingerprints
+    hits/shard=00000.parquet               a, b, hits, size         sample hits of text a in larger text b
+    contained/part-00000.parquet           a, b                     text a's best container b
 
 1. sign (one task per input partition): normalise, key, shingle and sign the
    partition's distinct texts (`curation.dedup.shingle_texts` and
@@ -31,11 +34,17 @@ Files, under a work directory every worker can read (shared storage on a cluster
 3. confirm (one task per shard of candidate pairs, by key prefix): read the
    shard's candidates, fetch just those keys' texts, keep the pairs whose true
    shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
-4. components (driver): union-find over the confirmed edges (small) and the
+3b. containment (unless off): each texts partition writes its distinct shingle
+   fingerprints by fingerprint shard; each shard joins the texts' samples with
+   all fingerprints into sample hits; each shard of texts a sums its hits, confirms
+   the candidates by exact containment and keeps a's best container
+   (`curation.dedup.hits_needed`, `confirm_containment`, `best_containers`).
+4. components (driver): union-find over the confirmed edges and containment links (small) and the
    exact-duplicate keys gives the clusters. Clusters of one row get the columns
    `curation.dedup.dedup` gives a lone item; the rows of larger clusters go, whole
    clusters at a time, to tasks that run `curation.dedup.dedup` itself on them:
-   candidate pairs and Jaccard are properties of a pair, so dedup over a union
+   candidate pairs, Jaccard and containment are properties of a pair (a text's best
+   container is in its own cluster), so dedup over a union
    of whole clusters finds exactly those clusters again and applies its own
    representative rule to them. The result equals `dedup(items)` column for column.
 
@@ -205,6 +214,80 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
     return edges.height
 
 
+def containment_postings(partition: int, plan: _DedupPlan) -> int:
+    """Containment, phase 1: one texts partition's distinct shingle fingerprints, split into shards by fingerprint.
+
+    Each row: kind, fingerprint, key, the text's distinct shingles (size), and whether the
+    fingerprint is in the text's sample and the text long enough to be linked as contained (query).
+    """
+    from curation.dedup import containment_samples, shingle_texts
+
+    texts = pl.read_parquet(_part(os.path.join(plan.work_dir, "texts"), partition))
+    shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
+    owners, prints, sampled = containment_samples(shingled, plan.config.containment_sample)
+    long_enough = np.array([shingled.n_words(i) >= plan.config.containment_min_words for i in range(len(shingled))],
+                           dtype=bool)
+    postings = pl.DataFrame({
+        "kind": texts["kind"].gather(owners),
+        "print": pl.Series(prints, dtype=pl.UInt64),
+        "key": texts["key"].gather(owners),
+        "size": np.bincount(owners, minlength=len(shingled))[owners],
+        "query": sampled & long_enough[owners],
+    })
+    shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
+    for shard in range(plan.n_shards):
+        _write_atomic(shards.filter(pl.col("shard") == shard).drop("shard"),
+                      _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
+    return postings.height
+
+
+def containment_hits(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 2: in one fingerprint shard, each query's sample hits per (text a, larger text b)."""
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
+    postings = pl.read_parquet(files).unique() if files else pl.DataFrame(
+        schema={"kind": pl.String, "print": pl.UInt64, "key": pl.String, "size": pl.Int64, "query": pl.Boolean})
+    hits = (
+        postings.filter("query").join(postings, on=["kind", "print"], suffix="_b")
+        .filter((pl.col("key") != pl.col("key_b")) & (pl.col("size_b") >= pl.col("size")))
+        .group_by(pl.col("key").alias("a"), pl.col("key_b").alias("b"))
+        .agg(pl.len().alias("hits"), pl.col("size").first().alias("size"))
+    )
+    _write_atomic(hits, os.path.join(plan.work_dir, "hits", f"shard={shard:05d}.parquet"))
+    return hits.height
+
+
+def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 3: the texts a of one shard, their candidates confirmed by exact containment, and
+    each one's best container (dedup's own functions, so the same link as a local run)."""
+    from curation.dedup import best_containers, confirm_containment, hits_needed, shingle_texts
+
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "hits", "shard=*.parquet")))
+    schema = {"a": pl.String, "b": pl.String}
+    candidates = pl.DataFrame(schema=schema)
+    if files:
+        summed = (
+            pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard)
+            .group_by("a", "b").agg(pl.col("hits").sum(), pl.col("size").first()).collect()
+        )
+        needed = hits_needed(summed["size"].to_numpy(), plan.config)
+        candidates = summed.filter(pl.Series(summed["hits"].to_numpy() >= needed)).select("a", "b")
+    links = pl.DataFrame(schema=schema)
+    if candidates.height:
+        keys_needed = pl.concat([candidates["a"], candidates["b"]]).unique()
+        texts = (
+            pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
+            .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key").collect()
+        )
+        keys, normalised = texts["key"].to_list(), texts["text"].to_list()
+        index = {key: i for i, key in enumerate(keys)}
+        shingled = shingle_texts(normalised, plan.config.shingle_size)
+        pairs = {(index[a], index[b]) for a, b in candidates.iter_rows()}
+        best = best_containers(confirm_containment(shingled, pairs, plan.config.containment), normalised)
+        links = pl.DataFrame({"a": [keys[a] for a in best], "b": [keys[b] for b, _ in best.values()]}, schema=schema)
+    _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), shard))
+    return links.height
+
+
 def dedup_clusters(batch: pl.DataFrame, shared: tuple[DedupConfig, list[str]]) -> pl.DataFrame:
     """Phase 4: `curation.dedup.dedup` itself over rows making up whole clusters; returns row + its columns."""
     from curation.dedup import DEDUP_COLUMNS, dedup
@@ -273,6 +356,13 @@ def dedup_partitioned(
         n_edges = executor.map(confirm_shard, range(plan.n_shards), shared=plan)
         say(f"confirm: {sum(n_edges)} near-duplicate pairs ({time.perf_counter() - started:.1f}s)")
 
+        if config.containment > 0.0:
+            started = time.perf_counter()
+            executor.map(containment_postings, range(n_partitions), shared=plan)
+            executor.map(containment_hits, range(plan.n_shards), shared=plan)
+            n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
+            say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
+
         started = time.perf_counter()
         result = _assemble(frame, work, config, order, executor, rows_per_partition)
         say(f"clusters ({time.perf_counter() - started:.1f}s)")
@@ -290,7 +380,9 @@ def _assemble(
 
     n = frame.height
     row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
-    edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet"))
+    edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet")).select("a", "b")
+    if config.containment > 0.0:  # each contained text's link to its best container joins them too
+        edges = pl.concat([edges, pl.read_parquet(os.path.join(work, "contained", "part-*.parquet"))])
     nodes = pl.concat([edges["a"], edges["b"]]).unique().sort().to_list()
     node_index = {key: i for i, key in enumerate(nodes)}
     clusters = UnionFind(len(nodes))
@@ -341,6 +433,7 @@ def _assemble(
             pl.lit(True).alias("dedup_is_representative"),
             pl.lit(alone["dedup_kind"]).alias("dedup_kind"),
             pl.lit(alone["dedup_jaccard"], dtype=pl.Float64).alias("dedup_jaccard"),
+            pl.lit(alone["dedup_containment"], dtype=pl.Float64).alias("dedup_containment"),
             pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
             pl.lit(alone["dedup_reason"]).alias("dedup_reason"),
             pl.lit(alone["dedup_agent"]).alias("dedup_agent"),

@@ -87,8 +87,9 @@ DEDUP_COLUMNS: dict[str, pl.DataType] = {
     "dedup_representative": pl.String,  # the representative's item_id
     "dedup_representative_source": pl.String,  # and its source_id (item_ids can repeat across sources)
     "dedup_is_representative": pl.Boolean,
-    "dedup_kind": pl.String,  # "unique" | "exact" | "near"
+    "dedup_kind": pl.String,  # "unique" | "exact" | "near" | "contained"
     "dedup_jaccard": pl.Float64,  # true Jaccard of shingle sets with the representative; 1.0 for itself
+    "dedup_containment": pl.Float64,  # share of its shingles found in the representative's; 1.0 for itself
     "dedup_cluster_size": pl.Int64,
     "dedup_reason": pl.String,  # why the representative was chosen
     "dedup_agent": pl.String,  # JSON: stage, version, config, LSH bands and rows

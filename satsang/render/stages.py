@@ -40,7 +40,7 @@ def render_ingest_reports(*reports: IngestReport) -> Table:
 
 
 def render_dedup_report(report: DedupReport) -> RenderableType:
-    """Clusters, exact and near copies, clusters across sources, and that nothing was dropped."""
+    """Clusters, exact and near copies, contained texts, clusters across sources, and that nothing was dropped."""
     from rich.console import Group
     from rich.table import Table
     from rich.text import Text
@@ -51,10 +51,11 @@ def render_dedup_report(report: DedupReport) -> RenderableType:
     table.add_column("with duplicates", justify="right")
     table.add_column("exact copies", justify="right")
     table.add_column("near copies", justify="right")
+    table.add_column("contained", justify="right")
     table.add_column("across sources", justify="right")
     table.add_row(*(str(n) for n in (
         report.n_items, report.n_clusters, report.n_duplicate_clusters,
-        report.n_exact_duplicates, report.n_near_duplicates, report.n_cross_source_clusters,
+        report.n_exact_duplicates, report.n_near_duplicates, report.n_contained, report.n_cross_source_clusters,
     )))
     return Group(table, Text(f"{report.seconds:.2f} s; nothing dropped: each copy points to its cluster's representative."))
 
