@@ -757,6 +757,26 @@ def diagnose(
         raise typer.Exit(1)
 
 
+@app.command("export-model")
+def export_model(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (a run's output or one of its checkpoint-N).", show_default=False)],
+    output: Annotated[Path, typer.Argument(help="A new directory for the merged model.", show_default=False)],
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Where the base model is now. (default: the lineage's)", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Weights dtype: float32, bfloat16, float16. (default: float32)", show_default=False)] = None,
+) -> None:
+    """Write a checkpoint as a plain transformers model: adapter merged into the base (safetensors), tokenizer, lineage.
+
+    AutoModelForCausalLM.from_pretrained(OUTPUT) loads it without peft; it generates as adapter + base does.
+
+    Example: satsang export-model runs/sft models/sft-merged
+    """
+    from training.export import export_merged_model
+
+    with one_line_errors():
+        written = export_merged_model(checkpoint, output, base_model=base_model, dtype=dtype)
+    out.print(f"Merged model: {written} (model.safetensors, tokenizer, satsang_lineage.json)", markup=False, highlight=False)
+
+
 # ---- inference: satsang generate, serve, eval ------------------------------------------------
 
 CheckpointOption = Annotated[

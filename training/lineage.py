@@ -143,3 +143,22 @@ def lineage_chain(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
         if seen > 64:  # a parent chain this long is a loop someone wrote by hand
             raise TrainingError("lineage: parent chain longer than 64 stages")
     return list(reversed(chain))
+
+
+def lineage_summary(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each stage of a checkpoint's lineage, root first, in a few fields: what an eval report records of the checkpoint it ran."""
+    return [
+        {
+            "stage": stage.get("stage"),
+            "dataset_version": (stage.get("dataset") or {}).get("version_id"),
+            "manifest_sha256": (stage.get("dataset") or {}).get("manifest_sha256"),
+            "adapter_sha256": (stage.get("checkpoint") or {}).get("adapter_sha256"),
+            "step": (stage.get("checkpoint") or {}).get("step"),
+            "base_model": (stage.get("base_model") or {}).get("id"),
+            "base_weights_sha256": (stage.get("base_model") or {}).get("weights_sha256"),
+            "merged_parent": bool((stage.get("from_checkpoint") or {}).get("merged")),
+            "commit": (stage.get("tool") or {}).get("commit"),
+        }
+        for stage in lineage_chain(lineage)
+        if not stage.get("missing_lineage")
+    ]
