@@ -53,6 +53,18 @@ def continue_conflicts(config: TrainConfig, parent: dict[str, Any], n_layers: in
     return [f"{flag} {_shown(value)} (the parent's: {_shown(theirs[flag])})" for flag, value in asked.items() if value is not None and value != theirs[flag]]
 
 
+def check_continue(config: TrainConfig, parent_dir: Path, n_layers: int) -> None:
+    """Refuse, in one line, LoRA settings that continuing `parent_dir`'s adapter would not apply (before anything loads)."""
+    if getattr(config, "from_adapter", "continue") != "continue":
+        return
+    conflicts = continue_conflicts(config, parent_lora(parent_dir), n_layers)
+    if conflicts:
+        raise TrainingError(
+            f"--from {parent_dir} continues its adapter, so {'; '.join(conflicts)} cannot apply: "
+            "leave them unset, or add --from-adapter merge to train a fresh adapter with them on the merged parent"
+        )
+
+
 def _shown(value: Any) -> str:
     if isinstance(value, list):
         return ",".join(str(v) for v in value) if value else "all"
@@ -94,12 +106,7 @@ def prepare_adapter(
         model = attach_adapter(model, parent_dir).merge_and_unload()
         peft_config, lora = fresh_lora(model, config, parent=None)
         return model, peft_config, {**lora, "merged_from": from_record["path"]}, {**from_record, "merged": True}
-    conflicts = continue_conflicts(config, parent, layer_count(model))
-    if conflicts:
-        raise TrainingError(
-            f"--from {parent_dir} continues its adapter, so {'; '.join(conflicts)} cannot apply: "
-            "leave them unset, or add --from-adapter merge to train a fresh adapter with them on the merged parent"
-        )
+    check_continue(config, parent_dir, layer_count(model))
     model = attach_adapter(model, parent_dir, is_trainable=True)
     lora = {**{k: parent[k] for k in ("r", "alpha", "dropout", "target_modules", "layers")}, "continued_from": from_record["path"]}
     return model, None, lora, {**from_record, "merged": False}

@@ -516,6 +516,18 @@ def run_stage(
     else:
         raise TrainingError("give a base model (--base-model) or a checkpoint to continue (--from)")
 
+    if parent_dir is not None:  # LoRA settings the parent's adapter would not apply: refused before anything loads
+        from transformers import AutoConfig
+
+        from training.adapters import check_continue
+        from training.targets import layer_count
+
+        try:
+            n_layers = layer_count(AutoConfig.from_pretrained(base))
+        except OSError as error:
+            raise TrainingError(f"base model {base!r} cannot be loaded: {str(error).splitlines()[0]}") from None
+        check_continue(config, parent_dir, n_layers)
+
     torch.manual_seed(config.seed)
     local = local_model_dir(base)
     attention = {} if config.attn_implementation == "auto" else {"attn_implementation": config.attn_implementation}

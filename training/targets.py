@@ -100,8 +100,8 @@ def parse_layers(spec: str, n_layers: int | None) -> list[int] | None:
 
 
 def layer_count(model: Any) -> int:
-    """How many transformer layers (blocks) the model has, from its config."""
-    config = getattr(model, "config", None)
+    """How many transformer layers (blocks) a model (or its config) has."""
+    config = getattr(model, "config", model)
     count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
     if not count:
         raise TrainingError(f"cannot tell how many layers this {type(model).__name__} has (no num_hidden_layers in its config); use lora_layers all")
