@@ -8,9 +8,13 @@ Each checkpoint directory (every `checkpoint-N/` and the run's output directory)
     base_model  id as given, local path, sha256 of its weight files (where local), architecture
     parent      the lineage of the checkpoint this one continued (SFT on a pretrain adapter), whole,
                 so the chain survives the parent directory being deleted
-    hyperparameters, target_modules, tokenizer (chat template and its sha256)
+    from_checkpoint  the parent's path and adapter sha256, and whether it was merged into the base
+    config (as given), hyperparameters (in force), trainer (optimizer, param groups, warm-up steps,
+                scheduler: what the trainer ran with), lora, tokenizer (chat template and its sha256)
+    sequences   rows, training sequences, rows split, truncated and dropped, tokens cut
+    validation  held-out talks, eval losses, the best checkpoint (None without validation)
     tool        satsang version, git commit (and whether the tree was dirty), library versions
-    steps, epoch, started_at, ended_at, resumed_from, final_loss, mean_loss
+    steps, epoch, started_at, ended_at, resumed_from, final_loss, mean_loss (the whole stage's), mean_loss_steps
     tokens      training tokens the trainer read, per source and per (source, section), and in total
 
 Token counts are taken from the batches the trainer actually trained on (so epochs repeat

@@ -9,9 +9,13 @@ are one code path) over PEFT LoRA:
 
 - data: a verified dataset version only (training.data.open_version), prepared by the stage so
   that each token's (source, section) survives into the batch;
-- LoRA on the discovered target modules (training.targets), or on top of a parent checkpoint's
-  adapter (SFT --from: the same adapter trains on, so one adapter carries both stages and
-  loads on the base model alone);
+- data: tokenized by the stage, each sequence at most max_seq_len tokens, with what was split or
+  cut counted (`sequences` in the lineage); an optional held-out split of whole talks, evaluated
+  every eval_steps, the best checkpoint named;
+- LoRA on the discovered target modules (training.targets), or a parent checkpoint's adapter
+  trained on, or a fresh adapter on the parent merged into the base (training.adapters);
+- a resume keeps the settings that decide training (check_resume), and the mean loss covers the
+  whole stage (stage_mean_loss);
 - a checkpoint every save_steps steps (`checkpoint-N/`: adapter_model.safetensors, optimizer,
   scheduler, RNG, trainer state, tokenizer, satsang_lineage.json), resumable; the final
   adapter, tokenizer and lineage in the output directory itself;
@@ -22,7 +26,8 @@ are one code path) over PEFT LoRA:
 
 The steps are separate functions so that each can be checked and recorded on its own:
 `check_resume` (what a resumed run must share with its checkpoint), `trainer_arguments` (the
-TRL settings a config stands for), `StageRun.lineage` (what a checkpoint says about itself).
+TRL settings a config stands for), `effective_settings` (what the trainer then ran with),
+`StageRun.lineage` (what a checkpoint says about itself).
 Nothing here draws: progress goes to the caller's `progress(step, max_steps, loss)` callback.
 """
 
