@@ -666,13 +666,15 @@ def train_sft_command(
     dataset: DatasetOption,
     output: OutputOption,
     settings: ConfigSettings,
-    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on (its lineage chains in).", show_default=False)] = None,
+    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on, or merges under a fresh one (--from-adapter merge); its lineage chains in.", show_default=False)] = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model for a new adapter; with --from, where the parent's base is now.", show_default=False)] = None,
     workspace: WorkspaceOption = None,
     config: ConfigOption = None,
     resume: ResumeOption = None,
 ) -> None:
     """SFT on an sft dataset version with TRL's SFTTrainer: on top of a pretrain checkpoint (--from) or a base model.
+
+    The seed's recipe (fresh rank-16 adapter on the merged pretrain model): --config training/recipes/seed.toml
 
     Example: satsang train sft --dataset sample --from runs/prose --output runs/sft
     """

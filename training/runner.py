@@ -169,9 +169,10 @@ def resume_conflicts(lineage: dict[str, Any], config: TrainConfig) -> list[str]:
     from training.config import RESUMABLE_CHANGES
 
     recorded = lineage.get("config") or lineage.get("hyperparameters") or {}
+    resolved = "config" not in lineage  # an older lineage records the values in force: "auto" dtype resolved, for one
     changed = []
     for name, asked in config.to_dict().items():
-        if name in RESUMABLE_CHANGES or name not in recorded or asked is None:
+        if name in RESUMABLE_CHANGES or name not in recorded or asked is None or (resolved and asked == "auto"):
             continue
         before = recorded[name]
         if (list(before) if isinstance(before, (list, tuple)) else before) != asked:
