@@ -9,7 +9,7 @@ are one code path) over PEFT LoRA:
 
 - data: a verified dataset version only (training.data.open_version), prepared by the stage so
   that each token's (source, section) survives into the batch;
-- data: tokenized by the stage, each sequence at most max_seq_len tokens, with what was split or
+- sequences: tokenized by the stage, each at most max_seq_len tokens, with what was split or
   cut counted (`sequences` in the lineage); an optional held-out split of whole talks, evaluated
   every eval_steps, the best checkpoint named;
 - LoRA on the discovered target modules (training.targets), or a parent checkpoint's adapter
