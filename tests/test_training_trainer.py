@@ -299,3 +299,22 @@ def test_eval_json_records_each_checkpoints_lineage(sft_run, tmp_path):
 
 def versions_id(result) -> str:
     return result.lineage["dataset"]["version_id"]
+
+
+def test_pretraining_holds_out_whole_units_and_loses_no_token(versions, tokenizer):
+    from training.data import ORIGIN, load_rows, open_version, pretrain_dataset
+
+    version = open_version(versions.pretrain, "pretrain")
+    whole = pretrain_dataset(version, tokenizer, 64)
+    split = pretrain_dataset(version, tokenizer, 64, validation_fraction=0.2)
+    validation = split.validation
+    assert validation["held_out_units"] == max(1, round(0.2 * validation["units"])) and split.eval_dataset is not None
+    trained = sum(len(ids) for ids in split.dataset["input_ids"])
+    held = sum(len(ids) for ids in split.eval_dataset["input_ids"])
+    assert trained + held == sum(whole.dataset_tokens) == sum(split.dataset_tokens) + validation["tokens"]
+    if validation["unit"].startswith("talk"):  # no talk on both sides
+        train_groups = {g for origins in split.dataset[ORIGIN] for g in origins}
+        eval_groups = {g for origins in split.eval_dataset[ORIGIN] for g in origins}
+        assert not train_groups & eval_groups
+    assert validation["rows"] < len(load_rows(version))
+    assert pretrain_dataset(version, tokenizer, 64, validation_fraction=0.2).validation == validation  # from the version: the same again
