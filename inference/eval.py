@@ -46,6 +46,7 @@ from critic.base import REASON_SILENCE, Critic, CritiqueRecord
 from critic.offline import SERVICE_QUESTION, OfflineCritic, closure_signals
 from inference.generate import GenerationConfig, Generator, InferenceError
 from inference.loop import ContemplativeGenerator, LoopSettings, is_silence
+from training.lineage import lineage_summary
 
 DEFAULT_PROMPTS = Path(__file__).resolve().parent / "data" / "prompts.jsonl"
 
@@ -288,6 +289,8 @@ def evaluate(
         "generation": asdict(config),
         "loop": asdict(loop) if loop is not None else None,
         "generators": {name: getattr(g, "agent", {"name": getattr(g, "name", name)}) for name, g in generators.items()},
+        # Each checkpoint's lineage, stage by stage (dataset versions, adapter sha256): which weights these numbers are of.
+        "lineages": {name: lineage_summary(getattr(g, "lineage", None)) for name, g in generators.items()},
     }
     return EvalReport(summaries, samples, dict(critic.agent), run_config)
 

@@ -258,6 +258,8 @@ def _load_quantized_lora(directory: Path, base_model: str | None, quantization_c
     from training.lineage import read_lineage
 
     lineage = read_lineage(directory) or {}
+    if (lineage.get("from_checkpoint") or {}).get("merged"):  # its base is the parent merged in: no quantized base has that
+        raise InferenceError(f"{directory} was trained on its parent merged into the base: `satsang export-model {directory} OUT`, then load OUT in 4 or 8 bits")
     base = resolve_base_model(directory, lineage, base_model)
     model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization_config, device_map={"": 0})
     tokenizer = load_tokenizer(directory, base)

@@ -40,6 +40,19 @@ def new_workspace(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], W
 
 
 @pytest.fixture(scope="session")
+def sample_versions(new_workspace):
+    """The bundled sample curated by run_pipeline (its sft version "sample") plus a pretrain version "prose": what the training tests train on."""
+    from types import SimpleNamespace
+
+    from curation.export import ExportConfig, export_version
+    from satsang.pipeline import run_pipeline
+
+    result = run_pipeline(new_workspace("sample-versions").root)
+    prose = export_version(result.workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
+    return SimpleNamespace(root=result.workspace.root, workspace=result.workspace, sft=result.export_result.path, pretrain=prose.path)
+
+
+@pytest.fixture(scope="session")
 def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny Phi-architecture model with a byte-level BPE tokenizer trained on the bundled talks (training.tiny; nothing downloaded)."""
     from training.tiny import build_tiny_phi

@@ -14,7 +14,6 @@ import os
 import shutil
 import stat
 from pathlib import Path
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -55,13 +54,8 @@ def one_thread():
 
 
 @pytest.fixture(scope="module")
-def workspace(new_workspace):
-    from curation.export import ExportConfig, export_version
-    from satsang.pipeline import run_pipeline
-
-    result = run_pipeline(new_workspace("workspace").root)  # the sample curated into conftest's empty workspace
-    prose = export_version(result.workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
-    return SimpleNamespace(root=result.workspace.root, workspace=result.workspace, sft=result.export_result.path, pretrain=prose.path)
+def workspace(sample_versions):
+    return sample_versions  # conftest: shared with the other training test files
 
 
 @pytest.fixture(scope="module")
@@ -206,7 +200,9 @@ def test_sft_on_the_pretrain_checkpoint_chains_lineage(sft, pretrained, workspac
     lineage = sft.lineage
     assert lineage["stage"] == "sft"
     assert lineage["parent"] == pretrained.lineage
-    assert lineage["from_checkpoint"] == {"path": str(pretrained.output_dir.resolve()), "adapter_sha256": sha256(pretrained.output_dir / ADAPTER_SAFETENSORS)}
+    assert lineage["from_checkpoint"] == {
+        "path": str(pretrained.output_dir.resolve()), "adapter_sha256": sha256(pretrained.output_dir / ADAPTER_SAFETENSORS), "merged": False
+    }
     assert lineage["dataset"]["version_id"] == workspace.sft.name
     assert lineage["base_model"]["weights_sha256"] == pretrained.lineage["base_model"]["weights_sha256"]
     # The parent's adapter trained on: its LoRA settings are the ones recorded.

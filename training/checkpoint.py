@@ -234,7 +234,7 @@ def load_checkpoint(
     except OSError as error:
         raise CheckpointError(f"base model {base!r} of {directory} cannot be loaded: {str(error).splitlines()[0]}") from None
     tokenizer = load_tokenizer(directory, base)
-    model = attach_adapter(model, directory)
+    model = attach_adapter(apply_merged_parents(model, lineage), directory)
     if merge:
         model = model.merge_and_unload()
     model.to(device)
@@ -242,6 +242,25 @@ def load_checkpoint(
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return model, tokenizer, lineage
+
+
+def apply_merged_parents(model: Any, lineage: dict[str, Any] | None) -> Any:
+    """The base model with the parent adapters a checkpoint was trained on merged in (SFT from_adapter merge), root first.
+
+    Such a checkpoint's adapter fits the base with its parent folded in, not the bare base:
+    the parent is found at the path its lineage records and must still hash to what it recorded.
+    """
+    record = (lineage or {}).get("from_checkpoint") or {}
+    if not record.get("merged"):
+        return model
+    parent = Path(record.get("path") or "")
+    weights = parent / ADAPTER_SAFETENSORS
+    if not weights.is_file():
+        raise CheckpointError(f"this checkpoint's adapter was trained on {parent} merged into the base; {weights} is gone (satsang export-model writes a self-contained model)")
+    if record.get("adapter_sha256") and sha256_file(weights) != record["adapter_sha256"]:
+        raise CheckpointError(f"{weights} has changed since a checkpoint was trained on it merged into the base")
+    model = apply_merged_parents(model, (lineage or {}).get("parent") or read_lineage(parent))
+    return attach_adapter(model, parent).merge_and_unload()
 
 
 def attach_adapter(model: Any, checkpoint_dir: str | Path, is_trainable: bool = False) -> Any:

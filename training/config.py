@@ -26,6 +26,15 @@ DTYPES = ("auto", "bfloat16", "float16", "float32")
 WANDB_MODES = ("online", "offline")
 SCHEDULERS = ("linear", "cosine", "constant", "constant_with_warmup", "cosine_with_restarts", "polynomial", "inverse_sqrt")
 DEVICES = ("auto", "cpu", "cuda")
+ATTENTION = ("auto", "eager", "sdpa", "flash_attention_2", "flex_attention")
+OPTIMIZERS = ("adamw_torch", "adamw_torch_fused", "adafactor", "sgd")
+FROM_ADAPTER = ("continue", "merge")
+# The settings a resumed run may change: where and how often it writes, logs and reports, and
+# how it computes (not what): everything else decides the trajectory, so a resume must keep it.
+RESUMABLE_CHANGES = frozenset(
+    {"save_steps", "save_total_limit", "logging_steps", "wandb", "wandb_project", "wandb_mode", "device", "compile", "compile_backend",
+     "gradient_checkpointing", "attn_implementation"}
+)
 
 
 def _f(default: Any, help: str, **cli: str) -> Any:  # noqa: A002 - "help" is what the metadata is called in trl and HfArgumentParser
@@ -51,9 +60,24 @@ class TrainConfig:
     learning_rate: float = _f(2e-4, "Peak learning rate (AdamW).", flag="--lr")
     lr_scheduler: str = _f("cosine", "Learning-rate schedule: " + ", ".join(SCHEDULERS) + ".")
     warmup_ratio: float = _f(0.03, "Fraction of the steps spent warming the learning rate up.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
+    warmup_steps: int = _f(0, "Warm-up steps; above 0 it wins over warmup_ratio.")
+    weight_decay: float = _f(0.0, "AdamW weight decay (not on biases and norms).")
+    optimizer: str = _f("adamw_torch", "Optimizer: " + ", ".join(OPTIMIZERS) + ".")
+    adam_beta1: float = _f(0.9, "AdamW beta1.")
+    adam_beta2: float = _f(0.999, "AdamW beta2.")
+    adam_epsilon: float = _f(1e-8, "AdamW epsilon.")
     max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    max_seq_len: int = _f(1024, "Tokens per sequence (the packed block length in pretraining; longer conversations are truncated).")
+    max_seq_len: int = _f(
+        1024,
+        "Tokens per sequence: the packed block length in pretraining; in SFT a longer conversation is split on turn boundaries "
+        "(a single exchange longer than this is cut, and counted).",
+    )
+    lora_layers: str = _f("all", "Layers the adapter covers: all, upper-third, a range (22-31) or a list (0,5,9); peft's layers_to_transform.")
+    attn_implementation: str = _f("auto", "Attention kernel: " + ", ".join(ATTENTION) + " (auto: transformers' choice).")
+    validation_fraction: float = _f(
+        0.0, "Hold out this fraction of the talks (conversations when there is one talk), chosen from the version id, for eval loss; 0: none."
+    )
+    eval_steps: int = _f(0, "With validation: eval loss every this many steps; 0: every save_steps.")
     save_steps: int = _f(1000, "Write a checkpoint (adapter, optimizer, lineage) every this many steps.")
     save_total_limit: int | None = _f(None, "Keep only the newest this many checkpoints; unset: keep all.")
     logging_steps: int = _f(10, "Log the loss every this many steps.")
@@ -79,14 +103,17 @@ class TrainConfig:
                 raise TrainingError(f"{spec.name} must be true or false, not {value!r}")
             if kind is int and (isinstance(value, bool) or not isinstance(value, int)) and not (value is None and "None" in str(spec.type)):
                 raise TrainingError(f"{spec.name} must be a whole number, not {value!r}")
-            if kind is float:
+            if kind is float and not (value is None and "None" in str(spec.type)):
                 if isinstance(value, bool) or not isinstance(value, (int, float)):
                     raise TrainingError(f"{spec.name} must be a number, not {value!r}")
                 object.__setattr__(self, spec.name, float(value))
+        from training.targets import parse_layers
+
+        parse_layers(self.lora_layers, None)  # its form; the layer numbers are checked against the model
         checks = [
-            (self.lora_rank >= 1, f"lora_rank must be at least 1, not {self.lora_rank}"),
-            (self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}"),
-            (0.0 <= self.lora_dropout < 1.0, f"lora_dropout is a probability in [0, 1), not {self.lora_dropout}"),
+            (self.lora_rank is None or self.lora_rank >= 1, f"lora_rank must be at least 1, not {self.lora_rank}"),
+            (self.lora_alpha is None or self.lora_alpha > 0, f"lora_alpha must be positive, not {self.lora_alpha}"),
+            (self.lora_dropout is None or 0.0 <= self.lora_dropout < 1.0, f"lora_dropout is a probability in [0, 1), not {self.lora_dropout}"),
             (self.max_steps > 0 or self.epochs > 0, "give epochs > 0 or max_steps > 0"),
             (self.per_device_batch_size >= 1, f"per_device_batch_size must be at least 1, not {self.per_device_batch_size}"),
             (
@@ -97,6 +124,14 @@ class TrainConfig:
             (self.learning_rate > 0, f"learning_rate must be positive, not {self.learning_rate}"),
             (self.lr_scheduler in SCHEDULERS, f"lr_scheduler must be one of {', '.join(SCHEDULERS)}, not {self.lr_scheduler!r}"),
             (0.0 <= self.warmup_ratio < 1.0, f"warmup_ratio is a fraction in [0, 1), not {self.warmup_ratio}"),
+            (self.warmup_steps >= 0, f"warmup_steps must be 0 or more, not {self.warmup_steps}"),
+            (self.weight_decay >= 0, f"weight_decay must be 0 or more, not {self.weight_decay}"),
+            (self.optimizer in OPTIMIZERS, f"optimizer must be one of {', '.join(OPTIMIZERS)}, not {self.optimizer!r}"),
+            (0.0 <= self.adam_beta1 < 1.0 and 0.0 <= self.adam_beta2 < 1.0, "adam_beta1 and adam_beta2 are in [0, 1)"),
+            (self.adam_epsilon > 0, f"adam_epsilon must be positive, not {self.adam_epsilon}"),
+            (self.attn_implementation in ATTENTION, f"attn_implementation must be one of {', '.join(ATTENTION)}, not {self.attn_implementation!r}"),
+            (0.0 <= self.validation_fraction < 1.0, f"validation_fraction is a fraction in [0, 1), not {self.validation_fraction}"),
+            (self.eval_steps >= 0, f"eval_steps must be 0 or more, not {self.eval_steps}"),
             (self.max_seq_len >= 8, f"max_seq_len must be at least 8, not {self.max_seq_len}"),
             (self.save_steps >= 1, f"save_steps must be at least 1, not {self.save_steps}"),
             (self.save_total_limit is None or self.save_total_limit >= 1, "save_total_limit must be at least 1 (or unset)"),
@@ -110,8 +145,16 @@ class TrainConfig:
                 raise TrainingError(message)
 
     @property
+    def eval_every(self) -> int:
+        return self.eval_steps or self.save_steps
+
+    @property
     def gradient_accumulation_steps(self) -> int:
         return self.batch_size // self.per_device_batch_size
+
+    def lora_settings(self, parent: dict[str, Any] | None = None) -> dict[str, Any]:
+        """(r, alpha, dropout, target_modules) of a fresh adapter; empty target_modules: discovered from the model."""
+        return {"r": self.lora_rank, "alpha": self.lora_alpha, "dropout": self.lora_dropout, "target_modules": list(self.target_modules)}
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v) for f in fields(self)}
@@ -126,7 +169,21 @@ class PretrainConfig(TrainConfig):
 
 @dataclass(frozen=True)
 class SFTConfig(TrainConfig):
-    """SFT with TRL's SFTTrainer on an `sft` dataset version (a `messages` column)."""
+    """SFT with TRL's SFTTrainer on an `sft` dataset version (a `messages` column).
+
+    The LoRA settings are unset by default: on a base model they are the seed's (rank 64,
+    alpha 128, dropout 0.05); with --from and from_adapter "continue" the parent's adapter
+    trains on, so a LoRA setting given that differs from the parent's is refused, never ignored.
+    """
+
+    lora_rank: int | None = _f(None, "LoRA rank r; unset: 64, or the --from checkpoint's when its adapter trains on.", flag="--rank")
+    lora_alpha: float | None = _f(None, "LoRA alpha (the update is scaled by alpha / r); unset: 128, or the --from checkpoint's.", flag="--alpha")
+    lora_dropout: float | None = _f(None, "Dropout on the LoRA branch; unset: 0.05, or the --from checkpoint's.", flag="--dropout")
+    from_adapter: str = _f(
+        "continue",
+        "With --from: continue (the parent's adapter trains on, with its LoRA settings) or merge (fold it into the base weights "
+        "and train a fresh adapter with this run's LoRA settings: the seed's SFT recipe).",
+    )
 
     assistant_only_loss: bool = _f(
         True, "Train only on the assistant's words; the questions are context.", flag="--assistant-only-loss/--full-loss"
@@ -136,6 +193,22 @@ class SFTConfig(TrainConfig):
         "A Jinja chat template file; unset: the tokenizer's own, or (when it has none) Phi-2's Instruct:/Output: form with generation markers.",
         metavar="FILE",
     )
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.from_adapter not in FROM_ADAPTER:
+            raise TrainingError(f"from_adapter must be one of {', '.join(FROM_ADAPTER)}, not {self.from_adapter!r}")
+
+    def lora_settings(self, parent: dict[str, Any] | None = None) -> dict[str, Any]:
+        """(r, alpha, dropout, target_modules) in force: the ones given, else the parent's adapter's, else the seed's."""
+        defaults = TrainConfig()
+        parent = parent or {}
+        return {
+            "r": self.lora_rank if self.lora_rank is not None else parent.get("r", defaults.lora_rank),
+            "alpha": self.lora_alpha if self.lora_alpha is not None else parent.get("alpha", defaults.lora_alpha),
+            "dropout": self.lora_dropout if self.lora_dropout is not None else parent.get("dropout", defaults.lora_dropout),
+            "target_modules": list(self.target_modules) or list(parent.get("target_modules") or []),
+        }
 
 
 ConfigT = TypeVar("ConfigT", bound=TrainConfig)

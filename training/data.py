@@ -152,20 +152,23 @@ class Groups:
 class PreparedData:
     dataset: Dataset
     groups: Groups
-    dataset_tokens: list[int]  # per group: tokens in the dataset once (for pretraining, EOS included)
+    dataset_tokens: list[int]  # per group: tokens in the training sequences once (for pretraining, EOS included)
+    sequences: dict[str, Any] = field(default_factory=dict)  # SequenceCount.to_dict() of the training rows
+    eval_dataset: Dataset | None = None  # the held-out rows, prepared the same way
+    validation: dict[str, Any] | None = None  # which rows were held out, and why (held_out_rows)
 
 
-def pretrain_dataset(version: DatasetVersion, tokenizer: Any, max_seq_len: int, packing: bool = True) -> PreparedData:
+def pretrain_dataset(
+    version: DatasetVersion, tokenizer: Any, max_seq_len: int, packing: bool = True, validation_fraction: float = 0.0
+) -> PreparedData:
     """Token blocks of a pretrain version: `input_ids` and, per token, its group (`satsang_origin`).
 
     Each text is tokenized without special tokens and ended with EOS. Packing concatenates
     them and cuts blocks of exactly max_seq_len (the last may be shorter), so documents share
     blocks and nothing is padding. Without packing each text is cut into blocks of its own.
-    No token is dropped either way.
+    No token is dropped either way. With validation_fraction, held-out talks (held_out_rows)
+    are packed apart into `eval_dataset`.
     """
-    import numpy as np
-    from datasets import Dataset
-
     rows = load_rows(version)
     if "text" not in rows.column_names:
         raise TrainingError(f"{version.path}: a pretrain version has a 'text' column; this one has {', '.join(rows.column_names)}")
@@ -174,9 +177,38 @@ def pretrain_dataset(version: DatasetVersion, tokenizer: Any, max_seq_len: int, 
         raise TrainingError("the tokenizer has no EOS token to end each text with")
     groups = Groups()
     group_of_row = [groups.add(sid, sec) for sid, sec in zip(list(rows["source_id"]), list(rows["section"]))]
-    encoded = tokenizer(list(rows["text"]), add_special_tokens=False, verbose=False)["input_ids"]
+    train_rows, eval_rows, validation = held_out_rows(version, groups, group_of_row, validation_fraction)
+    texts = list(rows["text"])
+    train = _pack([texts[i] for i in train_rows], [group_of_row[i] for i in train_rows], tokenizer, max_seq_len, packing, len(groups))
+    if train is None:
+        raise TrainingError(f"{version.path}: no text to train on")
+    held = _pack([texts[i] for i in eval_rows], [group_of_row[i] for i in eval_rows], tokenizer, max_seq_len, packing, len(groups))
+    dataset, dataset_tokens, count = train
+    return PreparedData(
+        dataset, groups, dataset_tokens, count.to_dict(), eval_dataset=held[0] if held else None, validation=_with_counts(validation, held)
+    )
+
+
+def _with_counts(validation: dict[str, Any] | None, held: tuple[Any, list[int], SequenceCount] | None) -> dict[str, Any] | None:
+    if validation is None or held is None:
+        return validation
+    return {**validation, "sequences": held[2].sequences, "tokens": int(sum(held[1]))}
+
+
+def _pack(
+    texts: list[str], group_of_row: list[int], tokenizer: Any, max_seq_len: int, packing: bool, n_groups: int
+) -> tuple[Dataset, list[int], SequenceCount] | None:
+    """(blocks with their origins, tokens per group, the count) of `texts`; None when there is no text."""
+    import numpy as np
+    from datasets import Dataset
+
+    if not texts:
+        return None
+    eos = tokenizer.eos_token_id
+    encoded = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
     lengths = np.array([len(ids) + 1 for ids in encoded], dtype=np.int64)
-    dataset_tokens = np.bincount(np.array(group_of_row, dtype=np.int64), weights=lengths, minlength=len(groups)).astype(np.int64).tolist()
+    dataset_tokens = np.bincount(np.array(group_of_row, dtype=np.int64), weights=lengths, minlength=n_groups).astype(np.int64).tolist()
+    split = 0
     if packing:
         flat = np.fromiter((t for ids in encoded for t in (*ids, eos)), dtype=np.int64, count=int(lengths.sum()))
         origin = np.repeat(np.array(group_of_row, dtype=np.int64), lengths)
@@ -187,20 +219,82 @@ def pretrain_dataset(version: DatasetVersion, tokenizer: Any, max_seq_len: int, 
         blocks, origins = [], []
         for ids, group in zip(encoded, group_of_row):
             ids = [*ids, eos]
+            split += len(ids) > max_seq_len
             for i in range(0, len(ids), max_seq_len):
                 blocks.append(ids[i : i + max_seq_len])
                 origins.append([group] * len(blocks[-1]))
     if not blocks:
-        raise TrainingError(f"{version.path}: no text to train on")
+        return None
     dataset = Dataset.from_dict({"input_ids": blocks, ORIGIN: origins})
-    return PreparedData(dataset, groups, [int(n) for n in dataset_tokens])
+    method = "texts packed into max_seq_len blocks (no token dropped)" if packing else "each text cut into max_seq_len blocks (no token dropped)"
+    count = SequenceCount(rows=len(texts), sequences=len(blocks), split=split, max_seq_len=max_seq_len, method=method)
+    return dataset, [int(n) for n in dataset_tokens], count
+
+
+# ---- sequences and the held-out split -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SequenceCount:
+    """What became of a split's rows on the way to training sequences of at most max_seq_len tokens."""
+
+    rows: int  # the version's rows (texts, conversations) in this split
+    sequences: int  # training sequences made of them
+    split: int = 0  # rows longer than max_seq_len, made into several sequences (SFT: on turn boundaries)
+    truncated: int = 0  # rows with an exchange longer than max_seq_len on its own, cut to fit (SFT)
+    dropped: int = 0  # rows with nothing left to learn once cut (SFT: no answer token within max_seq_len)
+    tokens_cut: int = 0  # tokens of those rows that no sequence holds
+    max_seq_len: int = 0
+    method: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in ("rows", "sequences", "split", "truncated", "dropped", "tokens_cut", "max_seq_len", "method")}
+
+
+def held_out_rows(
+    version: DatasetVersion, groups: Groups, group_of_row: list[int], fraction: float
+) -> tuple[list[int], list[int], dict[str, Any] | None]:
+    """(training rows, held-out rows, the validation record): whole talks held out, chosen from the version id.
+
+    The unit is the talk, a (source, section) group, so no talk is on both sides; a version of
+    one talk is split by row (conversation) instead. The held-out units are the
+    round(fraction x units) (at least one) with the smallest sha256 of "version id, unit":
+    the same version always holds out the same talks, and another version draws afresh.
+    """
+    everything = list(range(len(group_of_row)))
+    if fraction <= 0:
+        return everything, [], None
+    by_talk = len(groups) >= 2
+    units = list(range(len(groups))) if by_talk else everything
+
+    def unit_name(unit: int) -> str:
+        return "\0".join(groups.keys[unit]) if by_talk else str(unit)
+
+    count = max(1, round(fraction * len(units)))
+    if count >= len(units):
+        raise TrainingError(f"validation_fraction {fraction} of {len(units)} {'talks' if by_talk else 'rows'} leaves nothing to train on")
+    ranked = sorted(units, key=lambda u: hashlib.sha256(f"{version.version_id}\0{unit_name(u)}".encode()).hexdigest())
+    held = set(ranked[:count])
+    unit_of_row = group_of_row if by_talk else everything
+    eval_rows = [i for i in everything if unit_of_row[i] in held]
+    record = {
+        "fraction": fraction,
+        "unit": "talk (source, section)" if by_talk else "row",
+        "units": len(units),
+        "held_out_units": count,
+        "rows": len(eval_rows),
+        "held_out": [{"source_id": groups.keys[u][0], "section": groups.keys[u][1]} for u in sorted(held)]
+        if by_talk
+        else [{"row": i} for i in eval_rows],
+    }
+    return [i for i in everything if unit_of_row[i] not in held], eval_rows, record
 
 
 # ---- sft --------------------------------------------------------------------------------------
 
 
 def sft_dataset(version: DatasetVersion) -> tuple[Dataset, Groups]:
-    """The conversations of an sft version (`messages`), each with its group (`satsang_group`), for SFTTrainer to tokenize."""
+    """The conversations of an sft version (`messages`), each with its group (`satsang_group`)."""
     rows = load_rows(version)
     if "messages" not in rows.column_names:
         raise TrainingError(f"{version.path}: an sft version has a 'messages' column; this one has {', '.join(rows.column_names)}")
@@ -210,13 +304,115 @@ def sft_dataset(version: DatasetVersion) -> tuple[Dataset, Groups]:
     return dataset, groups
 
 
-def dataset_tokens_by_group(dataset: Dataset, n_groups: int) -> list[int]:
-    """Tokens per group of a tokenized dataset (after SFTTrainer's preparation, truncation included)."""
-    import numpy as np
+def exchanges(messages: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[list[dict[str, Any]]]]:
+    """(system messages, exchanges): an exchange is a question (user turns) with its answer (the turns after it)."""
+    prefix: list[dict[str, Any]] = []
+    turns: list[list[dict[str, Any]]] = []
+    for message in messages:
+        if message["role"] == "system" and not turns:
+            prefix.append(message)
+        elif not turns or (message["role"] == "user" and turns[-1][-1]["role"] != "user"):
+            turns.append([message])
+        else:
+            turns[-1].append(message)
+    return prefix, turns
 
-    lengths = np.array([len(ids) for ids in list(dataset["input_ids"])], dtype=np.int64)
-    groups = np.array(list(dataset[GROUP]), dtype=np.int64)
-    return np.bincount(groups, weights=lengths, minlength=n_groups).astype(np.int64).tolist()
+
+def encode_conversation(tokenizer: Any, messages: list[dict[str, Any]], assistant_only_loss: bool) -> tuple[list[int], list[int]]:
+    """(input ids, labels) of a conversation in the tokenizer's chat template; labels -100 off the answers when assistant_only_loss."""
+    encoded = tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=assistant_only_loss)
+    ids = list(encoded["input_ids"])
+    if not assistant_only_loss:
+        return ids, ids
+    return ids, [t if m else -100 for t, m in zip(ids, encoded["assistant_masks"])]
+
+
+def conversation_windows(
+    tokenizer: Any, messages: list[dict[str, Any]], max_seq_len: int, assistant_only_loss: bool
+) -> tuple[list[tuple[list[int], list[int]]], int, bool]:
+    """(sequences, tokens cut, whether an exchange was cut) of one conversation, each sequence at most max_seq_len tokens.
+
+    A conversation that fits is one sequence. One that does not is split on exchange
+    boundaries, each window the system turns and as many whole exchanges as fit, so every
+    answer is trained with its question before it. An exchange longer than max_seq_len on
+    its own is cut at the end (it is the one thing that loses tokens, and it is counted); a
+    window left with no answer token is not a sequence.
+    """
+    whole = encode_conversation(tokenizer, messages, assistant_only_loss)
+    if len(whole[0]) <= max_seq_len:
+        return [whole], 0, False
+    prefix, turns = exchanges(messages)
+    windows: list[tuple[list[int], list[int]]] = []
+    cut, truncated, start = 0, False, 0
+    while start < len(turns):
+        end = start + 1
+        window = encode_conversation(tokenizer, prefix + [m for turn in turns[start:end] for m in turn], assistant_only_loss)
+        while end < len(turns) and len(window[0]) <= max_seq_len:
+            wider = encode_conversation(tokenizer, prefix + [m for turn in turns[start : end + 1] for m in turn], assistant_only_loss)
+            if len(wider[0]) > max_seq_len:
+                break
+            window, end = wider, end + 1
+        ids, labels = window
+        if len(ids) > max_seq_len:
+            cut += len(ids) - max_seq_len
+            truncated = True
+            ids, labels = ids[:max_seq_len], labels[:max_seq_len]
+        if any(label != -100 for label in labels[1:]):
+            windows.append((ids, labels))
+        else:
+            cut += len(ids)
+        start = end
+    return windows, cut, truncated
+
+
+def sft_sequences(
+    version: DatasetVersion, tokenizer: Any, max_seq_len: int, assistant_only_loss: bool = True, validation_fraction: float = 0.0
+) -> PreparedData:
+    """The conversations of an sft version as training sequences (`input_ids`, `labels`, `satsang_group`), none cut silently.
+
+    Tokenized here (not by TRL, which would truncate at max_seq_len with a warning): see
+    conversation_windows. `sequences` counts rows, sequences, split, truncated and dropped
+    rows and the tokens cut; `dataset_tokens` are the tokens of the sequences (what trains).
+    """
+    from datasets import Dataset
+
+    rows, groups = sft_dataset(version)
+    group_of_row = list(rows[GROUP])
+    conversations = list(rows["messages"])
+    train_rows, eval_rows, validation = held_out_rows(version, groups, group_of_row, validation_fraction)
+
+    def build(indices: list[int]) -> tuple[Dataset | None, list[int], SequenceCount]:
+        columns: dict[str, list[Any]] = {"input_ids": [], "labels": [], GROUP: [], "satsang_row": []}
+        tokens = [0] * len(groups)
+        split = truncated = dropped = cut = 0
+        for i in indices:
+            windows, lost, was_cut = conversation_windows(tokenizer, conversations[i], max_seq_len, assistant_only_loss)
+            split += len(windows) > 1
+            truncated += was_cut and bool(windows)
+            dropped += not windows
+            cut += lost
+            for ids, labels in windows:
+                columns["input_ids"].append(ids)
+                columns["labels"].append(labels)
+                columns[GROUP].append(group_of_row[i])
+                columns["satsang_row"].append(i)
+                tokens[group_of_row[i]] += len(ids)
+        count = SequenceCount(
+            rows=len(indices), sequences=len(columns["input_ids"]), split=split, truncated=truncated, dropped=dropped, tokens_cut=cut,
+            max_seq_len=max_seq_len, method="conversations split on turn boundaries into max_seq_len windows, each with its question",
+        )
+        return (Dataset.from_dict(columns) if columns["input_ids"] else None), tokens, count
+
+    dataset, dataset_tokens, count = build(train_rows)
+    if dataset is None:
+        raise TrainingError(f"{version.path}: no conversation has an answer token within max_seq_len {max_seq_len}")
+    if assistant_only_loss and not any(label != -100 for labels in dataset["labels"] for label in labels):
+        raise TrainingError("assistant_only_loss: the chat template marks no answer token (it needs {% generation %} markers); or use --full-loss")
+    held = build(eval_rows) if eval_rows else None
+    return PreparedData(
+        dataset, groups, dataset_tokens, count.to_dict(), eval_dataset=held[0] if held else None,
+        validation=_with_counts(validation, held) if held else validation,
+    )
 
 
 # ---- batches and the ledger -------------------------------------------------------------------

@@ -8,9 +8,13 @@ Each checkpoint directory (every `checkpoint-N/` and the run's output directory)
     base_model  id as given, local path, sha256 of its weight files (where local), architecture
     parent      the lineage of the checkpoint this one continued (SFT on a pretrain adapter), whole,
                 so the chain survives the parent directory being deleted
-    hyperparameters, target_modules, tokenizer (chat template and its sha256)
+    from_checkpoint  the parent's path and adapter sha256, and whether it was merged into the base
+    config (as given), hyperparameters (in force), trainer (optimizer, param groups, warm-up steps,
+                scheduler: what the trainer ran with), lora, tokenizer (chat template and its sha256)
+    sequences   rows, training sequences, rows split, truncated and dropped, tokens cut
+    validation  held-out talks, eval losses, the best checkpoint (None without validation)
     tool        satsang version, git commit (and whether the tree was dirty), library versions
-    steps, epoch, started_at, ended_at, resumed_from, final_loss, mean_loss
+    steps, epoch, started_at, ended_at, resumed_from, final_loss, mean_loss (the whole stage's), mean_loss_steps
     tokens      training tokens the trainer read, per source and per (source, section), and in total
 
 Token counts are taken from the batches the trainer actually trained on (so epochs repeat
@@ -143,3 +147,22 @@ def lineage_chain(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
         if seen > 64:  # a parent chain this long is a loop someone wrote by hand
             raise TrainingError("lineage: parent chain longer than 64 stages")
     return list(reversed(chain))
+
+
+def lineage_summary(lineage: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """Each stage of a checkpoint's lineage, root first, in a few fields: what an eval report records of the checkpoint it ran."""
+    return [
+        {
+            "stage": stage.get("stage"),
+            "dataset_version": (stage.get("dataset") or {}).get("version_id"),
+            "manifest_sha256": (stage.get("dataset") or {}).get("manifest_sha256"),
+            "adapter_sha256": (stage.get("checkpoint") or {}).get("adapter_sha256"),
+            "step": (stage.get("checkpoint") or {}).get("step"),
+            "base_model": (stage.get("base_model") or {}).get("id"),
+            "base_weights_sha256": (stage.get("base_model") or {}).get("weights_sha256"),
+            "merged_parent": bool((stage.get("from_checkpoint") or {}).get("merged")),
+            "commit": (stage.get("tool") or {}).get("commit"),
+        }
+        for stage in lineage_chain(lineage)
+        if not stage.get("missing_lineage")
+    ]

@@ -21,12 +21,15 @@ from training.runner import ProgressCallback, Stage, StageData, TrainResult, run
 
 def prepare_pretrain_data(version: DatasetVersion, tokenizer: Any, config: PretrainConfig) -> StageData:
     """Token blocks with each token's origin; TRL is told the dataset is already prepared."""
-    prepared = pretrain_dataset(version, tokenizer, config.max_seq_len, packing=config.packing)
+    prepared = pretrain_dataset(version, tokenizer, config.max_seq_len, packing=config.packing, validation_fraction=config.validation_fraction)
     return StageData(
         dataset=prepared.dataset,
         groups=prepared.groups,
         dataset_tokens=prepared.dataset_tokens,
         trainer_args={"dataset_kwargs": {"skip_prepare_dataset": True}},
+        sequences=prepared.sequences,
+        eval_dataset=prepared.eval_dataset,
+        validation=prepared.validation,
     )
 
 

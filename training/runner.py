@@ -9,9 +9,13 @@ are one code path) over PEFT LoRA:
 
 - data: a verified dataset version only (training.data.open_version), prepared by the stage so
   that each token's (source, section) survives into the batch;
-- LoRA on the discovered target modules (training.targets), or on top of a parent checkpoint's
-  adapter (SFT --from: the same adapter trains on, so one adapter carries both stages and
-  loads on the base model alone);
+- sequences: tokenized by the stage, each at most max_seq_len tokens, with what was split or
+  cut counted (`sequences` in the lineage); an optional held-out split of whole talks, evaluated
+  every eval_steps, the best checkpoint named;
+- LoRA on the discovered target modules (training.targets), or a parent checkpoint's adapter
+  trained on, or a fresh adapter on the parent merged into the base (training.adapters);
+- a resume keeps the settings that decide training (check_resume), and the mean loss covers the
+  whole stage (stage_mean_loss);
 - a checkpoint every save_steps steps (`checkpoint-N/`: adapter_model.safetensors, optimizer,
   scheduler, RNG, trainer state, tokenizer, satsang_lineage.json), resumable; the final
   adapter, tokenizer and lineage in the output directory itself;
@@ -22,7 +26,8 @@ are one code path) over PEFT LoRA:
 
 The steps are separate functions so that each can be checked and recorded on its own:
 `check_resume` (what a resumed run must share with its checkpoint), `trainer_arguments` (the
-TRL settings a config stands for), `StageRun.lineage` (what a checkpoint says about itself).
+TRL settings a config stands for), `effective_settings` (what the trainer then ran with),
+`StageRun.lineage` (what a checkpoint says about itself).
 Nothing here draws: progress goes to the caller's `progress(step, max_steps, loss)` callback.
 """
 
@@ -37,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 from curation.files import sha256_file, utc_now
-from training.checkpoint import ADAPTER_CONFIG, ADAPTER_SAFETENSORS, attach_adapter, load_tokenizer, resolve_base_model
+from training.checkpoint import ADAPTER_SAFETENSORS, load_tokenizer, resolve_base_model
 from training.config import TrainConfig
 from training.data import GROUP, ORIGIN, DatasetVersion, Groups, OriginCollator, TokenLedger
 from training.lineage import (
@@ -62,11 +67,14 @@ ProgressCallback = Callable[[int, int, "float | None"], None]
 class StageData:
     """What a stage hands the loop: its training rows, their groups, and how TRL is to treat them."""
 
-    dataset: Any  # a datasets.Dataset whose rows carry their group (GROUP) and, once tokenized, each token's (ORIGIN)
+    dataset: Any  # a tokenized datasets.Dataset whose rows carry their group (GROUP) or each token's (ORIGIN)
     groups: Groups
-    dataset_tokens: list[int] | None  # per group, the dataset's size in tokens; None: counted after TRL tokenizes it
+    dataset_tokens: list[int]  # per group, the training sequences' size in tokens (what trains, once)
     chat_template_source: str | None = None  # for the lineage's tokenizer record
     trainer_args: dict[str, Any] = field(default_factory=dict)  # this stage's own TRL SFTConfig arguments
+    sequences: dict[str, Any] = field(default_factory=dict)  # rows, sequences, split, truncated, dropped (training.data.SequenceCount)
+    eval_dataset: Any = None  # the held-out rows, prepared alike; None: no validation
+    validation: dict[str, Any] | None = None  # which rows were held out
 
 
 @dataclass(frozen=True)
@@ -86,11 +94,14 @@ class TrainResult:
     lineage: dict[str, Any]  # the final lineage
     steps: int
     final_loss: float | None  # the last logged training loss
-    mean_loss: float | None  # the mean training loss of this run
+    mean_loss: float | None  # the mean training loss over the whole stage (a resumed run's earlier steps included)
     losses: tuple[tuple[int, float], ...]  # (step, loss) as logged
     tokens: int  # tokens trained on in this stage (resumed runs: since the stage began)
     loss_tokens: int
     seconds: float  # wall time of this call
+    sequences: dict[str, Any] = field(default_factory=dict)  # rows, sequences, split, truncated, dropped, tokens_cut
+    eval_losses: tuple[tuple[int, float], ...] = ()  # (step, held-out loss)
+    best_checkpoint: str | None = None  # the checkpoint-N with the lowest held-out loss
 
     @property
     def tokens_per_second(self) -> float:
@@ -128,8 +139,13 @@ def check_output_dir(output_dir: Path, resume_from: Path | None) -> None:
         )
 
 
-def check_resume(resume_from: Path, stage: str, version: DatasetVersion) -> dict[str, Any]:
-    """The lineage of a checkpoint this run may resume: written by satsang, of the same stage and dataset version."""
+def check_resume(resume_from: Path, stage: str, version: DatasetVersion, config: TrainConfig | None = None) -> dict[str, Any]:
+    """The lineage of a checkpoint this run may resume: written by satsang, of the same stage, dataset version and settings.
+
+    A resumed run continues one trajectory, so it keeps every setting that decides it
+    (config.RESUMABLE_CHANGES lists those it may change: saving, logging, reporting, device):
+    a lineage that says lr 1e-3 for a stage whose first steps ran at 2e-4 would misstate it.
+    """
     if not all((resume_from / name).is_file() for name in RESUMABLE_FILES):
         raise TrainingError(f"{resume_from}: not a resumable checkpoint (needs {', '.join(RESUMABLE_FILES)}: a checkpoint-N directory)")
     lineage = read_lineage(resume_from)
@@ -140,7 +156,28 @@ def check_resume(resume_from: Path, stage: str, version: DatasetVersion) -> dict
     trained_on = (lineage.get("dataset") or {}).get("version_id")
     if trained_on != version.version_id:
         raise TrainingError(f"{resume_from}: trained on {trained_on}, not {version.version_id}; resume on the same version")
+    if config is not None and (changed := resume_conflicts(lineage, config)):
+        raise TrainingError(
+            f"{resume_from}: its run trained with {', '.join(changed)}; a resume keeps the settings that decide training "
+            "(give the checkpoint's, or start a new run)"
+        )
     return lineage
+
+
+def resume_conflicts(lineage: dict[str, Any], config: TrainConfig) -> list[str]:
+    """'name recorded (this run: asked)' for each setting the checkpoint's run had otherwise (None asked: the recorded one holds)."""
+    from training.config import RESUMABLE_CHANGES
+
+    recorded = lineage.get("config") or lineage.get("hyperparameters") or {}
+    resolved = "config" not in lineage  # an older lineage records the values in force: "auto" dtype resolved, for one
+    changed = []
+    for name, asked in config.to_dict().items():
+        if name in RESUMABLE_CHANGES or name not in recorded or asked is None or (resolved and asked == "auto"):
+            continue
+        before = recorded[name]
+        if (list(before) if isinstance(before, (list, tuple)) else before) != asked:
+            changed.append(f"{name} {before} (this run: {asked})")
+    return changed
 
 
 def base_record(base: str, model: Any, local: Path | None) -> dict[str, Any]:
@@ -194,19 +231,23 @@ class StageRun:
         self.ledger = TokenLedger(0)
         self.wandb: dict[str, Any] | None = None
         self.tool = tool_info()
+        self.sequences: dict[str, Any] = {}
+        self.validation: dict[str, Any] | None = None
+        self.trainer: dict[str, Any] = {}  # the settings the trainer ran with (effective_settings)
 
     def hyperparameters(self, dtype: Any) -> dict[str, Any]:
         values = self.config.to_dict()
-        if self.lora.get("continued_from"):  # the parent's adapter trained on: its LoRA settings are the ones in force
-            values.update(
-                lora_rank=self.lora["r"], lora_alpha=self.lora["alpha"], lora_dropout=self.lora["dropout"], target_modules=self.lora["target_modules"]
-            )
+        # The LoRA settings in force: the parent's when its adapter trained on, the seed's where SFT left them unset.
+        values.update(
+            lora_rank=self.lora.get("r"), lora_alpha=self.lora.get("alpha"), lora_dropout=self.lora.get("dropout"), target_modules=self.lora.get("target_modules")
+        )
         values["dtype"] = str(dtype).removeprefix("torch.")
         values["gradient_accumulation_steps"] = self.config.gradient_accumulation_steps
         return values
 
-    def lineage(self, state: Any, directory: Path, final: bool, dtype: Any, mean_loss: float | None = None) -> dict[str, Any]:
+    def lineage(self, state: Any, directory: Path, final: bool, dtype: Any) -> dict[str, Any]:
         losses = [(e["step"], e["loss"]) for e in state.log_history if "loss" in e]
+        mean_loss, covered = stage_mean_loss(state.log_history)
         adapter = directory / ADAPTER_SAFETENSORS
         return {
             "format": LINEAGE_FORMAT,
@@ -221,7 +262,11 @@ class StageRun:
             "from_checkpoint": self.from_checkpoint,
             "parent": self.parent,
             "lora": self.lora,
+            "config": self.config.to_dict(),  # the settings as given (a resume must keep them)
             "hyperparameters": self.hyperparameters(dtype),
+            "trainer": self.trainer,
+            "sequences": self.sequences,
+            "validation": validation_record(self.validation, state, self.output_dir),
             "tokenizer": self.tokenizer,
             "device": self.device,
             "tool": self.tool,
@@ -233,13 +278,79 @@ class StageRun:
             "resumed_from": self.resumed_from,
             "final_loss": losses[-1][1] if losses else None,
             "mean_loss": mean_loss,
+            "mean_loss_steps": covered,  # [first, last] step the mean covers: the whole stage, across resumes
             "wandb": self.wandb,
             "tokens": self.ledger.report(self.groups, self.version.titles(), self.dataset_tokens, self.tokenizer_name),
         }
 
 
+def stage_mean_loss(log_history: list[dict[str, Any]]) -> tuple[float | None, list[int] | None]:
+    """(mean training loss per step, [first, last] step it covers) from the logged losses of the whole stage.
+
+    Each logged loss is the mean over the steps since the previous log, so the stage's mean
+    weighs each by its steps. The log history survives a resume (trainer_state.json) and the
+    loop logs at every save and at the end (LogWindows), so the windows tile the stage.
+    """
+    total, previous, first = 0.0, 0, None
+    for entry in log_history:
+        if "loss" not in entry:
+            continue
+        step = int(entry["step"])
+        if step <= previous:
+            continue
+        total += float(entry["loss"]) * (step - previous)
+        first = first or previous + 1
+        previous = step
+    return (total / (previous - first + 1), [first, previous]) if first is not None else (None, None)
+
+
+def validation_record(validation: dict[str, Any] | None, state: Any, output_dir: Path) -> dict[str, Any] | None:
+    """The held-out split with its eval losses so far and the best checkpoint (lowest eval loss among those saved)."""
+    if validation is None:
+        return None
+    losses = [[int(e["step"]), float(e["eval_loss"])] for e in state.log_history if "eval_loss" in e]
+    saved = [(loss, step) for step, loss in losses if (output_dir / f"checkpoint-{step}").is_dir()]
+    best = min(saved) if saved else None
+    return {
+        **validation,
+        "eval_losses": losses,
+        "best": {"checkpoint": f"checkpoint-{best[1]}", "step": best[1], "eval_loss": best[0]} if best else None,
+    }
+
+
+def effective_settings(args: Any, state: Any, model: Any, optimizer: Any, scheduler: Any) -> dict[str, Any]:
+    """What the trainer ran with, read from the optimizer and scheduler it built: not the config's fields, the values in force."""
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps it
+    groups = [
+        {k: (list(v) if isinstance(v, tuple) else v) for k, v in group.items() if k in ("initial_lr", "weight_decay", "betas", "eps", "momentum")}
+        | {"parameters": int(sum(p.numel() for p in group["params"]))}
+        for group in inner.param_groups
+        if group["params"]
+    ]
+    world = int(getattr(args, "world_size", 1) or 1)
+    return {
+        "optimizer": f"{type(inner).__module__}.{type(inner).__name__}",
+        "optim": str(getattr(args.optim, "value", args.optim)),
+        "param_groups": groups,
+        "lr_scheduler": str(getattr(args.lr_scheduler_type, "value", args.lr_scheduler_type)),
+        "scheduler": type(getattr(scheduler, "scheduler", scheduler)).__name__ if scheduler is not None else None,
+        "peak_learning_rate": args.learning_rate,
+        "warmup_steps": int(args.get_warmup_steps(state.max_steps)),
+        "max_steps": int(state.max_steps),
+        "per_device_batch_size": args.per_device_train_batch_size,
+        "gradient_accumulation_steps": args.gradient_accumulation_steps,
+        "world_size": world,
+        "sequences_per_step": args.per_device_train_batch_size * args.gradient_accumulation_steps * world,
+        "max_grad_norm": args.max_grad_norm,
+        "mixed_precision": "bf16" if args.bf16 else "fp16" if args.fp16 else None,
+        "attn_implementation": getattr(getattr(model, "config", None), "_attn_implementation", None),
+        "trainable_parameters": int(sum(p.numel() for p in model.parameters() if p.requires_grad)),
+        "seed": args.seed,
+    }
+
+
 @functools.cache
-def _classes() -> tuple[type, type, type]:
+def _classes() -> tuple[type, type, type, type]:
     """The trainer and callback classes, built on first use so that importing this module stays light."""
     from transformers import TrainerCallback
     from trl import SFTTrainer
@@ -266,10 +377,23 @@ def _classes() -> tuple[type, type, type]:
             self.run = run
             self.dtype = dtype
 
+        def on_train_begin(self, args, state, control, model=None, optimizer=None, lr_scheduler=None, **kwargs):
+            if optimizer is not None and model is not None:
+                self.run.trainer = effective_settings(args, state, model, optimizer, lr_scheduler)
+            return control
+
         def on_save(self, args, state, control, **kwargs):
             directory = Path(args.output_dir) / f"checkpoint-{state.global_step}"
             if directory.is_dir():
                 write_lineage(directory, self.run.lineage(state, directory, final=False, dtype=self.dtype))
+            return control
+
+    class LogWindows(TrainerCallback):
+        """Logs the loss at every save and at the end too, so the logged windows tile the stage even across a resume."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if control.should_save or state.global_step >= state.max_steps:
+                control.should_log = True
             return control
 
     class ProgressReporter(TrainerCallback):
@@ -295,7 +419,7 @@ def _classes() -> tuple[type, type, type]:
                 self.progress(int(state.global_step), int(state.max_steps), self.loss)
             return control
 
-    return SatsangTrainer, LineageCallback, ProgressReporter
+    return SatsangTrainer, LineageCallback, LogWindows, ProgressReporter
 
 
 def trainer_arguments(
@@ -312,8 +436,12 @@ def trainer_arguments(
         "gradient_accumulation_steps": config.gradient_accumulation_steps,
         "learning_rate": config.learning_rate,
         "lr_scheduler_type": config.lr_scheduler,
-        "warmup_steps": config.warmup_ratio,  # below 1: a fraction of the steps
+        "warmup_steps": config.warmup_steps or config.warmup_ratio,  # below 1: a fraction of the steps
         "weight_decay": config.weight_decay,
+        "optim": config.optimizer,
+        "adam_beta1": config.adam_beta1,
+        "adam_beta2": config.adam_beta2,
+        "adam_epsilon": config.adam_epsilon,
         "max_grad_norm": config.max_grad_norm,
         "logging_steps": config.logging_steps,
         "logging_first_step": True,
@@ -335,6 +463,17 @@ def trainer_arguments(
         "dataloader_pin_memory": device == "cuda",
         "disable_tqdm": True,  # progress goes to the caller's callback
         "save_only_model": False,
+        **(
+            {
+                "eval_strategy": "steps",
+                "eval_steps": config.eval_every,
+                "per_device_eval_batch_size": config.per_device_batch_size,
+                "metric_for_best_model": "eval_loss",  # so a save_total_limit keeps the best checkpoint too
+                "greater_is_better": False,
+            }
+            if data.eval_dataset is not None
+            else {}
+        ),
         **data.trainer_args,
     }
 
@@ -349,9 +488,8 @@ def run_stage(
     resume_from: str | Path | None = None,
     progress: ProgressCallback | None = None,
 ) -> TrainResult:
-    """Train one stage; see the module docstring. `from_checkpoint` continues that checkpoint's adapter."""
+    """Train one stage; see the module docstring. `from_checkpoint`: the parent checkpoint (training.adapters says how)."""
     import torch
-    from peft import LoraConfig
     from transformers import AutoModelForCausalLM
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTConfig as TRLConfig
@@ -362,7 +500,7 @@ def run_stage(
     output_dir = Path(output_dir)
     resume = Path(resume_from) if resume_from is not None else None
     check_output_dir(output_dir, resume)
-    resume_lineage = check_resume(resume, stage.name, version) if resume is not None else None
+    resume_lineage = check_resume(resume, stage.name, version, config) if resume is not None else None
     if resume_lineage is not None:
         recorded = resume_lineage.get("from_checkpoint") or {}
         if from_checkpoint is None and recorded.get("path"):
@@ -384,10 +522,23 @@ def run_stage(
     else:
         raise TrainingError("give a base model (--base-model) or a checkpoint to continue (--from)")
 
+    if parent_dir is not None:  # LoRA settings the parent's adapter would not apply: refused before anything loads
+        from transformers import AutoConfig
+
+        from training.adapters import check_continue
+        from training.targets import layer_count
+
+        try:
+            n_layers = layer_count(AutoConfig.from_pretrained(base))
+        except OSError as error:
+            raise TrainingError(f"base model {base!r} cannot be loaded: {str(error).splitlines()[0]}") from None
+        check_continue(config, parent_dir, n_layers)
+
     torch.manual_seed(config.seed)
     local = local_model_dir(base)
+    attention = {} if config.attn_implementation == "auto" else {"attn_implementation": config.attn_implementation}
     try:
-        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype)
+        model = AutoModelForCausalLM.from_pretrained(base, dtype=dtype, **attention)
     except OSError as error:
         raise TrainingError(f"base model {base!r} cannot be loaded: {str(error).splitlines()[0]}") from None
     run.base = base_record(base, model, local)
@@ -402,55 +553,32 @@ def run_stage(
         tokenizer.pad_token = tokenizer.eos_token
     run.tokenizer_name = f"{type(tokenizer).__name__} ({getattr(tokenizer, 'name_or_path', '') or base})"
 
-    if parent_dir is not None:
-        model = attach_adapter(model, parent_dir, is_trainable=True)
-        peft_config = None
-        adapter_config = json.loads((parent_dir / ADAPTER_CONFIG).read_text(encoding="utf-8"))
-        run.lora = {
-            "r": adapter_config.get("r"),
-            "alpha": adapter_config.get("lora_alpha"),
-            "dropout": adapter_config.get("lora_dropout"),
-            "target_modules": sorted(adapter_config.get("target_modules") or []),
-            "continued_from": str(parent_dir.resolve()),
-        }
-        parent_adapter = parent_dir / ADAPTER_SAFETENSORS
-        run.from_checkpoint = {"path": str(parent_dir.resolve()), "adapter_sha256": sha256_file(parent_adapter) if parent_adapter.is_file() else None}
-    else:
-        from training.targets import discover_target_modules
+    from training.adapters import prepare_adapter
 
-        targets = discover_target_modules(model, config.target_modules)
-        peft_config = LoraConfig(
-            r=config.lora_rank,
-            lora_alpha=config.lora_alpha,
-            lora_dropout=config.lora_dropout,
-            target_modules=list(targets),
-            bias="none",
-            task_type="CAUSAL_LM",
-        )
-        run.lora = {"r": config.lora_rank, "alpha": config.lora_alpha, "dropout": config.lora_dropout, "target_modules": list(targets)}
+    model, peft_config, run.lora, run.from_checkpoint = prepare_adapter(
+        model, config, parent_dir, run.parent if not (run.parent or {}).get("missing_lineage") else None
+    )
 
     data = stage.prepare(version, tokenizer, config)
     run.groups = data.groups
     run.tokenizer = tokenizer_record(tokenizer, data.chat_template_source)
+    run.sequences = data.sequences
+    run.validation = data.validation
 
     args = TRLConfig(**trainer_arguments(config, data, output_dir, device, dtype, TRLConfig))
-    trainer_class, lineage_callback, progress_reporter = _classes()
+    trainer_class, lineage_callback, log_windows, progress_reporter = _classes()
     trainer = trainer_class(
         model=model,
         args=args,
         data_collator=OriginCollator(tokenizer.pad_token_id),
         train_dataset=data.dataset,
+        eval_dataset=data.eval_dataset,
         processing_class=tokenizer,
         peft_config=peft_config,
-        callbacks=[lineage_callback(run, dtype), *([progress_reporter(progress)] if progress else [])],
+        callbacks=[lineage_callback(run, dtype), log_windows(), *([progress_reporter(progress)] if progress else [])],
     )
     trainer.remove_callback(PrinterCallback)  # it prints every log line; the caller has the losses in the result
-    if data.dataset_tokens is None:  # the stage's rows were tokenized by TRL: count them as it did
-        from training.data import dataset_tokens_by_group
-
-        run.dataset_tokens = dataset_tokens_by_group(trainer.train_dataset, len(run.groups))
-    else:
-        run.dataset_tokens = data.dataset_tokens
+    run.dataset_tokens = data.dataset_tokens
     run.ledger = TokenLedger(len(run.groups))
     if resume_lineage is not None:
         run.ledger.restore(run.groups, resume_lineage.get("tokens"))
@@ -460,10 +588,10 @@ def run_stage(
 
     wandb_run = _start_wandb(config, run, output_dir) if config.wandb else None
     try:
-        output = trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        trainer.train(resume_from_checkpoint=str(resume) if resume is not None else None)
         trainer.save_model(str(output_dir))
         trainer.save_state()
-        lineage = run.lineage(trainer.state, output_dir, final=True, dtype=dtype, mean_loss=float(output.training_loss))
+        lineage = run.lineage(trainer.state, output_dir, final=True, dtype=dtype)
         write_lineage(output_dir, lineage)
     finally:
         if wandb_run is not None:
@@ -483,6 +611,9 @@ def run_stage(
         tokens=int(total["tokens"]),
         loss_tokens=int(total["loss_tokens"]),
         seconds=time.perf_counter() - started,
+        sequences=run.sequences,
+        eval_losses=tuple((step, loss) for step, loss in (lineage["validation"] or {}).get("eval_losses", [])),
+        best_checkpoint=((lineage["validation"] or {}).get("best") or {}).get("checkpoint"),
     )
 
 

@@ -10,9 +10,14 @@ end-of-text token inside them so the model learns to stop. The template is saved
 checkpoint's tokenizer, so inference formats prompts exactly as training did
 (`tokenizer.apply_chat_template(messages, add_generation_prompt=True)` ends in "Output:").
 
-With `from_checkpoint` the parent's adapter trains on (same rank, alpha and targets; the
-LoRA settings of the config are not used), and the lineage embeds the parent's lineage, so
-an audit of the SFT checkpoint names the pretraining data too.
+With `from_checkpoint` the parent's adapter trains on (from_adapter "continue": same rank,
+alpha and targets; a LoRA setting given that differs from the parent's is refused), or is
+merged into the base weights under a fresh adapter (from_adapter "merge": the seed's SFT
+recipe, e.g. rank 16 on the upper third of the layers). Either way the lineage embeds the
+parent's lineage, so an audit of the SFT checkpoint names the pretraining data too.
+
+A conversation longer than max_seq_len is split on turn boundaries, never cut silently
+(training.data.sft_sequences).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from training.config import SFTConfig
-from training.data import DatasetVersion, open_version, sft_dataset
+from training.data import DatasetVersion, open_version, sft_sequences
 from training.lineage import TrainingError
 from training.runner import ProgressCallback, Stage, StageData, TrainResult, run_stage
 
@@ -54,15 +59,23 @@ def set_chat_template(tokenizer, template_path: str | Path | None = None) -> str
 
 
 def prepare_sft_data(version: DatasetVersion, tokenizer: Any, config: SFTConfig) -> StageData:
-    """The version's conversations, the tokenizer given its chat template; TRL tokenizes them (and the loop counts them after)."""
+    """The version's conversations in the tokenizer's chat template, as sequences of at most max_seq_len tokens.
+
+    Tokenized here rather than by TRL (which truncates at max_length, with only a warning): a
+    long conversation is split on turn boundaries (training.data.sft_sequences), and what was
+    split, cut or dropped is counted in the result and the lineage.
+    """
     template_source = set_chat_template(tokenizer, config.chat_template)
-    dataset, groups = sft_dataset(version)
+    prepared = sft_sequences(version, tokenizer, config.max_seq_len, config.assistant_only_loss, config.validation_fraction)
     return StageData(
-        dataset=dataset,
-        groups=groups,
-        dataset_tokens=None,
+        dataset=prepared.dataset,
+        groups=prepared.groups,
+        dataset_tokens=prepared.dataset_tokens,
         chat_template_source=template_source,
-        trainer_args={"assistant_only_loss": config.assistant_only_loss},
+        trainer_args={"dataset_kwargs": {"skip_prepare_dataset": True}},  # the labels already say which tokens are the answers
+        sequences=prepared.sequences,
+        eval_dataset=prepared.eval_dataset,
+        validation=prepared.validation,
     )
 
 

@@ -71,3 +71,38 @@ def discover_target_modules(model: Any, requested: tuple[str, ...] | list[str] =
     if not linear:
         raise TrainingError(f"this {architecture} model has no linear layers besides its output to put LoRA on; give --target-modules")
     return tuple(sorted(linear))
+
+
+def parse_layers(spec: str, n_layers: int | None) -> list[int] | None:
+    """The layer numbers a `lora_layers` setting names (peft's layers_to_transform); None: all layers.
+
+    "all"; "upper-third" (the last ceil(n/3) layers: 21-31 of Phi-2's 32, as the seed's SFT
+    adapter); a range "22-31"; a list "0,5,9". With n_layers None only the form is checked.
+    """
+    text = spec.strip().lower()
+    if text in ("", "all"):
+        return None
+    if text == "upper-third":
+        return None if n_layers is None else list(range(n_layers - -(-n_layers // 3), n_layers))
+    try:
+        if "-" in text:
+            first, last = (int(part) for part in text.split("-", 1))
+            layers = list(range(first, last + 1))
+        else:
+            layers = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise TrainingError(f"lora_layers {spec!r}: give all, upper-third, a range (22-31) or a list of layer numbers (0,5,9)") from None
+    if not layers or min(layers) < 0:
+        raise TrainingError(f"lora_layers {spec!r} names no layer")
+    if n_layers is not None and max(layers) >= n_layers:
+        raise TrainingError(f"lora_layers {spec!r}: this model has layers 0-{n_layers - 1}")
+    return sorted(set(layers))
+
+
+def layer_count(model: Any) -> int:
+    """How many transformer layers (blocks) a model (or its config) has."""
+    config = getattr(model, "config", model)
+    count = getattr(config, "num_hidden_layers", None) or getattr(config, "n_layer", None)
+    if not count:
+        raise TrainingError(f"cannot tell how many layers this {type(model).__name__} has (no num_hidden_layers in its config); use lora_layers all")
+    return int(count)

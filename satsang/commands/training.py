@@ -61,13 +61,15 @@ def train_sft_command(
     dataset: DatasetOption,
     output: OutputOption,
     settings: ConfigSettings,
-    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on (its lineage chains in).", show_default=False)] = None,
+    from_checkpoint: Annotated[Optional[Path], typer.Option("--from", help="Pretrain checkpoint whose adapter SFT trains on, or merges under a fresh one (--from-adapter merge); its lineage chains in.", show_default=False)] = None,
     base_model: Annotated[Optional[str], typer.Option("--base-model", help="Base model for a new adapter; with --from, where the parent's base is now.", show_default=False)] = None,
     workspace: WorkspaceOption = None,
     config: ConfigOption = None,
     resume: ResumeOption = None,
 ) -> None:
     """SFT on an sft dataset version with TRL's SFTTrainer: on top of a pretrain checkpoint (--from) or a base model.
+
+    The seed's recipe (fresh rank-16 adapter on the merged pretrain model): --config training/recipes/seed.toml
 
     Example: satsang train sft --dataset sample --from runs/prose --output runs/sft
     """
@@ -150,3 +152,23 @@ def diagnose(
         out.print("Nothing to fix: the adapter loads as it is.", markup=False, highlight=False)
     if diagnosis.status == "broken" and fixed is None:
         raise typer.Exit(1)
+
+
+@app.command("export-model")
+def export_model(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory (a run's output or one of its checkpoint-N).", show_default=False)],
+    output: Annotated[Path, typer.Argument(help="A new directory for the merged model.", show_default=False)],
+    base_model: Annotated[Optional[str], typer.Option("--base-model", help="Where the base model is now. (default: the lineage's)", show_default=False)] = None,
+    dtype: Annotated[Optional[str], typer.Option("--dtype", help="Weights dtype: float32, bfloat16, float16. (default: float32)", show_default=False)] = None,
+) -> None:
+    """Write a checkpoint as a plain transformers model: adapter merged into the base (safetensors), tokenizer, lineage.
+
+    AutoModelForCausalLM.from_pretrained(OUTPUT) loads it without peft; it generates as adapter + base does.
+
+    Example: satsang export-model runs/sft models/sft-merged
+    """
+    from training.export import export_merged_model
+
+    with one_line_errors():
+        written = export_merged_model(checkpoint, output, base_model=base_model, dtype=dtype)
+    out.print(f"Merged model: {written} (model.safetensors, tokenizer, satsang_lineage.json)", markup=False, highlight=False)

@@ -34,8 +34,20 @@ def render_train_result(result: TrainResult) -> RenderableType:
         Text(f"{result.steps} steps, epoch {lineage['epoch']:.2f}, {loss}; {total['tokens']:,} tokens trained ({total['loss_tokens']:,} predicted), "
              f"{result.tokens_per_second:,.0f} tokens/s over {result.seconds:.0f} s"),
         Text(f"Adapter and lineage: {result.output_dir}" + (f"; checkpoints: {', '.join(p.name for p in result.checkpoints)}" if result.checkpoints else "")),
-        Text(f"Audit: satsang audit {result.output_dir}", style="dim"),
     ]
+    counts = result.sequences
+    if counts:
+        cut = counts.get("truncated", 0) or counts.get("dropped", 0)
+        lines.insert(2, Text(
+            f"{counts['rows']:,} rows -> {counts['sequences']:,} sequences of at most {counts['max_seq_len']:,} tokens; {counts.get('split', 0):,} split"
+            + (f", {counts.get('truncated', 0):,} with an exchange cut to fit and {counts.get('dropped', 0):,} dropped ({counts.get('tokens_cut', 0):,} tokens not trained:"
+               " raise --max-seq-len)" if cut else ", none cut"),
+            style="yellow" if cut else "",
+        ))
+    if result.eval_losses:
+        step, eval_loss = result.eval_losses[-1]
+        lines.insert(-1, Text(f"Held-out loss {eval_loss:.4f} at step {step}; best: {result.best_checkpoint or 'n/a'}"))
+    lines.append(Text(f"Audit: satsang audit {result.output_dir}", style="dim"))
     return Group(*lines)
 
 
