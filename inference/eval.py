@@ -42,10 +42,16 @@ from pathlib import Path
 from typing import Any
 
 from critic.base import REASON_SILENCE, Critic, CritiqueRecord
-from critic.offline import PRESCRIPTIVE_PHRASES, REASSURANCE_PHRASES, SERVICE_QUESTION, OfflineCritic
-
-# The offline critic's detectors themselves (module-private there), so the markers and its signals agree.
-from critic.offline import _advice_list_items, _matches, _turns_question_back
+# The offline critic's detectors themselves, so the markers and its signals agree.
+from critic.offline import (
+    PRESCRIPTIVE_PHRASES,
+    REASSURANCE_PHRASES,
+    SERVICE_QUESTION,
+    OfflineCritic,
+    advice_list_items,
+    matches,
+    turns_question_back,
+)
 from inference.generate import GenerationConfig, Generator, InferenceError
 from inference.loop import ContemplativeGenerator, LoopSettings, is_silence
 
@@ -111,20 +117,20 @@ def load_prompts(path: str | Path | None = None) -> list[EvalPrompt]:
 def closure_markers(answer: str, question: str = "") -> tuple[str, ...]:
     """The MARKERS an answer shows, by critic/offline.py's detectors."""
     found = []
-    if _advice_list_items(answer):
+    if advice_list_items(answer):
         found.append("advice_list")
-    prescriptive = _matches(PRESCRIPTIVE_PHRASES, answer)
+    prescriptive = matches(PRESCRIPTIVE_PHRASES, answer)
     if _YOU_SHOULD & set(prescriptive):
         found.append("you_should")
     if prescriptive:
         found.append("prescriptive")
-    if _matches(REASSURANCE_PHRASES, answer):
+    if matches(REASSURANCE_PHRASES, answer):
         found.append("reassurance")
     if SERVICE_QUESTION.search(answer):
         found.append("service_question")
     if any(signal.flag == "performing_wisdom" for signal in _MARKER_CRITIC.signals(question, answer)):
         found.append("performing_wisdom")
-    if _turns_question_back(answer):
+    if turns_question_back(answer):
         found.append("turns_back")
     return tuple(found)
 
