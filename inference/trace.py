@@ -570,6 +570,37 @@ class Tracer:
         return nearest
 
 
+class LazyTracer:
+    """A Tracer made on first use (a server starts at once; the first traced request pays the index)."""
+
+    def __init__(self, checkpoint_dir: str | Path, workspace: str | Path | None = None):
+        import threading
+
+        self.checkpoint_dir, self.workspace = Path(checkpoint_dir), workspace
+        self._tracer: Tracer | None = None
+        self._lock = threading.Lock()
+
+    @classmethod
+    def for_checkpoint(cls, checkpoint_dir: str | Path, workspace: str | Path | None = None) -> LazyTracer | None:
+        """None when the checkpoint has no lineage to trace against."""
+        return cls(checkpoint_dir, workspace) if (Path(checkpoint_dir) / LINEAGE_NAME).is_file() else None
+
+    def trace(self, text: str, min_words: int = MIN_WORDS, max_items: int = 10, nearest: int = 0) -> TraceResult:
+        with self._lock:
+            if self._tracer is None:
+                self._tracer = Tracer(self.checkpoint_dir, self.workspace)
+        return self._tracer.trace(text, min_words, max_items, nearest)
+
+
+def trace_samples(samples: Sequence[Any], tracer: Tracer, min_words: int = MIN_WORDS) -> list[dict[str, Any]]:
+    """An evaluation's answers (inference.eval.EvalSample) traced: one row per answer, silence untraced."""
+    rows = []
+    for sample in samples:
+        summary = None if sample.silent or not sample.response.strip() else tracer.trace(sample.response, min_words).summary()
+        rows.append({"model": sample.model, "prompt_id": sample.prompt_id, "response": sample.response, "trace": summary})
+    return rows
+
+
 def trace_checkpoint(
     checkpoint_dir: str | Path, text: str, workspace: str | Path | None = None, min_words: int = MIN_WORDS, max_items: int = 10, nearest: int = 0, progress: Progress | None = None
 ) -> TraceResult:
@@ -579,6 +610,7 @@ def trace_checkpoint(
 
 __all__ = [
     "INDEX_NGRAM",
+    "LazyTracer",
     "MIN_WORDS",
     "TraceError",
     "TraceResult",
@@ -591,6 +623,7 @@ __all__ = [
     "default_cache_root",
     "lineage_versions",
     "trace_checkpoint",
+    "trace_samples",
     "version_parts",
     "words_of",
 ]
