@@ -271,7 +271,8 @@ class VersionIndex:
             raise TraceError(f"{self.directory / 'meta.json'}: unreadable trace index ({error})") from None
         if self.meta.get("format") != TRACE_FORMAT:
             raise TraceError(f"{self.directory}: trace index format {self.meta.get('format')}, this satsang reads {TRACE_FORMAT}; delete it to rebuild")
-        load = lambda name: np.load(self.directory / name, mmap_mode="r")  # noqa: E731
+        # Plain arrays over the maps: numpy's memmap wrapper costs more than the lookups themselves.
+        load = lambda name: np.load(self.directory / name, mmap_mode="r").view(np.ndarray)  # noqa: E731
         self.words, self.part_starts = load("words.npy"), load("part_starts.npy")
         self.grams, self.gram_pos = load("grams.npy"), load("gram_pos.npy")
         self.text_offsets = load("text_offsets.npy")
@@ -288,8 +289,9 @@ class VersionIndex:
         return bytes(self._texts[start:end]).decode("utf-8")
 
     def longest_matches(self, query: np.ndarray) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
-        """For each window start i of the query: the longest match length there, the corpus positions
-        reaching it (up to MAX_HITS_EXTENDED of them), and how many windows matched at all."""
+        """For each window start i of the query: the length of the longest match starting there when it
+        runs past every match before it (else 0: inside an earlier span, not maximal), the corpus
+        positions reaching that length (up to MAX_HITS_EXTENDED of them), and how many times the window occurs."""
         n = self.ngram
         windows = _window_hashes(query, n)
         lengths = np.zeros(len(windows), dtype=np.int64)
@@ -299,22 +301,30 @@ class VersionIndex:
             return lengths, where, counts
         low = np.searchsorted(self.grams, windows, side="left")
         high = np.searchsorted(self.grams, windows, side="right")
+        n_words = len(self.words)
+        reach = 0  # the furthest query position a match found so far runs to
         for i in np.flatnonzero(high > low):
-            hits = np.asarray(self.gram_pos[low[i] : min(high[i], low[i] + MAX_HITS_EXTENDED)], dtype=np.int64)
-            hits = hits[np.all(np.stack([self.words[hits + k] == query[i + k] for k in range(n)]), axis=0)]  # no hash collision
-            if not len(hits):
-                continue
+            if reach >= len(query):
+                break
+            hits = self.gram_pos[low[i] : min(high[i], low[i] + MAX_HITS_EXTENDED)].astype(np.int64)
             counts[i] = int(high[i] - low[i])
-            length = n
-            alive = hits
-            while i + length < len(query) and len(alive):
-                nxt = alive[alive + length < len(self.words)]
-                nxt = nxt[self.words[nxt + length] == query[i + length]]
-                if not len(nxt):
+            # Words already known to be needed: the window itself, and up to the reach (a match that
+            # stops sooner is inside an earlier span). One gather checks them all; a hash collision fails it too.
+            known = max(n, reach + 1 - int(i))
+            offsets = np.arange(known)
+            inside = hits[hits + known <= n_words]
+            alive = inside[np.all(self.words[inside[:, None] + offsets] == query[i : i + known], axis=1)]
+            if not len(alive):
+                continue
+            length = known
+            while i + length < len(query):
+                step = alive[alive + length < n_words]
+                step = step[self.words[step + length] == query[i + length]]
+                if not len(step):
                     break
-                alive = nxt
-                length += 1
-            lengths[i], where[i] = length, alive
+                alive, length = step, length + 1
+            if i + length > reach:
+                lengths[i], where[i], reach = length, alive, int(i) + length
         return lengths, where, counts
 
     def locate(self, position: int, n_words: int) -> Occurrence:

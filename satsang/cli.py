@@ -870,7 +870,8 @@ def serve(
     """Serve a checkpoint as an OpenAI-compatible endpoint: /v1/models, /v1/chat/completions (streaming too).
 
     Any OpenAI client can call it, and so can satsang's own critic and generator. A request turns
-    the critic loop on with "satsang": {"critic_loop": true, "threshold": 7} (openai client: extra_body).
+    the critic loop on with "satsang": {"critic_loop": true, "threshold": 7} (openai client: extra_body),
+    and asks for the answer traced to the training items it repeats with "satsang": {"trace": true}.
 
     Example: satsang serve --checkpoint checkpoints/sft-1 --port 8000
     """
