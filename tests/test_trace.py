@@ -203,3 +203,13 @@ def test_serve_adds_the_trace_on_request(trained):
         assert traced["satsang"]["trace"]["top_item"]["item_id"] == item_id_of(trained.workspace, MOUNA_ANSWER)
         status, bad = ask(running, {**body, "satsang": {"trace": "yes"}})
         assert status == 400 and bad["error"]["param"] == "satsang.trace"
+
+
+def test_nearest_items_by_embedding_find_a_paraphrase(trained):
+    """No verbatim span, but the embedding model (the project's, offline) places the paraphrase's item first."""
+    paraphrase = "Keeping quiet is not shutting your lips; silence is a speech that never ends."
+    result = Tracer(trained.checkpoint).trace(paraphrase, nearest=2)
+    assert result.spans == []
+    assert result.nearest[0].item_id == item_id_of(trained.workspace, MOUNA_ANSWER)
+    assert result.nearest[0].similarity > result.nearest[1].similarity
+    assert result.nearest[0].span == MOUNA_ANSWER and result.nearest[0].stages == ("sft",)
