@@ -172,10 +172,20 @@ def _source_offsets(parts: Any, workspace_root: Path | None) -> Any:
     )
 
 
+def workspace_of(version_dir: Path) -> Path | None:
+    """The workspace a version directory sits in (<workspace>/versions/<id>), or None."""
+    from curation.versions import VERSIONS_DIR
+    from curation.workspace import MANIFEST
+
+    resolved = version_dir.resolve()
+    workspace = resolved.parent.parent
+    return workspace if resolved.parent.name == VERSIONS_DIR and (workspace / MANIFEST).is_file() else None
+
+
 def default_cache_root(version_dir: Path) -> Path:
     """<workspace>/cache/trace for a version in a workspace's versions/, else $XDG_CACHE_HOME/satsang/trace."""
-    workspace = version_dir.resolve().parent.parent
-    if version_dir.resolve().parent.name == "versions" and (workspace / "workspace.json").is_file():
+    workspace = workspace_of(version_dir)
+    if workspace is not None:
         return workspace.joinpath(*CACHE_DIR)
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "satsang" / "trace"
 
@@ -201,8 +211,7 @@ def build_index(version_dir: str | Path, cache_root: str | Path | None = None, p
         started = time.perf_counter()
         if progress:
             progress(f"indexing {header['version_id']} for tracing (once; cached in {final})")
-        workspace_root = version_dir.resolve().parent.parent if version_dir.resolve().parent.name == "versions" else None
-        parts = _source_offsets(version_parts(version_dir), workspace_root)
+        parts = _source_offsets(version_parts(version_dir), workspace_of(version_dir))
         texts = parts["text"].to_list()
         cache: dict[str, int] = {}
         hashes: list[int] = []
@@ -560,8 +569,8 @@ class Tracer:
             matrix_path, parts_path = ix.directory / "nearest.npy", ix.directory / "nearest_parts.npy"
             if not matrix_path.is_file():
                 chosen = [i for i, part in enumerate(ix.parts["part"].to_list()) if part in ("answer", "passage")]
-                workspace = ix.directory.parent.parent.parent
-                store = EmbeddingStore.for_workspace(workspace, config.model) if (workspace / "workspace.json").is_file() else None
+                workspace = workspace_of(Path(ix.meta["version_path"]))
+                store = EmbeddingStore.for_workspace(workspace, config.model) if workspace is not None else None
                 vectors = Embedder(config, store, model=self._embedder.model).embed([ix.text(i) for i in chosen], save=False) if chosen else np.zeros((0, len(query)), np.float32)
                 np.save(parts_path, np.array(chosen, dtype=np.int64))
                 np.save(matrix_path, vectors.astype(np.float16))
@@ -636,4 +645,5 @@ __all__ = [
     "trace_samples",
     "version_parts",
     "words_of",
+    "workspace_of",
 ]

@@ -960,7 +960,8 @@ def _eval_traces(report, checkpoints: dict, out_dir: Path) -> Path:
     with one_line_errors():
         try:
             for name, checkpoint in checkpoints.items():
-                traces[name] = trace_samples(report.samples[name], Tracer(checkpoint))
+                tracer = Tracer(checkpoint, progress=lambda message: err.print(message, markup=False, highlight=False))
+                traces[name] = trace_samples(report.samples[name], tracer)
         except TraceError as error:
             fail(f"error: --trace: {error}")
     path = out_dir / "traces.jsonl"
