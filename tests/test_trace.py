@@ -201,6 +201,12 @@ def test_serve_adds_the_trace_on_request(trained):
         status, traced = ask(running, {**body, "satsang": {"trace": True}})
         assert status == 200, traced
         assert traced["satsang"]["trace"]["top_item"]["item_id"] == item_id_of(trained.workspace, MOUNA_ANSWER)
+        streamed = urllib.request.Request(
+            f"{running.base_url}/chat/completions", data=json.dumps({**body, "stream": True, "satsang": {"trace": True}}).encode(), headers={"Content-Type": "application/json"}
+        )
+        with urllib.request.urlopen(streamed, timeout=120) as response:
+            events = [json.loads(line[6:]) for line in response.read().decode().splitlines() if line.startswith("data: {")]
+        assert events[-1]["satsang"]["trace"] == traced["satsang"]["trace"]  # the last chunk carries it, the same as whole
         status, bad = ask(running, {**body, "satsang": {"trace": "yes"}})
         assert status == 400 and bad["error"]["param"] == "satsang.trace"
 
