@@ -74,8 +74,10 @@ def main() -> None:
     degenerate = [r for r in rows if r["label"] == "degenerate"]
     caught = sum(r["score"] <= DEGENERATE_MAX for r in degenerate)
     caught_base = sum(r["baseline"] <= DEGENERATE_MAX for r in degenerate)
+    passed = sum(r["score"] >= GATE for r in degenerate)
+    passed_base = sum(r["baseline"] >= GATE for r in degenerate)
     print(f"degenerate scored <= 2: {caught}/{len(degenerate)} (baseline {caught_base}/{len(degenerate)}); "
-          f"ratio {caught / max(caught_base, 1):.1f}x")
+          f"passing the seed's gate of {GATE:g}: {passed}/{len(degenerate)} (baseline {passed_base}/{len(degenerate)})")
     missed = [r for r in degenerate if r["score"] > DEGENERATE_MAX]
     for row in missed:
         print(f"  missed ({row['kind']}, {row['score']}): {row['answer'][:90]!r}")
