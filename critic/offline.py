@@ -12,6 +12,12 @@ signal rather than with a number. The signals are crude by design: they find the
 chatbot register (tips, "you should", "it's completely normal", "I hope this
 helps") reliably, and say nothing about the depth of a genuinely alive answer,
 which is what the concept score and the LLM critic are for. Deterministic.
+
+Text that is no answer at all (critic/degenerate.py: gibberish, a repetition loop, another
+language, the question echoed back, transcript furniture, no words) scores the floor, with
+the rule that fired as the rationale: those outputs are "brief" and "give no advice" too.
+The detectors `matches`, `advice_list_items` and `turns_question_back` are public because
+inference/eval.py counts its markers with them.
 """
 
 from __future__ import annotations
@@ -22,8 +28,9 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from critic.base import REASON_EMPTY, Critic, CritiqueRecord, agent_dict
+from critic.degenerate import DEGENERACY_VERSION, DegeneracyConfig, degeneracy
 
-SIGNALS_VERSION = "offline-signals-v1"
+SIGNALS_VERSION = "offline-signals-v2"  # v2: degenerate outputs held to the floor (critic/degenerate.py)
 
 PRESCRIPTIVE_PHRASES: tuple[tuple[str, str], ...] = (
     ("you should", r"\byou\s+(?:should|ought\s+to)\b"),
@@ -132,6 +139,10 @@ class OfflineCriticConfig:
     verbose_ratio: float = 8.0
     very_verbose_min_words: int = 300
     very_verbose_ratio: float = 15.0
+    # Not an answer at all (gibberish, a loop, another language, the question echoed, transcript
+    # furniture): the floor, whatever the other signals say, since "brief" and "no advice" are
+    # exactly what such text also shows.
+    degenerate: DegeneracyConfig = DegeneracyConfig()
 
 
 @dataclass(frozen=True)
@@ -159,11 +170,14 @@ class OfflineCritic(Critic):
 
     @property
     def agent(self) -> dict[str, Any]:
-        return agent_dict("offline", SIGNALS_VERSION, asdict(self.config))
+        return agent_dict("offline", f"{SIGNALS_VERSION}+{DEGENERACY_VERSION}", asdict(self.config))
 
     def critique(self, question: str, answer: str, concept_score: float | None = None) -> CritiqueRecord:
         if not answer.strip():
             return CritiqueRecord.unscored(REASON_EMPTY, "the answer has no words to judge", self.agent)
+        broken = degeneracy(question, answer, self.config.degenerate)
+        if broken is not None:
+            return CritiqueRecord(self.config.floor, f"{broken.describe()}: held to {self.config.floor:.1f}", (), self.agent)
         signals = self.signals(question, answer, concept_score)
         total = round(self.config.base + sum(signal.delta for signal in signals), 1)
         score = min(10.0, max(self.config.floor, total))
@@ -182,20 +196,20 @@ class OfflineCritic(Critic):
         a_words = _WORD.findall(answer)
         n_q, n_a = len(q_words), len(a_words)
 
-        turns_back = _turns_question_back(answer)
+        turns_back = turns_question_back(answer)
         if turns_back:
             signals.append(Signal("turns the question back", c.turns_back))
 
-        prescriptive = _matches(PRESCRIPTIVE_PHRASES, answer)
+        prescriptive = matches(PRESCRIPTIVE_PHRASES, answer)
         if prescriptive:
             delta = max(c.prescriptive_cap, c.prescriptive_each * len(prescriptive))
             signals.append(Signal("prescriptive: " + ", ".join(f'"{p}"' for p in prescriptive), delta, "prescriptive"))
 
-        n_list_items = _advice_list_items(answer)
+        n_list_items = advice_list_items(answer)
         if n_list_items:
             signals.append(Signal(f"advice list of {n_list_items} items", c.advice_list, "prescriptive"))
 
-        reassurance = _matches(REASSURANCE_PHRASES, answer)
+        reassurance = matches(REASSURANCE_PHRASES, answer)
         if reassurance:
             delta = max(c.reassurance_cap, c.reassurance_each * len(reassurance))
             signals.append(Signal("reassurance: " + ", ".join(f'"{p}"' for p in reassurance), delta, "closure_reflex"))
@@ -231,12 +245,12 @@ class OfflineCritic(Critic):
         return signals
 
 
-def _matches(phrases: tuple[tuple[str, str], ...], text: str) -> list[str]:
+def matches(phrases: tuple[tuple[str, str], ...], text: str) -> list[str]:
     text = text.replace("’", "'")
     return [label for label, pattern in phrases if re.search(pattern, text, re.I)]
 
 
-def _turns_question_back(answer: str) -> bool:
+def turns_question_back(answer: str) -> bool:
     """The answer asks the seeker something (not "Would you like more tips?")."""
     for sentence in _SENTENCE.findall(answer):
         sentence = sentence.strip()
@@ -245,7 +259,7 @@ def _turns_question_back(answer: str) -> bool:
     return False
 
 
-def _advice_list_items(answer: str) -> int:
+def advice_list_items(answer: str) -> int:
     """How many items a numbered or bulleted list in the answer has (0 below two items)."""
     numbered = len(_NUMBERED_ITEM.findall(answer))
     bullets = len(_BULLET_LINE.findall(answer))
@@ -266,10 +280,10 @@ class ClosureSignals:
 def closure_signals(answer: str) -> ClosureSignals:
     """The detectors the critic's signals use, on one answer, as data."""
     return ClosureSignals(
-        _advice_list_items(answer),
-        tuple(_matches(PRESCRIPTIVE_PHRASES, answer)),
-        tuple(_matches(REASSURANCE_PHRASES, answer)),
-        _turns_question_back(answer),
+        advice_list_items(answer),
+        tuple(matches(PRESCRIPTIVE_PHRASES, answer)),
+        tuple(matches(REASSURANCE_PHRASES, answer)),
+        turns_question_back(answer),
     )
 
 

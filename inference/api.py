@@ -81,6 +81,7 @@ class ChatRequest:
     stream: bool
     include_usage: bool
     loop: LoopSettings | None  # None: no critic loop
+    trace: bool = False  # add the answer's trace to the satsang object
 
 
 # ---- validation --------------------------------------------------------------------------
@@ -120,7 +121,10 @@ def parse_chat_request(payload: Any, config: ServerConfig, model_name: str) -> C
     stop = _stop(payload.get("stop"))
     loop = _loop_settings(payload.get("satsang"), config, payload.get("temperature"))
     generation = GenerationConfig(temperature=temperature, top_p=top_p, max_new_tokens=max_tokens, seed=seed, stop=stop)
-    return ChatRequest(tuple(messages), generation, stream, include_usage, loop)
+    trace = (payload.get("satsang") or {}).get("trace", False)
+    if not isinstance(trace, bool):
+        raise ApiError(400, "satsang.trace must be a boolean", "satsang.trace")
+    return ChatRequest(tuple(messages), generation, stream, include_usage, loop, trace)
 
 
 # A request nests a few levels (messages, content parts); deeper is an attack on the decoder.

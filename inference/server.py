@@ -24,6 +24,8 @@ field, which the openai client sends through `extra_body`:
     satsang.max_attempts   1-10, default 3
     satsang.temperatures   the schedule; default: the request's temperature rising by 0.2
                            each attempt, or (0.7, 0.9, 1.1) when it gives none
+    satsang.trace          bool: add `satsang.trace`, the answer traced to the training items it
+                           repeats (inference/trace.py summary); 400 when the server has no lineage
 
 How silence is rendered: the message content is "" (finish_reason "stop"), and the
 response carries a `satsang` object (OpenAI clients keep unknown fields:
@@ -116,6 +118,7 @@ class ChatService:
     generator: Generator
     critic: Critic
     config: ServerConfig = field(default_factory=ServerConfig)
+    tracer: Any = None  # inference.trace.Tracer (anything with trace(text).summary()): satsang.trace on request
 
     def __post_init__(self) -> None:
         self.model_name = self.config.model_name or getattr(self.generator, "name", "satsang")
@@ -128,6 +131,8 @@ class ChatService:
     def parse(self, payload: Any) -> ChatRequest:
         """Validate a request, its prompt's length against the model included, before any generation."""
         request = parse_chat_request(payload, self.config, self.model_name)
+        if request.trace and self.tracer is None:
+            raise ApiError(400, "satsang.trace: this server has no checkpoint lineage to trace against", "satsang.trace")
         check = getattr(self.generator, "check_prompt", None)
         if check is not None:
             with _generation_errors():
@@ -154,7 +159,7 @@ class ChatService:
             "model": self.model_name,
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text, "refusal": None}, "logprobs": None, "finish_reason": finish}],
             "usage": usage,
-            "satsang": extension,
+            "satsang": self._traced(request, extension, text),
         }
 
     def stream_events(self, request: ChatRequest) -> Iterator[dict[str, Any]]:
@@ -180,7 +185,7 @@ class ChatService:
                 result = self.loop_for(request.loop, request.config).respond(messages)
                 for piece in _pieces(result.response):
                     yield chunk({"content": piece})
-                yield chunk({}, "stop", satsang=_loop_extension(result))
+                yield chunk({}, "stop", satsang=self._traced(request, _loop_extension(result), result.response))
                 text, finish = result.response, "stop"
             elif hasattr(self.generator, "stream"):
                 parts = []
@@ -191,18 +196,23 @@ class ChatService:
                         yield chunk({"content": piece})
                 text = "".join(parts)
                 finish = "length" if self._token_count(text) >= request.config.max_new_tokens else "stop"
-                yield chunk({}, finish, satsang={"critic_loop": False})
+                yield chunk({}, finish, satsang=self._traced(request, {"critic_loop": False}, text))
             else:
                 completion = _complete(self.generator, messages, request.config)
                 for piece in _pieces(completion.text):
                     yield chunk({"content": piece})
                 text, finish = completion.text, completion.finish_reason
-                yield chunk({}, finish, satsang={"critic_loop": False})
+                yield chunk({}, finish, satsang=self._traced(request, {"critic_loop": False}, text))
         if request.include_usage:
             usage_chunk = chunk({})
             usage_chunk["choices"] = []
             usage_chunk["usage"] = self._usage(request, text)
             yield usage_chunk
+
+    def _traced(self, request: ChatRequest, extension: dict[str, Any], text: str) -> dict[str, Any]:
+        if request.trace and self.tracer is not None:
+            extension = {**extension, "trace": self.tracer.trace(text).summary() if text.strip() else None}
+        return extension
 
     def _token_count(self, text: str) -> int:
         count = getattr(self.generator, "count_tokens", None)
@@ -388,18 +398,25 @@ def build_service(
     critic: Critic | None = None,
     config: ServerConfig | None = None,
     merge: bool = False,
+    tracer: Any = None,
     **generator_options: Any,
 ) -> ChatService:
-    """A ChatService over a checkpoint directory (loaded as a LocalGenerator) or any Generator; the critic defaults to the offline one."""
+    """A ChatService over a checkpoint directory (loaded as a LocalGenerator) or any Generator; the critic defaults to the offline one.
+
+    A checkpoint directory with a lineage can trace its answers (satsang.trace) unless a tracer is given."""
     if isinstance(checkpoint_or_generator, (str, Path)):
         generator: Generator = LocalGenerator(checkpoint_or_generator, merge=merge, **generator_options)
+        if tracer is None:
+            from inference.trace import LazyTracer
+
+            tracer = LazyTracer.for_checkpoint(checkpoint_or_generator)
     else:
         generator = checkpoint_or_generator
     if critic is None:
         from critic.offline import OfflineCritic
 
         critic = OfflineCritic()
-    return ChatService(generator, critic, config or ServerConfig())
+    return ChatService(generator, critic, config or ServerConfig(), tracer)
 
 
 class RunningServer:

@@ -374,6 +374,10 @@ def test_offline_critic_weighs_in_the_concept_score():
     assert "no concept score" in critic.critique(LOST, ALIVE).rationale
 
 
+# A long answer that does not loop (one sentence repeated 25 times is a repetition loop: critic/degenerate.py).
+LONG_LECTURE = " ".join((Path(__file__).parent / "data" / "prose-talks-foreword.txt").read_text(encoding="utf-8").split()[:200])
+
+
 @pytest.mark.parametrize(
     ("answer", "flag"),
     [
@@ -390,7 +394,7 @@ def test_offline_critic_weighs_in_the_concept_score():
             "Feeling lost in your practice happens; you should practice more and try to find your way.",
             "mirroring_frame",
         ),
-        (" ".join(["Meditation is a long subject with many schools and many ideas about it."] * 25), "verbosity"),
+        (LONG_LECTURE, "verbosity"),
     ],
 )
 def test_offline_critic_flags(answer, flag):

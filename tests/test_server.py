@@ -105,7 +105,7 @@ def test_critic_loop_per_request_accepts(client: openai.OpenAI) -> None:
     assert loop["critic_loop"] is True and loop["silent"] is False and loop["outcome"] == "accepted"
     assert loop["chosen_index"] == 0 and loop["attempts"][0]["score"] >= 7
     assert loop["attempts"][0]["rationale"].startswith("base 3.0")
-    assert loop["critic"] == {"kind": "offline", "model": "offline-signals-v1", "rubric_version": "aliveness-v1"}
+    assert loop["critic"] == {"kind": "offline", "model": OfflineCritic().agent["model"], "rubric_version": "aliveness-v1"}
 
 
 def test_critic_loop_falls_silent_and_says_why(client: openai.OpenAI) -> None:

@@ -7,7 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from satsang.app import app, err, fail, one_line_errors, out
+from satsang.app import WorkspaceOption, app, err, fail, one_line_errors, out
 
 
 CheckpointOption = Annotated[
@@ -121,7 +121,8 @@ def serve(
     """Serve a checkpoint as an OpenAI-compatible endpoint: /v1/models, /v1/chat/completions (streaming too).
 
     Any OpenAI client can call it, and so can satsang's own critic and generator. A request turns
-    the critic loop on with "satsang": {"critic_loop": true, "threshold": 7} (openai client: extra_body).
+    the critic loop on with "satsang": {"critic_loop": true, "threshold": 7} (openai client: extra_body),
+    and asks for the answer traced to the training items it repeats with "satsang": {"trace": true}.
 
     Example: satsang serve --checkpoint checkpoints/sft-1 --port 8000
     """
@@ -138,7 +139,9 @@ def serve(
         except GenerationError as error:
             fail(f"error: {error}")
     err.print(f"Serving {model_name or generator.name} at http://{host}:{port}/v1 (critic: {critic.agent['kind']}; loop {'on' if critic_loop else 'off'} by default)", markup=False, highlight=False)
-    run_server(generator, host=host, port=port, critic=critic, config=config)
+    from inference.trace import LazyTracer
+
+    run_server(generator, host=host, port=port, critic=critic, config=config, tracer=LazyTracer.for_checkpoint(checkpoint))
 
 
 @app.command("eval")
@@ -158,6 +161,7 @@ def eval_command(
     max_attempts: MaxAttemptsOption = 3,
     critic_base_url: CriticUrlOption = None,
     critic_model: CriticModelOption = None,
+    trace: Annotated[bool, typer.Option("--trace", help="Also trace each checkpoint's answers to the training items they repeat (traces.jsonl).")] = False,
 ) -> None:
     """Compare checkpoints side by side on a prompt set: critic scores, silence rate, length, closure-reflex markers.
 
@@ -190,5 +194,72 @@ def eval_command(
         except (EvalError, GenerationError) as error:
             fail(f"error: {error}")
     out.print(render_eval_report(report))
+    if trace:
+        paths["traces"] = _eval_traces(report, unique_names([(c.resolve().name, c) for c in checkpoints]), out_dir)
     for kind, path in paths.items():
         out.print(f"{kind}: {path}", markup=False, highlight=False)
+
+
+def _eval_traces(report, checkpoints: dict, out_dir: Path) -> Path:
+    """eval --trace: each checkpoint's answers traced against its own lineage, written to traces.jsonl."""
+    import json as json_module
+
+    from inference.trace import TraceError, Tracer, trace_samples
+    from satsang.render.trace import render_eval_traces
+
+    traces = {}
+    with one_line_errors():
+        try:
+            for name, checkpoint in checkpoints.items():
+                tracer = Tracer(checkpoint, progress=lambda message: err.print(message, markup=False, highlight=False))
+                traces[name] = trace_samples(report.samples[name], tracer)
+        except TraceError as error:
+            fail(f"error: --trace: {error}")
+    path = out_dir / "traces.jsonl"
+    with path.open("w", encoding="utf-8") as handle:
+        for rows in traces.values():
+            for row in rows:
+                handle.write(json_module.dumps(row, ensure_ascii=False) + "\n")
+    out.print(render_eval_traces(traces))
+    return path
+
+
+@app.command("trace")
+def trace_command(
+    checkpoint: Annotated[Path, typer.Argument(help="A checkpoint directory with its satsang_lineage.json.", show_default=False)],
+    text: Annotated[str, typer.Argument(help="The text to trace (a generated answer); - reads it from standard input.", show_default=False)],
+    workspace: WorkspaceOption = None,
+    min_words: Annotated[int, typer.Option(help="The shortest verbatim span reported, in words (at least the index's 6).", min=6)] = 6,
+    max_items: Annotated[int, typer.Option(help="The most items listed.", min=1)] = 10,
+    nearest: Annotated[int, typer.Option(help="Also list this many nearest answers and passages by embedding (loads the embedding model).", min=0)] = 0,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the trace as JSON.")] = False,
+) -> None:
+    """Which training items, across the checkpoint's whole lineage, a text repeats word for word.
+
+    Finds the text's longest verbatim spans (6 words or more) in every dataset version the
+    checkpoint's lineage names, and lists the items they come from with their stage, version,
+    source, talk and character offsets. A version is indexed on its first trace (cached in the
+    workspace's cache/trace/).
+
+    Example: satsang trace runs/sft "Mouna is not closing the mouth. It is eternal speech."
+    """
+    import json as json_module
+    import sys
+
+    from curation.workspace import default_workspace_path
+    from inference.trace import TraceError, Tracer
+    from satsang.render.trace import render_trace
+
+    if text == "-":
+        text = sys.stdin.read()
+    root = workspace if workspace is not None else default_workspace_path()
+    with one_line_errors():
+        try:
+            tracer = Tracer(checkpoint, root if root.is_dir() else None, progress=lambda message: err.print(message, markup=False, highlight=False))
+            result = tracer.trace(text, min_words=min_words, max_items=max_items, nearest=nearest)
+        except TraceError as error:
+            fail(f"error: {error}")
+    if as_json:
+        print(json_module.dumps(result.to_dict(), indent=2, ensure_ascii=False))
+    else:
+        out.print(render_trace(result))
