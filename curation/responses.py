@@ -123,6 +123,26 @@ STATE_SCHEMA: dict[str, pl.DataType] = {
 }
 
 
+# comments(): every comment on an item (append-only, like responses).
+COMMENT_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Int64,
+    "item_id": pl.String,
+    "content_hash": pl.String,
+    "reviewer": pl.String,
+    "body": pl.String,
+    "created_at": pl.String,
+}
+
+# marks(reviewer): their standing drafts ("draft": JSON of the note and edit typed), skips and reveals.
+MARK_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String,
+    "kind": pl.String,
+    "content_hash": pl.String,
+    "payload": pl.String,
+    "created_at": pl.String,
+}
+
+
 # ---- schema and migrations --------------------------------------------------------------
 
 
@@ -161,6 +181,47 @@ _RESPONSE_COLUMNS_DDL = """
     edited_question TEXT,
     edited_answer TEXT,
     created_at TEXT NOT NULL,"""
+
+# Migration 4: what a team needs beside the decisions. Every table is append-only (the latest row
+# of a reviewer's draft or skip stands; an empty payload withdraws it), so nothing a reviewer
+# wrote is ever lost, and this module still issues no UPDATE or DELETE.
+_TEAM_TABLES: tuple[str, ...] = ("reviewers", "comments", "marks", "blind_decisions")
+_TEAM_APPEND_ONLY_MESSAGE = "team review tables are append-only: add a new row instead"
+# A reviewer's marks on an item: a draft (what they typed, not yet a decision), a skip, and "seen"
+# (they were shown others' decisions on it: their later decisions there are not blind).
+MARK_KINDS: tuple[str, ...] = ("draft", "skip", "seen")
+
+
+def _team_tables_ddl(identity: str) -> tuple[str, ...]:
+    return (
+        "CREATE TABLE reviewers (name TEXT PRIMARY KEY, added_by TEXT NOT NULL DEFAULT '',"
+        " added_at TEXT NOT NULL, CHECK (name <> ''))",
+        f"""CREATE TABLE comments (
+    id {identity},
+    item_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    CHECK (reviewer <> ''),
+    CHECK (body <> '')
+)""",
+        f"""CREATE TABLE marks (
+    id {identity},
+    item_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    CHECK (reviewer <> ''),
+    CHECK (kind IN ('draft', 'skip', 'seen'))
+)""",
+        # A response given without its reviewer having seen anyone else's decision on the item.
+        # No foreign key: PostgreSQL would answer a TRUNCATE of responses with it before the trigger.
+        "CREATE TABLE blind_decisions (response_id BIGINT PRIMARY KEY, created_at TEXT NOT NULL)",
+    )
+
 
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
@@ -225,6 +286,33 @@ BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END $$""",
             " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
         ),
         backfill=lambda store: store._link_existing_responses(),
+    ),
+    Migration(
+        4,
+        "team review: registered reviewers, comments on items, drafts, skips and reveals that persist, blind-decision marks;"
+        " all append-only",
+        sqlite=(
+            *_team_tables_ddl("INTEGER PRIMARY KEY AUTOINCREMENT"),
+            *[
+                f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, '{_TEAM_APPEND_ONLY_MESSAGE}'); END"
+                for table in _TEAM_TABLES
+                for verb in ("UPDATE", "DELETE")
+            ],
+            "CREATE INDEX comments_item_id ON comments (item_id, id)",
+            "CREATE INDEX marks_reviewer ON marks (reviewer, id)",
+        ),
+        postgresql=(
+            *_team_tables_ddl("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+            *[
+                f"CREATE TRIGGER {table}_no_{verb} BEFORE {verb.replace('_', ' ').upper()} ON {table}"
+                f" FOR EACH {'STATEMENT' if verb == 'truncate' else 'ROW'} EXECUTE FUNCTION responses_append_only()"
+                for table in _TEAM_TABLES
+                for verb in ("update_or_delete", "truncate")
+            ],
+            "CREATE INDEX comments_item_id ON comments (item_id, id)",
+            "CREATE INDEX marks_reviewer ON marks (reviewer, id)",
+        ),
     ),
 )
 
@@ -577,6 +665,85 @@ class ResponseStore:
         query = f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses AS r {_EFFECTIVE}"
         row = self._execute(query, (item_id,)).fetchone()
         return Response(*row) if row is not None else None
+
+    # ---- team review (migration 4): reviewers, comments, drafts and skips, blind marks ------------
+
+    def add_reviewer(self, name: str, added_by: str = "") -> bool:
+        """Register a reviewer; False when the name is registered already. Names are stored as given:
+        callers normalise them first (curation.review.normalise_reviewer_name)."""
+        if not name.strip():
+            raise InvalidResponse("a reviewer name is required")
+        with self._guard("add_reviewer"), self._write_transaction(lock_responses=False):
+            added = self._execute(
+                "INSERT INTO reviewers (name, added_by, added_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, added_by, utc_now("microseconds")),
+            ).fetchone()
+        return added is not None
+
+    def registered_reviewers(self) -> list[str]:
+        """The reviewer list (empty: the database takes any name), sorted."""
+        with self._guard("registered_reviewers"):
+            return [row[0] for row in self._execute("SELECT name FROM reviewers ORDER BY name").fetchall()]
+
+    def add_comment(self, item_id: str, content_hash: str, reviewer: str, body: str) -> dict[str, Any]:
+        """Append a comment on an item (comments are never edited: a correction is another comment)."""
+        if not body.strip() or not reviewer.strip() or not item_id:
+            raise InvalidResponse("a comment needs an item, a reviewer and some text")
+        row = {"item_id": item_id, "content_hash": content_hash, "reviewer": reviewer.strip(), "body": body.strip(),
+               "created_at": utc_now("microseconds")}
+        with self._guard("add_comment"), self._write_transaction(lock_responses=False):
+            row["id"] = self._execute(
+                "INSERT INTO comments (item_id, content_hash, reviewer, body, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                tuple(row[name] for name in ("item_id", "content_hash", "reviewer", "body", "created_at")),
+            ).fetchone()[0]
+        return row
+
+    def comments(self, item_id: str | None = None) -> pl.DataFrame:
+        """Comments (COMMENT_SCHEMA), oldest first: on one item, or all."""
+        query = f"SELECT {', '.join(COMMENT_SCHEMA)} FROM comments"
+        with self._guard("comments"):
+            rows = (self._execute(query + " WHERE item_id = ? ORDER BY id", (item_id,)) if item_id is not None
+                    else self._execute(query + " ORDER BY id")).fetchall()
+        return pl.DataFrame(rows, schema=COMMENT_SCHEMA, orient="row")
+
+    def set_mark(self, item_id: str, reviewer: str, kind: str, payload: str = "", content_hash: str = "") -> None:
+        """Append a reviewer's mark on an item (MARK_KINDS): a draft (payload: JSON of what they typed), a skip
+        or a reveal; an empty payload withdraws the one standing. The latest row per (reviewer, item, kind) stands."""
+        if kind not in MARK_KINDS:
+            raise InvalidResponse(f"kind must be one of {list(MARK_KINDS)}, not {kind!r}")
+        if not reviewer.strip() or not item_id:
+            raise InvalidResponse("a mark needs an item and a reviewer")
+        with self._guard("set_mark"), self._write_transaction(lock_responses=False):
+            self._execute(
+                "INSERT INTO marks (item_id, reviewer, kind, content_hash, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (item_id, reviewer.strip(), kind, content_hash, payload, utc_now("microseconds")),
+            )
+
+    def marks(self, reviewer: str) -> pl.DataFrame:
+        """The reviewer's standing marks: drafts, skips, reveals (MARK_SCHEMA), oldest first."""
+        query = f"""SELECT {', '.join(MARK_SCHEMA)} FROM marks
+            WHERE id IN (SELECT max(id) FROM marks WHERE reviewer = ? GROUP BY item_id, kind) AND payload <> ''
+            ORDER BY id"""
+        with self._guard("marks"):
+            rows = self._execute(query, (reviewer,)).fetchall()
+        return pl.DataFrame(rows, schema=MARK_SCHEMA, orient="row")
+
+    def mark_blind(self, response_ids: Sequence[int]) -> None:
+        """Mark responses as given blind: their reviewers had not seen anyone else's decision on the item."""
+        if not response_ids:
+            return
+        created_at = utc_now("microseconds")
+        with self._guard("mark_blind"), self._write_transaction(lock_responses=False):
+            for response_id in response_ids:
+                self._execute(
+                    "INSERT INTO blind_decisions (response_id, created_at) VALUES (?, ?) ON CONFLICT (response_id) DO NOTHING",
+                    (int(response_id), created_at),
+                )
+
+    def blind_response_ids(self) -> list[int]:
+        """The responses marked blind, by id."""
+        with self._guard("blind_response_ids"):
+            return [row[0] for row in self._execute("SELECT response_id FROM blind_decisions ORDER BY response_id").fetchall()]
 
     # ---- checking ---------------------------------------------------------------------------
 
