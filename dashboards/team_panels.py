@@ -148,9 +148,9 @@ class TeamContext:
             return
         with st.sidebar:
             st.markdown("#### Suggestion scores")
-            sort = st.selectbox("Sort by", [SORT_BY_NEED, *columns], key="f_team_sort")
-            descending = st.toggle("Highest first", value=True, key="f_team_sort_desc")
-            column = st.selectbox("Filter on", [NO_SCORE_FILTER, *columns], key="f_team_filter")
+            sort = st.selectbox("Sort by", [SORT_BY_NEED, *columns], key="f_team_sort", on_change=act_to_top)
+            descending = st.toggle("Highest first", value=True, key="f_team_sort_desc", on_change=act_to_top)
+            column = st.selectbox("Filter on", [NO_SCORE_FILTER, *columns], key="f_team_filter", on_change=act_to_top)
             if column != NO_SCORE_FILTER:
                 values = queue[column].drop_nulls()
                 low, high = float(values.min()), float(values.max())
@@ -204,6 +204,14 @@ class TeamContext:
 
     # ---- blind: who may see whose decisions --------------------------------------------------------
 
+    def comments(self, item_id: str) -> pl.DataFrame:
+        """The item's comments, read once per run."""
+        cache = self.__dict__.setdefault("_comments", {})
+        if item_id not in cache:
+            with self.open_store() as store:
+                cache[item_id] = store.comments(item_id)
+        return cache[item_id]
+
     def others_on(self, item_id: str) -> pl.DataFrame:
         me = self.reviewer
         return self.responses.filter((pl.col("item_id") == item_id) & (pl.col("reviewer") != me))
@@ -213,7 +221,9 @@ class TeamContext:
         so this reviewer's later decisions on it are not counted as blind."""
         mine = row.get("decision_state") in ("accept", "reject", "edit") if self.settings.blind else True
         allowed = may_see_others(mine, self.settings)
-        if allowed and self.reviewer and item_id_of(row) not in self.marked("seen") and self.others_on(item_id_of(row)).height:
+        others_there = self.others_on(item_id_of(row)).height or (
+            self.comments(item_id_of(row)).filter(pl.col("reviewer") != self.reviewer).height)
+        if allowed and self.reviewer and item_id_of(row) not in self.marked("seen") and others_there:
             with self.open_store() as store:
                 store.set_mark(item_id_of(row), self.reviewer, "seen", "shown", row.get("content_hash") or "")
             self.marks = pl.concat([self.marks, pl.DataFrame({"item_id": [item_id_of(row)], "kind": ["seen"]})], how="diagonal_relaxed")
@@ -288,6 +298,11 @@ def act_add_comment(item_id: str, content_hash: str) -> None:
         store.add_comment(item_id, content_hash, context.reviewer, body)
     st.session_state["team_comment"] = ""
     st.session_state["flash"] = ("Comment added.", ":material/chat:")
+
+
+def act_to_top() -> None:
+    """A new order starts at its head."""
+    st.session_state["cursor"] = None
 
 
 def act_toggle_similar(key: str) -> None:
@@ -399,8 +414,8 @@ def draft_and_comments(context: TeamContext, row: dict[str, Any]) -> None:
               args=(row["key"], row["content_hash"]), width="stretch",
               help="Keeps the note (and the edit in progress) for this item across sessions, without deciding.")
     with st.expander("Comments", expanded=False):
-        comments = _comments(context, row["item_id"])
-        blind_hidden = context.settings.blind and row.get("decision_state") not in ("accept", "reject", "edit")
+        comments = context.comments(row["item_id"])
+        blind_hidden = not may_see_others(row.get("decision_state") in ("accept", "reject", "edit"), context.settings)
         shown = comments.filter(pl.col("reviewer") == context.reviewer) if blind_hidden else comments
         for comment in shown.to_dicts():
             st.markdown(f'<div class="sat-meta"><b>{esc(comment["reviewer"])}</b> · {esc(comment["created_at"][:16].replace("T", " "))}'
@@ -411,11 +426,6 @@ def draft_and_comments(context: TeamContext, row: dict[str, Any]) -> None:
                      label_visibility="collapsed")
         st.button("Add comment", key="team_add_comment", shortcut=TEAM_KEYS["comment"], on_click=act_add_comment,
                   args=(row["item_id"], row["content_hash"]))
-
-
-def _comments(context: TeamContext, item_id: str) -> pl.DataFrame:
-    with context.open_store() as store:
-        return store.comments(item_id)
 
 
 def keyboard_html() -> str:
