@@ -949,7 +949,8 @@ def add_reviewers_commands(parent: typer.Typer) -> None:
 
     Self-contained (it needs only fail, one_line_errors and the workspace/db options) so it moves as one piece.
     """
-    reviewers_app = typer.Typer(help="The team: who may review, how items are shared out, the review guidelines.",
+    reviewers_app = typer.Typer(help="The team: who may review, how items are shared out, the review guidelines.\n\n"
+                                     "Example: satsang reviewers add asha bo && satsang reviewers plan --overlap 0.2",
                                 no_args_is_help=True)
 
     @reviewers_app.command("add")

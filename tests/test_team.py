@@ -240,3 +240,34 @@ def test_blind_ids_leave_out_undos_items_seen_and_unblind_review():
     recorded = [R(1, "i1", "accept"), R(2, "i2", "reject"), R(3, "i3", "undo")]
     assert blind_ids(recorded, {"i2"}, TeamSettings()) == [1]
     assert blind_ids(recorded, set(), TeamSettings(blind=False)) == []
+
+
+# ---- the command -----------------------------------------------------------------------------------
+
+
+def test_satsang_reviewers_add_list_plan_and_guidelines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    from typer.testing import CliRunner
+
+    from curation.workspace import init_workspace
+    from satsang.cli import app
+
+    monkeypatch.delenv("SATSANG_DB_URL", raising=False)
+    root = init_workspace(tmp_path / "ws").root
+    run = lambda *args: CliRunner().invoke(app, [*args, "-w", str(root)], env={"COLUMNS": "300"})  # noqa: E731
+    added = run("reviewers", "add", "Asha  Devi", "bo")
+    assert added.exit_code == 0 and added.stdout.splitlines() == ["added: asha devi", "added: bo"]
+    assert run("reviewers", "add", "ASHA DEVI").stdout.strip() == "already listed: asha devi"
+    with ResponseStore.open(root) as store:
+        assert store.registered_reviewers() == ["asha devi", "bo"]
+    planned = run("reviewers", "plan", "--overlap", "0.2", "--open")
+    assert planned.exit_code == 0 and read_team_settings(root) == TeamSettings(overlap_share=0.2, blind=False)
+    listed = run("reviewers", "list")
+    assert listed.stdout.splitlines() == ["asha devi", "bo", "plan: 1 reviewer(s) per item, 20% of items with 2; blind: no"]
+    bad = run("reviewers", "plan", "--per-item", "3")
+    assert bad.exit_code == 1 and bad.stdout == "" and bad.stderr.count("\n") == 1
+    assert "reviewers_per_item must be at least 1 and at most overlap_reviewers (2)" in bad.stderr
+    (root / TEAM_FILE).write_text("{\n  oops\n}")
+    broken = run("reviewers", "list")
+    assert broken.exit_code == 1 and broken.stderr.startswith(f"error: {root / TEAM_FILE}:2: not valid JSON")
+    wrote = run("reviewers", "guidelines")
+    assert wrote.exit_code == 0 and (root / "guidelines.md").exists()
