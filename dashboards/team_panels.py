@@ -45,6 +45,7 @@ from curation.guidelines import TERMS, load_guidelines
 from curation.responses import REASONS, ResponseStore
 from curation.review import (
     blind_reviewer_agreement,
+    join_decisions,
     kappa_words,
     reviewer_agreement,
     reviewer_state,
@@ -175,7 +176,8 @@ class TeamContext:
         if self.reviewer and self.items is not None and (self.settings.blind or self.registered or self.marked("skip")):
             others_decided = self.responses.filter(pl.col("reviewer") != self.reviewer).height > 0
             if self.settings.blind and others_decided:  # else the team's state is this reviewer's own
-                queue = build_queue(self.items, self.sources, reviewer_state(self.responses, self.reviewer), skipped=skipped_keys)
+                # this reviewer's own decisions in place of the team's (cheaper than building the queue again)
+                queue = join_decisions(queue, reviewer_state(self.responses, self.reviewer))
             plan = _plan(str(self.root), self.generation, tuple(self.registered), json.dumps(asdict(self.settings)), queue["item_id"])
             queue = order_for_reviewer(queue, self.reviewer, plan, decisions_per_item(self.responses), self.marked("skip"))
         selection = self.sort_and_filter(apply_filter(queue, chosen))
@@ -240,7 +242,7 @@ def current() -> TeamContext | None:
     return st.session_state.get(SESSION_KEY)
 
 
-@st.cache_data(show_spinner=False, max_entries=4)
+@st.cache_resource(show_spinner=False, max_entries=4)  # shared, never changed: no copy per run
 def _plan(root: str, generation: int, reviewers: tuple[str, ...], settings_json: str, _item_ids: pl.Series) -> pl.DataFrame:
     """The assignment of one generation's items (hashing 50k ids each run would cost ~50 ms)."""
     return assignment(_item_ids.unique(maintain_order=True).to_list(), reviewers, TeamSettings(**json.loads(settings_json)))
