@@ -38,6 +38,8 @@ def search(frame: pl.DataFrame, query: str, fields: tuple[str, ...] = SEARCH_FIE
     if not words or not present:
         return frame.head(0).with_columns(pl.lit(None, dtype=pl.List(pl.String)).alias("matched_in"))
     lowered = {name: pl.col(name).fill_null("").str.to_lowercase() for name in present}
+    if "text" in lowered and "kind" in frame.columns:  # a pair's text is its question and answer again
+        lowered["text"] = pl.when(pl.col("kind") == "pair").then(pl.lit("")).otherwise(lowered["text"])
     every_word = pl.all_horizontal(
         [pl.any_horizontal([lowered[name].str.contains(word, literal=True) for name in present]) for word in words]
     )

@@ -462,6 +462,8 @@ def team_view(view: str, queue: pl.DataFrame) -> None:
     if context is None:
         return
     if view == "Search":
+        if context.settings.blind and context.reviewer:  # the states shown are this reviewer's own
+            queue = join_decisions(queue, reviewer_state(context.responses, context.reviewer))
         search_view(queue)
     elif view == "Likely mistakes":
         mistakes_view(context, queue)

@@ -64,6 +64,8 @@ def test_search_needs_every_word_in_question_answer_or_context_and_says_where():
     assert dict(zip(found["item_id"], found["matched_in"].to_list())) == {"a": ["context"], "c": ["question"], "d": ["text"]}
     assert search(frame(), "SELF source")["item_id"].to_list() == ["a"]  # one word in the context, one in the answer
     assert search(frame(), "   ").height == 0
+    pair_text = frame().with_columns(pl.lit("who am i find the source").alias("text"))
+    assert search(pair_text, "find").filter(pl.col("kind") == "pair")["matched_in"].to_list() == [["answer"]]  # a pair's text repeats it: not a field of its own
 
 
 def test_word_diff_marks_only_the_words_that_differ():

@@ -163,12 +163,21 @@ def test_blind_double_review_with_two_reviewers_in_two_browsers(tmp_path):
                 box = page.get_by_placeholder("every word must occur, in any of them")
                 box.fill(first_words(target["question"], 12))
                 box.press("Enter")
+                page.get_by_text("match.").first.wait_for(timeout=15_000)
+                page.screenshot(path=str(tmp_path / "bo-search.png"))
                 page.locator(f".st-key-team_open_found-{target['source_id']}-{target['item_id']} button").click()
                 settle(page, target)
                 page.get_by_text("History:").first.wait_for(timeout=15_000)
                 page.screenshot(path=str(tmp_path / "bo-revealed.png"))
                 page.keyboard.press(KEYS[ana_label[shared[0]]])
                 assert wait_for(lambda: responses(workspace.root).filter(pl.col("reviewer") == "bo").height == k + 1)
+                # The progress view puts kappa on blind overlaps beside the count of all overlaps.
+                page.get_by_role("radio", name="Progress").or_(page.get_by_text("Progress", exact=True)).first.click()
+                heading = page.get_by_text("Between reviewers, blind overlaps only")
+                heading.wait_for(timeout=30_000)
+                page.wait_for_timeout(800)
+                heading.scroll_into_view_if_needed()
+                page.screenshot(path=str(tmp_path / "bo-progress.png"))
             finally:
                 browser.close()
     finally:
