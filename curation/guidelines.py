@@ -45,6 +45,15 @@ class Guidelines:
     def definition(self, term: str) -> str | None:
         return self.sections.get(term.casefold())
 
+    def summary(self, term: str) -> str | None:
+        """The definition's first sentence: what fits beside the item."""
+        definition = self.definition(term)
+        if definition is None:
+            return None
+        flat = " ".join(definition.split())
+        end = re.search(r"[.!?](\s|$)", flat)
+        return flat[: end.end()].strip() if end else flat
+
 
 def parse_guidelines(text: str) -> dict[str, str]:
     """`## term` headings and the text under each, up to the next heading."""

@@ -344,16 +344,18 @@ def guidelines_panel(context: TeamContext) -> None:
     with st.expander("Guidelines", expanded=True):
         parts = []
         for term in TERMS:
-            definition = guidelines.definition(term)
-            if definition:
-                parts.append(f'<div class="sat-meta"><b>{esc(term)}</b>: {esc(definition)}</div>')
+            summary = guidelines.summary(term)
+            if summary:
+                parts.append(f'<div class="sat-meta"><b>{esc(term)}</b>: {esc(summary)}</div>')
         st.markdown("".join(parts), unsafe_allow_html=True)
+        with st.popover("The whole guidelines", width="stretch"):
+            st.markdown(guidelines.text)
         st.caption(f"From {where}." + (f" Not defined there: {', '.join(guidelines.missing)}." if guidelines.missing else ""))
 
 
 def agents_panel(row: dict[str, Any]) -> None:
     found = agents(row)
-    with st.expander("Suggestions' agents: " + (", ".join(f"{stage} by {agent_summary(a)}" for stage, a in found.items()) or "none yet"),
+    with st.expander("Made by: " + (", ".join(f"{stage} by {agent_summary(a)}" for stage, a in found.items()) or "none yet"),
                      expanded=False):
         if not found:
             st.caption("No stage has made suggestions on this item yet.")

@@ -27,6 +27,7 @@ def test_the_default_defines_every_reason_and_contemplative(tmp_path: Path):
     assert guidelines.is_default and guidelines.missing == []
     assert set(TERMS) == {"contemplative", *REASONS}
     assert "turns the questioner back" in guidelines.definition("Contemplative")
+    assert guidelines.summary("duplicate") == "The same exchange is already in the workspace (another edition, a quotation, a repeated talk)."
 
 
 def test_a_workspace_edits_its_own_copy_and_a_dropped_term_is_named(tmp_path: Path):

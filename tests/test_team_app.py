@@ -142,7 +142,7 @@ def test_guidelines_agents_and_keyboard_are_beside_the_item(workspace, db_url, m
     at = open_app(workspace, db_url, monkeypatch, reviewer="ana")
     page = text(at)
     assert "<b>contemplative</b>: A contemplative answer turns" in page and "From the default guidelines." in page
-    assert any(e.label.startswith("Suggestions' agents: dedup by") and "critic by offline" in e.label for e in at.expander)
+    assert any(e.label.startswith("Made by: dedup by") and "critic by offline" in e.label for e in at.expander)
     assert "<kbd>D</kbd>" in page and "<kbd>F</kbd>" in page
     own = workspace.root / "guidelines.md"
     own.write_text("## contemplative\nOur own words for it.\n")
