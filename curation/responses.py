@@ -349,6 +349,9 @@ _EFFECTIVE = """WHERE r.item_id = ? AND r.decision <> 'undo'
       AND NOT EXISTS (SELECT 1 FROM responses AS u WHERE u.item_id = r.item_id AND u.undoes = r.id)
     ORDER BY r.id DESC LIMIT 1"""
 
+# The same for one reviewer's own responses (parameters: item_id, reviewer): what a blind reviewer's undo reverts.
+_EFFECTIVE_OWN = _EFFECTIVE.replace("WHERE r.item_id = ?", "WHERE r.item_id = ? AND r.reviewer = ?", 1)
+
 _INSERT = (
     f"INSERT INTO responses ({', '.join(CHAINED_COLUMNS)})"
     f" VALUES ({', '.join('?' for _ in CHAINED_COLUMNS)}) RETURNING id"
@@ -573,7 +576,14 @@ class ResponseStore:
         stored = self._append([row], nothing_to_undo_ok=True)
         return stored[0] if stored else None
 
-    def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False) -> list[Response]:
+    def undo_own(self, item_id: str, reviewer: str, note: str = "") -> Response | None:
+        """Append an undo of the reviewer's own standing response on the item, even where another reviewer's
+        is the item's effective one (blind double review); None (nothing written) if they have none."""
+        row = _validated({"item_id": item_id, "reviewer": reviewer, "decision": "undo", "note": note}, where="")
+        stored = self._append([row], nothing_to_undo_ok=True, own_undo=True)
+        return stored[0] if stored else None
+
+    def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False, own_undo: bool = False) -> list[Response]:
         created_at = utc_now("microseconds")
         written: list[tuple[dict[str, Any], Any]] = []  # (row, cursor whose RETURNING gives its id, or None)
         with self._guard("record"), self._pipeline():
@@ -583,7 +593,11 @@ class ResponseStore:
                 for row in rows:
                     row = {**row, "created_at": created_at, "undoes": None}
                     if row["decision"] == "undo":
-                        target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE}", (row["item_id"],)).fetchone()
+                        if own_undo:
+                            target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE_OWN}",
+                                                   (row["item_id"], row["reviewer"])).fetchone()
+                        else:
+                            target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE}", (row["item_id"],)).fetchone()
                         if target is None:
                             if nothing_to_undo_ok:
                                 continue

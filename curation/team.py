@@ -16,7 +16,8 @@
   reviewers get different items first. Whether an item is in the overlap share is a hash of
   its id alone.
 - Blind: a reviewer's queue shows their own decisions only; another reviewer's decision on an
-  item is shown once they have given theirs. A decision given that way is marked blind in the
+  item is shown once they have given theirs. It applies once the database has a reviewer list:
+  without one anyone may type anyone's name, and hiding would protect nothing. A decision given that way is marked blind in the
   store, and agreement on blind overlaps (`curation.review.blind_reviewer_agreement`) counts
   only those.
 """
@@ -53,7 +54,7 @@ class TeamSettings:
     reviewers_per_item: int = 1  # decisions each item needs
     overlap_share: float = 0.0  # share of items (0-1) that get `overlap_reviewers` instead, for agreement
     overlap_reviewers: int = 2
-    blind: bool = True  # a reviewer sees others' decisions on an item only after giving theirs
+    blind: bool = True  # a reviewer sees others' decisions on an item only after giving theirs (with a reviewer list)
 
     def __post_init__(self) -> None:
         if not 1 <= self.reviewers_per_item <= self.overlap_reviewers:

@@ -290,7 +290,7 @@ def act_undo(config: AppConfig, current_key: str | None) -> None:
     item_id = _item_parts(target)[1]
     store = open_store(config)
     try:
-        standing = store.current(item_id)
+        standing = team_panels.standing_for_undo(store, item_id, reviewer)  # team hook (was: store.current(item_id))
         if standing is None:
             flash("Nothing to undo on this item: it has no standing decision.", ":material/info:")
             return
@@ -298,7 +298,7 @@ def act_undo(config: AppConfig, current_key: str | None) -> None:
             flash(f"The standing decision is {standing.reviewer}'s ({standing.decision}): record your own decision instead.",
                   ":material/info:")
             return
-        store.undo(item_id, reviewer)
+        team_panels.undo(store, item_id, reviewer)  # team hook (was: store.undo(item_id, reviewer)): blind undoes one's own
     finally:
         store.close()
     st.session_state["cursor"] = target

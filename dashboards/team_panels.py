@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import html
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -110,9 +110,14 @@ class TeamContext:
         except Exception as error:  # a bad review.json: say so, review as if it were absent
             problems.append(str(error))
             settings = TeamSettings()
+        registered = store.registered_reviewers()
+        if not registered:
+            # Blindness needs names nobody can borrow: with no reviewer list, anyone may type anyone's
+            # name, so review is open until the workspace has a list.
+            settings = replace(settings, blind=False)
         context = cls(
             root=Path(workspace.root), db_url=config.db_url, reviewer=reviewer, settings=settings,
-            registered=store.registered_reviewers(), responses=store.responses(),
+            registered=registered, responses=store.responses(),
             marks=store.marks(reviewer) if reviewer else pl.DataFrame(schema={"item_id": pl.String, "kind": pl.String}),
             items=items, sources=sources, generation=int(getattr(workspace, "generation", 0)), problems=problems,
         )
@@ -262,6 +267,25 @@ def after_recorded(store: ResponseStore, recorded: list[Any]) -> None:
         for kind in ("draft", "skip"):
             if response.item_id in context.marked(kind):
                 store.set_mark(response.item_id, response.reviewer, kind, "")
+
+
+def standing_for_undo(store: ResponseStore, item_id: str, reviewer: str) -> Any:
+    """In the app's undo callback: what U would revert. Blind: the reviewer's own standing response, so an
+    undo neither shows nor needs another reviewer's decision on the item; else the item's effective one."""
+    context = current()
+    if context is None or not context.settings.blind:
+        return store.current(item_id)
+    undone = {r.undoes for r in store.history(item_id) if r.undoes is not None}
+    mine = [r for r in store.history(item_id) if r.reviewer == reviewer and r.decision != "undo" and r.id not in undone]
+    return mine[-1] if mine else None
+
+
+def undo(store: ResponseStore, item_id: str, reviewer: str) -> Any:
+    """In the app's undo callback: blind, revert the reviewer's own response; else the item's effective one."""
+    context = current()
+    if context is not None and context.settings.blind:
+        return store.undo_own(item_id, reviewer)
+    return store.undo(item_id, reviewer)
 
 
 def remember_skip(key: str, reviewer: str) -> None:

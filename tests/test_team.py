@@ -125,6 +125,18 @@ def test_team_tables_are_append_only_in_the_database(database: Database):
         assert store.comments()["body"].to_list() == ["note"] and store.integrity_check() == []
 
 
+def test_a_reviewer_undoes_their_own_decision_under_anothers(store: ResponseStore):
+    ana = store.record("i1", HASH, "ana", "accept")
+    bo = store.record("i1", HASH, "bo", "reject", reason="incomplete")
+    undone = store.undo_own("i1", "ana")
+    assert undone is not None and undone.undoes == ana.id and undone.reviewer == "ana"
+    assert store.state().select("reviewer", "decision").rows() == [("bo", "reject")]  # bo's stands
+    assert store.undo_own("i1", "ana") is None  # nothing of ana's left
+    assert store.undo_own("i1", "chandra") is None
+    assert store.undo_own("i1", "bo").undoes == bo.id and store.state().height == 0
+    assert store.integrity_check() == []
+
+
 # ---- the plan -------------------------------------------------------------------------------
 
 

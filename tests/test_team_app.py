@@ -87,7 +87,15 @@ def test_unknown_names_are_refused_and_names_are_normalised(workspace, db_url, m
         assert store.state().select("item_id", "reviewer").rows() == [(first, "ana")]
 
 
+def register(workspace: Workspace, db_url: str, *names: str) -> None:
+    """A reviewer list: the workspace becomes a team's, and review blind."""
+    with db(workspace, db_url) as store:
+        for name in names:
+            add_reviewer(store, name)
+
+
 def test_drafts_and_skips_outlive_the_session(workspace, db_url, monkeypatch):
+    register(workspace, db_url, "ana")
     at = open_app(workspace, db_url, monkeypatch, reviewer="ana")
     first = item_id(at)
     at.text_input(key="note").input("half a thought about the seer").run()
@@ -119,6 +127,7 @@ def test_drafts_and_skips_outlive_the_session(workspace, db_url, monkeypatch):
 
 
 def test_comments_are_stored_and_hidden_from_others_until_they_decide(workspace, db_url, monkeypatch):
+    register(workspace, db_url, "ana", "bo")
     ana = open_app(workspace, db_url, monkeypatch, reviewer="ana")
     target = item_id(ana)
     ana.text_area(key="team_comment").input("the answer is cut at a page break").run()
@@ -136,6 +145,40 @@ def test_comments_are_stored_and_hidden_from_others_until_they_decide(workspace,
     assert "cut at a page break" in text(bo)
     with db(workspace, db_url) as store:
         assert "seen" in store.marks("bo")["kind"].to_list()  # bo was shown ana's comment, and it is logged
+
+
+def test_blind_undo_reverts_ones_own_decision_and_shows_nobody_elses(workspace, db_url, monkeypatch):
+    register(workspace, db_url, "ana", "bo")
+    ana = open_app(workspace, db_url, monkeypatch, reviewer="ana")
+    key = ana.session_state["cursor"]
+    click(ana, "accept")
+    bo = open_app(workspace, db_url, monkeypatch, reviewer="bo")
+    bo.multiselect(key="f_states").set_value([]).run()
+    bo.session_state["cursor"] = key
+    bo.run()
+    click(bo, "undo")  # bo has no decision here: nothing to undo, and ana's is not named
+    assert not any("ana" in toast.value for toast in bo.toast)
+    bo.session_state["cursor"] = key
+    bo.run()
+    click(bo, "reject:incomplete")
+    click(ana, "undo")  # ana's own accept is undone although bo's reject came after it
+    with db(workspace, db_url) as store:
+        assert store.state().select("reviewer", "decision").rows() == [("bo", "reject")]
+        assert [r.decision for r in store.history(key.split(":")[1])] == ["accept", "reject", "undo"]
+        assert store.integrity_check() == []
+
+
+def test_without_a_reviewer_list_review_is_open(workspace, db_url, monkeypatch):
+    ana = open_app(workspace, db_url, monkeypatch, reviewer="ana")
+    key = ana.session_state["cursor"]
+    click(ana, "accept")
+    bo = open_app(workspace, db_url, monkeypatch, reviewer="bo")
+    bo.multiselect(key="f_states").set_value([]).run()
+    bo.session_state["cursor"] = key
+    bo.run()
+    assert "accepted by ana" in text(bo)  # anyone may type any name, so hiding would protect nothing
+    with db(workspace, db_url) as store:
+        assert store.blind_response_ids() == []
 
 
 def test_guidelines_agents_and_keyboard_are_beside_the_item(workspace, db_url, monkeypatch, tmp_path):
