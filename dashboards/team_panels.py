@@ -228,9 +228,9 @@ class TeamContext:
         so this reviewer's later decisions on it are not counted as blind."""
         mine = row.get("decision_state") in ("accept", "reject", "edit") if self.settings.blind else True
         allowed = may_see_others(mine, self.settings)
-        others_there = self.others_on(item_id_of(row)).height or (
-            self.comments(item_id_of(row)).filter(pl.col("reviewer") != self.reviewer).height)
-        if allowed and self.reviewer and item_id_of(row) not in self.marked("seen") and others_there:
+        others_there = self.settings.blind and (self.others_on(item_id_of(row)).height or (
+            self.comments(item_id_of(row)).filter(pl.col("reviewer") != self.reviewer).height))
+        if allowed and self.settings.blind and self.reviewer and item_id_of(row) not in self.marked("seen") and others_there:
             with self.open_store() as store:
                 store.set_mark(item_id_of(row), self.reviewer, "seen", "shown", row.get("content_hash") or "")
             self.marks = pl.concat([self.marks, pl.DataFrame({"item_id": [item_id_of(row)], "kind": ["seen"]})], how="diagonal_relaxed")

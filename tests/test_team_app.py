@@ -204,7 +204,12 @@ def test_sort_by_any_score_and_the_duplicates_word_diff(workspace, db_url, monke
     assert workspace.items().filter(pl.col("item_id") == item_id(at))["critic_score"][0] == best
     at.toggle(key="f_team_sort_desc").set_value(False).run()
     assert workspace.items().filter(pl.col("item_id") == item_id(at))["critic_score"][0] == workspace.items()["critic_score"].min()
-    at.selectbox(key="f_team_filter").set_value("dedup_jaccard").run()
+    at.selectbox(key="f_team_filter").set_value("critic_score").run()
+    top = workspace.items()["critic_score"].max()
+    at.slider(key="f_team_range_critic_score").set_value((8.0, top)).run()
+    n_high = workspace.items().filter(pl.col("critic_score") >= 8.0).height
+    assert f"of {n_high}** in this queue" in text(at) and n_high < workspace.items().height
+    at.selectbox(key="f_team_filter").set_value("no score filter").run()
     at.selectbox(key="f_cluster_mode").set_value("non-representatives").run()
     near = workspace.items().filter(pl.col("dedup_kind") == "near")
     at.session_state["cursor"] = f"{near['source_id'][0]}:{near['item_id'][0]}"
@@ -252,6 +257,12 @@ def test_likely_mistakes_view_lists_decisions_the_classifier_contradicts(workspa
                                 "decision": "accept" if keep else "reject", "reason": None if keep else "not contemplative"})
             review.record_many(records)
         at = open_app(workspace, db_url, monkeypatch, reviewer="bo")
+        at.multiselect(key="f_states").set_value([]).run()
+        click(at, "team_similar")  # F: the nearest items by the stored embeddings, each with Open
+        similar = [button.key for button in at.button if button.key and button.key.startswith("team_open_similar:")]
+        assert len(similar) == 5 and all(key.split(":")[2] != item_id(at) for key in similar)
+        click(at, similar[0])
+        assert at.session_state["cursor"] == similar[0].split(":", 1)[1]
         at.segmented_control(key="view").set_value("Likely mistakes").run()
         assert not at.exception, at.exception
         page = text(at)
