@@ -941,7 +941,7 @@ def main() -> None:
             team_panels.team_view(view, queue)
         else:
             # team hook: this reviewer's queue (blind, assigned items first, skips kept, draft restored)
-            queue, selection = team.review_queue(queue, chosen, apply_filter, build_queue, st.session_state["skipped"])
+            queue, selection = team.review_queue(queue, chosen, apply_filter)
             review_view(config, workspace, store, queue, selection)
     finally:
         store.close()

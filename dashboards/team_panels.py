@@ -13,7 +13,8 @@ module only draws them and wires them to the session. The app calls, each in one
 - `shows_others(row)`: whether the history (others' decisions) may be shown; logs the reveal.
 - `item_panels(row)`: guidelines, agents, find similar, draft, comments, keyboard.
 - `duplicate_differences(row, members)`: the duplicates panel's word diff.
-- `after_recorded(store, responses)`, `remember_skip(key)`: in the app's decide and skip callbacks.
+- `after_recorded(store, responses)`, `remember_skip(key, reviewer)`: in the app's decide and skip
+  callbacks; `standing_for_undo` and `undo` in its undo callback (blind: one's own decision).
 - `team_view(view, queue)` for TEAM_VIEWS ("Search", "Likely mistakes"), and
   `blind_agreement_panel(responses)` on the progress view.
 """
@@ -174,8 +175,7 @@ class TeamContext:
 
     # ---- this reviewer's queue ---------------------------------------------------------------------
 
-    def review_queue(self, queue: pl.DataFrame, chosen: Any, apply_filter: Any, build_queue: Any,
-                     skipped_keys: list[str]) -> tuple[pl.DataFrame, pl.DataFrame]:
+    def review_queue(self, queue: pl.DataFrame, chosen: Any, apply_filter: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
         """(queue, selection) for the review view: blind and in this reviewer's order when there is a
         reviewer; the draft saved for the item about to be shown is put back in the note and edit boxes."""
         if self.reviewer and self.items is not None and (self.settings.blind or self.registered or self.marked("skip")):

@@ -11,7 +11,7 @@ import pytest
 
 from postgres import Database, PostgresServer, database, postgres_server  # noqa: F401  (fixtures)
 
-from curation.responses import COMMENT_SCHEMA, MARK_SCHEMA, InvalidResponse, ResponseStore, ResponseStoreError
+from curation.responses import COMMENT_SCHEMA, MARK_SCHEMA, InvalidResponse, ResponseStore
 from curation.review import (
     blind_reviewer_agreement,
     normalise_reviewer_name,

@@ -5,7 +5,6 @@ and the likely-mistakes view on embeddings stored as `satsang score` stores them
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import polars as pl
