@@ -63,6 +63,26 @@ STATE_SCHEMA: dict[str, pl.DataType] = {
 
 # ---- the hash chain -----------------------------------------------------------------------
 
+# comments(): every comment on an item (append-only, like responses).
+COMMENT_SCHEMA: dict[str, pl.DataType] = {
+    "id": pl.Int64,
+    "item_id": pl.String,
+    "content_hash": pl.String,
+    "reviewer": pl.String,
+    "body": pl.String,
+    "created_at": pl.String,
+}
+
+# marks(reviewer): their standing drafts ("draft": JSON of the note and edit typed), skips and reveals.
+MARK_SCHEMA: dict[str, pl.DataType] = {
+    "item_id": pl.String,
+    "kind": pl.String,
+    "content_hash": pl.String,
+    "payload": pl.String,
+    "created_at": pl.String,
+}
+
+
 # The fields a row's chain hash covers (all but its id, which the database assigns on insert:
 # the chain's order is the id order, and `undoes` ties an undo to the id it reverts).
 CHAINED_COLUMNS: tuple[str, ...] = RESPONSE_COLUMNS[1:]
@@ -132,6 +152,47 @@ _RESPONSE_COLUMNS_DDL = """
     edited_answer TEXT,
     created_at TEXT NOT NULL,"""
 
+# Migration 4: what a team needs beside the decisions. Every table is append-only (the latest row
+# of a reviewer's draft or skip stands; an empty payload withdraws it), so nothing a reviewer
+# wrote is ever lost, and the store still issues no UPDATE or DELETE.
+_TEAM_TABLES: tuple[str, ...] = ("reviewers", "comments", "marks", "blind_decisions")
+_TEAM_APPEND_ONLY_MESSAGE = "team review tables are append-only: add a new row instead"
+# A reviewer's marks on an item: a draft (what they typed, not yet a decision), a skip, and "seen"
+# (they were shown others' decisions on it: their later decisions there are not blind).
+MARK_KINDS: tuple[str, ...] = ("draft", "skip", "seen")
+
+
+def _team_tables_ddl(identity: str) -> tuple[str, ...]:
+    return (
+        "CREATE TABLE reviewers (name TEXT PRIMARY KEY, added_by TEXT NOT NULL DEFAULT '',"
+        " added_at TEXT NOT NULL, CHECK (name <> ''))",
+        f"""CREATE TABLE comments (
+    id {identity},
+    item_id TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    body TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    CHECK (reviewer <> ''),
+    CHECK (body <> '')
+)""",
+        f"""CREATE TABLE marks (
+    id {identity},
+    item_id TEXT NOT NULL,
+    reviewer TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    content_hash TEXT NOT NULL DEFAULT '',
+    payload TEXT NOT NULL DEFAULT '',
+    created_at TEXT NOT NULL,
+    CHECK (reviewer <> ''),
+    CHECK (kind IN ('draft', 'skip', 'seen'))
+)""",
+        # A response given without its reviewer having seen anyone else's decision on the item.
+        # No foreign key: PostgreSQL would answer a TRUNCATE of responses with it before the trigger.
+        "CREATE TABLE blind_decisions (response_id BIGINT PRIMARY KEY, created_at TEXT NOT NULL)",
+    )
+
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(
         1,
@@ -195,6 +256,33 @@ BEGIN RAISE EXCEPTION '{_APPEND_ONLY_MESSAGE}'; END $$""",
             " FOR EACH STATEMENT EXECUTE FUNCTION responses_append_only()",
         ),
         backfill=link_existing_responses,
+    ),
+    Migration(
+        4,
+        "team review: registered reviewers, comments on items, drafts, skips and reveals that persist, blind-decision marks;"
+        " all append-only",
+        sqlite=(
+            *_team_tables_ddl("INTEGER PRIMARY KEY AUTOINCREMENT"),
+            *[
+                f"CREATE TRIGGER {table}_no_{verb.lower()} BEFORE {verb} ON {table}"
+                f" BEGIN SELECT RAISE(ABORT, '{_TEAM_APPEND_ONLY_MESSAGE}'); END"
+                for table in _TEAM_TABLES
+                for verb in ("UPDATE", "DELETE")
+            ],
+            "CREATE INDEX comments_item_id ON comments (item_id, id)",
+            "CREATE INDEX marks_reviewer ON marks (reviewer, id)",
+        ),
+        postgresql=(
+            *_team_tables_ddl("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY"),
+            *[
+                f"CREATE TRIGGER {table}_no_{verb} BEFORE {verb.replace('_', ' ').upper()} ON {table}"
+                f" FOR EACH {'STATEMENT' if verb == 'truncate' else 'ROW'} EXECUTE FUNCTION responses_append_only()"
+                for table in _TEAM_TABLES
+                for verb in ("update_or_delete", "truncate")
+            ],
+            "CREATE INDEX comments_item_id ON comments (item_id, id)",
+            "CREATE INDEX marks_reviewer ON marks (reviewer, id)",
+        ),
     ),
 )
 

@@ -53,8 +53,11 @@ from curation.redaction import redact_url
 # What a response is, and the tables and migrations that hold it (re-exported: callers import them from here).
 from curation.response_schema import (  # noqa: F401
     CHAINED_COLUMNS,
+    COMMENT_SCHEMA,
     DECISIONS,
     INSERT_LINK,
+    MARK_KINDS,
+    MARK_SCHEMA,
     MIGRATIONS,
     MIGRATIONS_TABLE_DDL,
     PG_MIGRATION_LOCK,
@@ -90,6 +93,9 @@ class InvalidResponse(ResponseStoreError, ValueError):
 _EFFECTIVE = """WHERE r.item_id = ? AND r.decision <> 'undo'
       AND NOT EXISTS (SELECT 1 FROM responses AS u WHERE u.item_id = r.item_id AND u.undoes = r.id)
     ORDER BY r.id DESC LIMIT 1"""
+
+# The same for one reviewer's own responses (parameters: item_id, reviewer): what a blind reviewer's undo reverts.
+_EFFECTIVE_OWN = _EFFECTIVE.replace("WHERE r.item_id = ?", "WHERE r.item_id = ? AND r.reviewer = ?", 1)
 
 _INSERT = (
     f"INSERT INTO responses ({', '.join(CHAINED_COLUMNS)})"
@@ -314,7 +320,14 @@ class ResponseStore:
         stored = self._append([row], nothing_to_undo_ok=True)
         return stored[0] if stored else None
 
-    def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False) -> list[Response]:
+    def undo_own(self, item_id: str, reviewer: str, note: str = "") -> Response | None:
+        """Append an undo of the reviewer's own standing response on the item, even where another reviewer's
+        is the item's effective one (blind double review); None (nothing written) if they have none."""
+        row = _validated({"item_id": item_id, "reviewer": reviewer, "decision": "undo", "note": note}, where="")
+        stored = self._append([row], nothing_to_undo_ok=True, own_undo=True)
+        return stored[0] if stored else None
+
+    def _append(self, rows: list[dict[str, Any]], nothing_to_undo_ok: bool = False, own_undo: bool = False) -> list[Response]:
         created_at = utc_now("microseconds")
         written: list[tuple[dict[str, Any], Any]] = []  # (row, cursor whose RETURNING gives its id, or None)
         with self._guard("record"), self._pipeline():
@@ -324,7 +337,11 @@ class ResponseStore:
                 for row in rows:
                     row = {**row, "created_at": created_at, "undoes": None}
                     if row["decision"] == "undo":
-                        target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE}", (row["item_id"],)).fetchone()
+                        if own_undo:
+                            target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE_OWN}",
+                                                   (row["item_id"], row["reviewer"])).fetchone()
+                        else:
+                            target = self._execute(f"SELECT r.id, r.content_hash FROM responses AS r {_EFFECTIVE}", (row["item_id"],)).fetchone()
                         if target is None:
                             if nothing_to_undo_ok:
                                 continue
@@ -398,6 +415,85 @@ class ResponseStore:
         query = f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses AS r {_EFFECTIVE}"
         row = self._execute(query, (item_id,)).fetchone()
         return Response(*row) if row is not None else None
+
+    # ---- team review (migration 4): reviewers, comments, drafts and skips, blind marks ------------
+
+    def add_reviewer(self, name: str, added_by: str = "") -> bool:
+        """Register a reviewer; False when the name is registered already. Names are stored as given:
+        callers normalise them first (curation.review.normalise_reviewer_name)."""
+        if not name.strip():
+            raise InvalidResponse("a reviewer name is required")
+        with self._guard("add_reviewer"), self._write_transaction(lock_responses=False):
+            added = self._execute(
+                "INSERT INTO reviewers (name, added_by, added_at) VALUES (?, ?, ?) ON CONFLICT (name) DO NOTHING RETURNING name",
+                (name, added_by, utc_now("microseconds")),
+            ).fetchone()
+        return added is not None
+
+    def registered_reviewers(self) -> list[str]:
+        """The reviewer list (empty: the database takes any name), sorted."""
+        with self._guard("registered_reviewers"):
+            return [row[0] for row in self._execute("SELECT name FROM reviewers ORDER BY name").fetchall()]
+
+    def add_comment(self, item_id: str, content_hash: str, reviewer: str, body: str) -> dict[str, Any]:
+        """Append a comment on an item (comments are never edited: a correction is another comment)."""
+        if not body.strip() or not reviewer.strip() or not item_id:
+            raise InvalidResponse("a comment needs an item, a reviewer and some text")
+        row = {"item_id": item_id, "content_hash": content_hash, "reviewer": reviewer.strip(), "body": body.strip(),
+               "created_at": utc_now("microseconds")}
+        with self._guard("add_comment"), self._write_transaction(lock_responses=False):
+            row["id"] = self._execute(
+                "INSERT INTO comments (item_id, content_hash, reviewer, body, created_at) VALUES (?, ?, ?, ?, ?) RETURNING id",
+                tuple(row[name] for name in ("item_id", "content_hash", "reviewer", "body", "created_at")),
+            ).fetchone()[0]
+        return row
+
+    def comments(self, item_id: str | None = None) -> pl.DataFrame:
+        """Comments (COMMENT_SCHEMA), oldest first: on one item, or all."""
+        query = f"SELECT {', '.join(COMMENT_SCHEMA)} FROM comments"
+        with self._guard("comments"):
+            rows = (self._execute(query + " WHERE item_id = ? ORDER BY id", (item_id,)) if item_id is not None
+                    else self._execute(query + " ORDER BY id")).fetchall()
+        return pl.DataFrame(rows, schema=COMMENT_SCHEMA, orient="row")
+
+    def set_mark(self, item_id: str, reviewer: str, kind: str, payload: str = "", content_hash: str = "") -> None:
+        """Append a reviewer's mark on an item (MARK_KINDS): a draft (payload: JSON of what they typed), a skip
+        or a reveal; an empty payload withdraws the one standing. The latest row per (reviewer, item, kind) stands."""
+        if kind not in MARK_KINDS:
+            raise InvalidResponse(f"kind must be one of {list(MARK_KINDS)}, not {kind!r}")
+        if not reviewer.strip() or not item_id:
+            raise InvalidResponse("a mark needs an item and a reviewer")
+        with self._guard("set_mark"), self._write_transaction(lock_responses=False):
+            self._execute(
+                "INSERT INTO marks (item_id, reviewer, kind, content_hash, payload, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (item_id, reviewer.strip(), kind, content_hash, payload, utc_now("microseconds")),
+            )
+
+    def marks(self, reviewer: str) -> pl.DataFrame:
+        """The reviewer's standing marks: drafts, skips, reveals (MARK_SCHEMA), oldest first."""
+        query = f"""SELECT {', '.join(MARK_SCHEMA)} FROM marks
+            WHERE id IN (SELECT max(id) FROM marks WHERE reviewer = ? GROUP BY item_id, kind) AND payload <> ''
+            ORDER BY id"""
+        with self._guard("marks"):
+            rows = self._execute(query, (reviewer,)).fetchall()
+        return pl.DataFrame(rows, schema=MARK_SCHEMA, orient="row")
+
+    def mark_blind(self, response_ids: Sequence[int]) -> None:
+        """Mark responses as given blind: their reviewers had not seen anyone else's decision on the item."""
+        if not response_ids:
+            return
+        created_at = utc_now("microseconds")
+        with self._guard("mark_blind"), self._write_transaction(lock_responses=False):
+            for response_id in response_ids:
+                self._execute(
+                    "INSERT INTO blind_decisions (response_id, created_at) VALUES (?, ?) ON CONFLICT (response_id) DO NOTHING",
+                    (int(response_id), created_at),
+                )
+
+    def blind_response_ids(self) -> list[int]:
+        """The responses marked blind, by id."""
+        with self._guard("blind_response_ids"):
+            return [row[0] for row in self._execute("SELECT response_id FROM blind_decisions ORDER BY response_id").fetchall()]
 
     # ---- checking ---------------------------------------------------------------------------
 

@@ -218,6 +218,12 @@ def progress(frame: pl.DataFrame) -> Progress:
 # ---- responses and reviewers ------------------------------------------------------------------
 
 
+def normalise_reviewer_name(name: str | None) -> str:
+    """A reviewer's name as stored and compared: case-folded, stripped, inner whitespace collapsed ("Asha" is "asha")."""
+    return " ".join(str(name or "").casefold().split())
+
+
+
 def live_responses(responses: pl.DataFrame) -> pl.DataFrame:
     """The responses that stand: neither an undo nor undone (RESPONSE_SCHEMA rows, oldest first)."""
     undone = responses["undoes"].drop_nulls().unique().implode()
@@ -261,6 +267,18 @@ def reviewer_decisions(responses: pl.DataFrame | None) -> pl.DataFrame:
         if stack
     ]
     return pl.DataFrame(rows, schema=out_schema)
+
+
+def reviewer_state(responses: pl.DataFrame | None, reviewer: str) -> pl.DataFrame:
+    """One reviewer's own standing decisions in STATE_SCHEMA, as `ResponseStore.state()` gives everyone's:
+    what a blind queue joins, so nobody else's decision shows on an item before this reviewer gives theirs."""
+    if responses is None or responses.height == 0:
+        return pl.DataFrame(schema=STATE_SCHEMA)
+    mine = live_responses(responses).filter(pl.col("reviewer") == reviewer)
+    latest = mine.unique(subset=["item_id"], keep="last", maintain_order=True)
+    return latest.select(
+        [pl.col("id").alias("response_id") if name == "response_id" else pl.col(name) for name in STATE_SCHEMA]
+    ).sort("item_id")
 
 
 REVIEWER_COUNT_SCHEMA: dict[str, pl.DataType] = {
@@ -361,6 +379,24 @@ def reviewer_agreement(responses: pl.DataFrame | None) -> pl.DataFrame:
     """Agreement (keep vs reject) for every pair of reviewers over the items both have decided (AGREEMENT_SCHEMA)."""
     rows = _pair_agreements(_labels_by_reviewer(responses))
     return pl.DataFrame([{k: row[k] for k in AGREEMENT_SCHEMA} for row in rows], schema=AGREEMENT_SCHEMA)
+
+
+def blind_responses(responses: pl.DataFrame | None, blind_response_ids: Iterable[int]) -> pl.DataFrame:
+    """The responses given blind (marked in the store: their reviewer had seen no other decision on the item),
+    with every undo, so a blind decision later withdrawn does not count."""
+    if responses is None or responses.height == 0:
+        return pl.DataFrame(schema=RESPONSE_SCHEMA)
+    ids = pl.Series(list(blind_response_ids), dtype=pl.Int64).implode()
+    return responses.filter(pl.col("id").is_in(ids) | (pl.col("decision") == "undo"))
+
+
+def blind_reviewer_agreement(responses: pl.DataFrame | None, blind_response_ids: Iterable[int]) -> pl.DataFrame:
+    """`reviewer_agreement` on blind overlaps only: each reviewer's standing blind decision per item.
+
+    A decision made after its reviewer saw another's on the item (or outside blind review:
+    bulk actions, the CLI) is not independent, so it would inflate kappa; it is left out.
+    """
+    return reviewer_agreement(blind_responses(responses, blind_response_ids))
 
 
 @dataclass(frozen=True)

@@ -41,7 +41,9 @@ import streamlit as st
 
 from critic.base import FLAGS
 from curation.responses import REASONS, InvalidResponse, ResponseStore, ResponseStoreError
+from curation.review import normalise_reviewer_name
 from curation.workspace import Workspace, WorkspaceError, default_workspace_path
+from dashboards import team_panels  # team hook (issue 13): team features, dashboards/team_panels.py
 from dashboards.queue import (
     BULK_ACTIONS,
     CHANGED,
@@ -68,7 +70,7 @@ from dashboards.queue import (
 )
 
 DB_URL_ENV = "SATSANG_DB_URL"
-VIEWS = ("Review", "Bulk actions", "Progress")
+VIEWS = ("Review", "Bulk actions", "Progress", *team_panels.TEAM_VIEWS)  # team hook: Search, Likely mistakes
 DEFAULT_STATES = [UNREVIEWED, CHANGED]
 CONTEXT_BEFORE, CONTEXT_AFTER = 450, 900  # raw source shown before and after an item
 
@@ -195,7 +197,7 @@ def session_defaults() -> None:
 
 
 def reviewer_name() -> str:
-    return str(st.session_state.get("reviewer") or "").strip()
+    return normalise_reviewer_name(st.session_state.get("reviewer"))  # team hook: "Asha" and "asha " are one reviewer
 
 
 def flash(message: str, icon: str = ":material/check_circle:") -> None:
@@ -223,8 +225,9 @@ def act_decide(config: AppConfig, key: str, content_hash: str, decision: str, ne
     _, item_id = _item_parts(key)
     store = open_store(config)
     try:
-        store.record(item_id, content_hash, reviewer, decision, reason=reason, note=note,
-                     edited_question=edited_question, edited_answer=edited_answer)
+        response = store.record(item_id, content_hash, reviewer, decision, reason=reason, note=note,
+                                edited_question=edited_question, edited_answer=edited_answer)
+        team_panels.after_recorded(store, [response])  # team hook: blind mark; draft and skip withdrawn
     except InvalidResponse as error:
         flash(f"Not recorded: {error}", ":material/error:")
         return
@@ -254,6 +257,7 @@ def act_save_edit(config: AppConfig, row_key: str, content_hash: str, next_key: 
 
 def act_skip(key: str, next_key: str | None) -> None:
     st.session_state["skipped"] = [*[k for k in st.session_state["skipped"] if k != key], key]
+    team_panels.remember_skip(key, reviewer_name())  # team hook: the skip outlives the session
     st.session_state["cursor"] = next_key
     st.session_state["editing"] = False
 
@@ -286,7 +290,7 @@ def act_undo(config: AppConfig, current_key: str | None) -> None:
     item_id = _item_parts(target)[1]
     store = open_store(config)
     try:
-        standing = store.current(item_id)
+        standing = team_panels.standing_for_undo(store, item_id, reviewer)  # team hook (was: store.current(item_id))
         if standing is None:
             flash("Nothing to undo on this item: it has no standing decision.", ":material/info:")
             return
@@ -294,7 +298,7 @@ def act_undo(config: AppConfig, current_key: str | None) -> None:
             flash(f"The standing decision is {standing.reviewer}'s ({standing.decision}): record your own decision instead.",
                   ":material/info:")
             return
-        store.undo(item_id, reviewer)
+        team_panels.undo(store, item_id, reviewer)  # team hook (was: store.undo(item_id, reviewer)): blind undoes one's own
     finally:
         store.close()
     st.session_state["cursor"] = target
@@ -573,9 +577,11 @@ def review_view(config: AppConfig, workspace: Workspace, store: ResponseStore, q
         else:
             action_bar(config, row, current, next_key, reviewer)
         provenance(workspace, row)
-        history(store, row)
+        if team_panels.current() is None or team_panels.current().shows_others(row):  # team hook: blind review
+            history(store, row)
     with right:
         suggestions(queue, row, keys)
+        team_panels.item_panels(row, queue)  # team hook: guidelines, agents, similar, draft, comments, keyboard
 
 
 def action_bar(config: AppConfig, row: dict[str, Any], current: str, next_key: str | None, reviewer: str) -> None:
@@ -739,6 +745,7 @@ def suggestions(queue: pl.DataFrame, row: dict[str, Any], keys: list[str]) -> No
                 st.button("Open", key=f"open:{member['key']}", on_click=act_move, args=(member["key"],))
     if members.height > len(shown):
         st.caption(f"and {members.height - len(shown)} more: filter on this cluster id to see them all.")
+    team_panels.duplicate_differences(row, members)  # team hook: the words that differ
 
 
 def undo_row(config: AppConfig, current: str | None, reviewer: str) -> None:
@@ -849,6 +856,7 @@ def progress_view(store: ResponseStore, queue: pl.DataFrame, selection: pl.DataF
             st.dataframe(pairs.with_columns(pl.col("kappa").round(3), pl.col("agreement").round(3),
                                             pl.col("kappa").map_elements(kappa_words, return_dtype=pl.String).alias("reads as")),
                          hide_index=True, width="stretch")
+        team_panels.blind_agreement_panel(responses)  # team hook: kappa on blind overlaps only
     with right:
         st.markdown(f"**Critic vs curators** (critic score ≥ {CRITIC_KEEP_THRESHOLD:g} counts as keep)")
         agreement = critic_agreement(queue)
@@ -913,7 +921,10 @@ def main() -> None:
         items, sources = load_tables(str(workspace.root), workspace.generation)
         queue = build_queue(items, sources, store.state(), skipped=st.session_state["skipped"])
         chosen = sidebar(queue, list(store.reviewers()))
-        selection = apply_filter(queue, chosen)
+        team = team_panels.TeamContext.load(config, workspace, store, reviewer_name(), items, sources)  # team hook
+        team.refuse_unknown_reviewer()  # team hook: a name not on the reviewer list stops here
+        team.sidebar_scores(queue)  # team hook: sort and filter by any suggestion score
+        selection = team.sort_and_filter(apply_filter(queue, chosen))  # team hook (was: apply_filter(queue, chosen))
 
         message = st.session_state.pop("flash", None)
         if message:
@@ -926,7 +937,11 @@ def main() -> None:
             bulk_view(config, selection)
         elif view == "Progress":
             progress_view(store, queue, selection)
+        elif view in team_panels.TEAM_VIEWS:  # team hook
+            team_panels.team_view(view, queue)
         else:
+            # team hook: this reviewer's queue (blind, assigned items first, skips kept, draft restored)
+            queue, selection = team.review_queue(queue, chosen, apply_filter)
             review_view(config, workspace, store, queue, selection)
     finally:
         store.close()

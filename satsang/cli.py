@@ -12,7 +12,7 @@ from __future__ import annotations
 import satsang.commands.workspace  # noqa: F401  init, ingest, status, select
 import satsang.commands.stages  # noqa: F401  dedup, score, critique
 import satsang.commands.versions  # noqa: F401  export, versions, show, diff, verify
-import satsang.commands.review  # noqa: F401  review, run
+import satsang.commands.review  # noqa: F401  review, run, reviewers
 import satsang.commands.training  # noqa: F401  train pretrain|sft, audit, diagnose, export-model
 import satsang.commands.inference  # noqa: F401  generate, serve, eval, trace
 from satsang.app import (  # noqa: F401  (re-exported: tests and scripts import the app from here)

@@ -30,7 +30,7 @@ def command_names() -> list[str]:
 
 
 def test_the_commands_are_there():
-    assert command_names() == ["audit", "critique", "dedup", "diagnose", "diff", "eval", "export", "export-model", "generate", "ingest", "init", "review", "run", "score", "select", "serve", "show", "status", "trace", "train", "verify", "versions"]
+    assert command_names() == ["audit", "critique", "dedup", "diagnose", "diff", "eval", "export", "export-model", "generate", "ingest", "init", "review", "reviewers", "run", "score", "select", "serve", "show", "status", "trace", "train", "verify", "versions"]
 
 
 @pytest.mark.parametrize("args", [[], *([name] for name in command_names()), ["train", "pretrain"], ["train", "sft"]])

@@ -602,8 +602,8 @@ def index_names(database: Database) -> set[str]:
 
 
 def test_a_new_database_is_at_the_latest_version(store: ResponseStore):
-    assert SCHEMA_VERSION == 3
-    assert store.schema_version() == 3
+    assert SCHEMA_VERSION == 4
+    assert store.schema_version() == 4
 
 
 def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Database):
@@ -611,7 +611,7 @@ def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Dat
     assert "responses_item_id" not in index_names(database)
 
     with database.open() as store:
-        assert store.schema_version() == 3
+        assert store.schema_version() == 4
         assert "responses_item_id" in index_names(database)
         assert [r.decision for r in store.history(ITEM_A)] == ["accept", "reject", "undo"]
         assert decisions_of(store) == {ITEM_A: "accept", ITEM_B: "reject"}
@@ -624,7 +624,7 @@ def test_a_v1_database_is_upgraded_on_open_and_keeps_its_responses(database: Dat
         versions = connection.execute("SELECT version FROM schema_migrations ORDER BY version").fetchall()
     finally:
         connection.close()
-    assert [v[0] for v in versions] == [1, 2, 3]
+    assert [v[0] for v in versions] == [1, 2, 3, 4]
 
 
 def test_a_database_from_a_newer_release_is_refused(database: Database):
@@ -635,7 +635,7 @@ def test_a_database_from_a_newer_release_is_refused(database: Database):
         connection.execute("INSERT INTO schema_migrations VALUES (99, 'from the future', '2030-01-01T00:00:00+00:00')")
     finally:
         connection.close()
-    with pytest.raises(SchemaTooNew, match=r"schema version 99 is newer than this satsang knows \(3\); upgrade"):
+    with pytest.raises(SchemaTooNew, match=r"schema version 99 is newer than this satsang knows \(4\); upgrade"):
         database.open()
 
 
