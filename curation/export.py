@@ -70,6 +70,7 @@ from curation.versions import (
     sweep_unfinished,
     tool_versions,
     versions_lock,
+    writable_entries,
     write_checksums,
 )
 from curation.workspace import pause_if_testing
@@ -124,6 +125,7 @@ def export_version(
     with versions_lock(versions):
         sweep_unfinished(versions)
         if is_finished(final):
+            writable_entries(final, repair=True)  # an export killed between its rename and its chmod left it writable
             header = read_manifest_header(final)
             return ExportResult(
                 selection.version_id,

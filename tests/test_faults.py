@@ -1,0 +1,183 @@
+"""Issue 14's fault suite: tampering and faults, each held (detected or refused) with state intact.
+
+Each case reproduces what an adversarial tester did: a forged copy of a dataset version, a version
+left writable, a checkpoint whose files changed, review responses for items that do not exist, a
+full disk, a damaged workspace, bad settings and unreadable inputs. A fault is one red line on
+stderr naming the file, exit status 1, and nothing stored lost. Database cases run on SQLite and
+on a real PostgreSQL (tests/postgres.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import stat
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from curation.dedup import run_dedup
+from curation.export import ExportConfig, export_version
+from curation.versions import (
+    CHECKSUMS_NAME,
+    DATASET_DIR,
+    MANIFEST_NAME,
+    SEED_NAME,
+    VERSIONS_DIR,
+    list_versions,
+    manifest_bytes,
+    verify_version,
+    write_checksums,
+)
+from curation.workspace import PAUSE_ENV, Workspace
+
+DATA = Path(__file__).parent / "data"
+TALKS = DATA / "talks-19-24.txt"
+NAN_YAR = DATA / "nan-yar-excerpt.txt"
+REPO = Path(__file__).resolve().parents[1]
+ALL_UNREVIEWED = ExportConfig(name="talks", include_unreviewed=True)
+FORGED_ANSWER = "Here are five tips for a calmer practice."
+
+
+@pytest.fixture(scope="module")
+def built(new_workspace) -> Path:
+    workspace = new_workspace("faults")
+    workspace.ingest([TALKS], "dialogue", title="Talks", licence="published freely")
+    workspace.ingest([NAN_YAR], "prose", title="Nan Yar?", licence="published freely")
+    run_dedup(workspace, progress=False)
+    return workspace.root
+
+
+@pytest.fixture
+def filled(built: Path, tmp_path: Path) -> Workspace:
+    return Workspace.open(shutil.copytree(built, tmp_path / "ws"))
+
+
+@pytest.fixture(autouse=True)
+def offline_datasets(monkeypatch):
+    monkeypatch.setenv("HF_DATASETS_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def modes_of(root: Path) -> set[int]:
+    return {stat.S_IMODE(p.stat().st_mode) for p in [root, *root.rglob("*")]}
+
+
+# ---- 14.2: every copy of a version is checked against the manifest, the manifest against the id ----
+
+
+def forge_saved_dataset(version: Path) -> None:
+    """Change the first answer in dataset/*.arrow, the copy training loads."""
+    import pyarrow as pa
+
+    [arrow] = sorted((version / DATASET_DIR).glob("*.arrow"))
+    with pa.memory_map(str(arrow)) as source:
+        table = pa.ipc.open_stream(source).read_all()
+    rows = table.to_pylist()
+    rows[0]["messages"][1]["content"] = FORGED_ANSWER
+    forged = pa.Table.from_pylist(rows, schema=table.schema)
+    with pa.OSFile(str(arrow), "wb") as sink, pa.ipc.new_stream(sink, forged.schema) as writer:
+        writer.write_table(forged)
+
+
+def forge_seed(version: Path) -> None:
+    lines = (version / SEED_NAME).read_text(encoding="utf-8").splitlines(keepends=True)
+    first = json.loads(lines[0])
+    first["messages"][1]["content"] = FORGED_ANSWER
+    lines[0] = json.dumps(first, ensure_ascii=False) + "\n"
+    (version / SEED_NAME).write_text("".join(lines), encoding="utf-8")
+
+
+@pytest.mark.parametrize("forge", [forge_saved_dataset, forge_seed], ids=["dataset-arrow", "seed-jsonl"])
+def test_a_forged_training_copy_with_recomputed_checksums_fails_verify(filled: Workspace, forge):
+    result = export_version(filled, ALL_UNREVIEWED)
+    assert verify_version(filled, result.version_id) == []
+    forge(result.path)
+    (result.path / CHECKSUMS_NAME).unlink()
+    write_checksums(result.path)  # anyone can recompute these lines
+
+    problems = [p for p in verify_version(filled, result.version_id) if not p.startswith("modes: ")]
+    copy = f"{DATASET_DIR}/" if forge is forge_saved_dataset else SEED_NAME
+    assert problems and all(p.startswith(copy) for p in problems), problems
+    assert any("does not match its exported hash" in p for p in problems), problems
+
+
+def test_both_copies_and_the_manifest_forged_together_fail_on_the_version_id(filled: Workspace):
+    """Forge the rows of every copy and the manifest's hash for them: the manifest no longer hashes to its id."""
+    from curation import schema
+
+    result = export_version(filled, ALL_UNREVIEWED)
+    forge_saved_dataset(result.path)
+    forge_seed(result.path)
+    import pyarrow.parquet as pq
+
+    [shard] = sorted((result.path / "data").glob("*.parquet"))
+    table = pq.read_table(shard)
+    rows = table.to_pylist()
+    rows[0]["messages"][1]["content"] = FORGED_ANSWER
+    pq.write_table(type(table).from_pylist(rows, schema=table.schema), shard)
+    manifest = json.loads((result.path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    [record] = [r for r in manifest["items"] if r["row"] == 0 and r["turn"] == 0]
+    record["exported_hash"] = schema.content_hash(
+        "pair", question=rows[0]["messages"][0]["content"], answer=FORGED_ANSWER, context=rows[0]["contexts"][0]
+    )
+    (result.path / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+    (result.path / CHECKSUMS_NAME).unlink()
+    write_checksums(result.path)
+
+    problems = [p for p in verify_version(filled, result.version_id) if not p.startswith("modes: ")]
+    assert problems == [f"{MANIFEST_NAME}: its config and items hash to talks-{problems[0].split('talks-')[1][:12]}, not to this version's id"], problems
+
+
+def test_a_manifest_made_by_another_satsang_is_still_checked_against_its_id(filled: Workspace):
+    result = export_version(filled, ALL_UNREVIEWED)
+    manifest = json.loads((result.path / MANIFEST_NAME).read_text(encoding="utf-8"))
+    manifest["tool"]["satsang"] = "0.0.1"  # an older release: its id cannot be the one it claims
+    (result.path / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+    (result.path / CHECKSUMS_NAME).unlink()
+    write_checksums(result.path)
+    problems = [p for p in verify_version(filled, result.version_id) if not p.startswith("modes: ")]
+    assert len(problems) == 1 and "not to this version's id" in problems[0], problems
+
+
+# ---- 14.3: a version cannot stay writable -----------------------------------------------------------
+
+
+def test_verify_reports_a_writable_version_and_makes_it_read_only(filled: Workspace):
+    result = export_version(filled, ALL_UNREVIEWED)
+    assert modes_of(result.path) == {0o444, 0o555}
+    for path in [result.path, *result.path.rglob("*")]:
+        os.chmod(path, 0o777)
+    [line] = verify_version(filled, result.version_id)
+    assert line.startswith("modes: ") and "0777" in line and line.endswith("made read-only again"), line
+    assert modes_of(result.path) == {0o444, 0o555}
+    assert verify_version(filled, result.version_id) == []
+
+
+EXPORT_SCRIPT = """
+import sys
+from curation.dedup import run_dedup
+from curation.export import ExportConfig, export_version
+from curation.workspace import Workspace
+export_version(Workspace.open(sys.argv[1]), ExportConfig(name="talks", include_unreviewed=True))
+"""
+
+
+def test_an_export_killed_between_rename_and_chmod_is_made_read_only_by_the_next_export(filled: Workspace):
+    env = {**os.environ, "PYTHONPATH": str(REPO), PAUSE_ENV: "export-after-rename"}
+    process = subprocess.Popen([sys.executable, "-c", EXPORT_SCRIPT, str(filled.root)], env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stderr.readline().strip() == "paused at export-after-rename"
+    finally:
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+    [info] = list_versions(filled)
+    assert modes_of(info.path) - {0o444, 0o555}, "the kill should have left it writable"
+    again = export_version(filled, ALL_UNREVIEWED)
+    assert again.status == "already exists" and again.version_id == info.version_id
+    assert modes_of(info.path) == {0o444, 0o555}
+    assert verify_version(filled, info.version_id) == []
