@@ -181,3 +181,165 @@ def test_an_export_killed_between_rename_and_chmod_is_made_read_only_by_the_next
     assert again.status == "already exists" and again.version_id == info.version_id
     assert modes_of(info.path) == {0o444, 0o555}
     assert verify_version(filled, info.version_id) == []
+
+
+# ---- 14.4: audit, diagnose, --fix, generate check every file of a checkpoint and its base ----------
+
+
+@pytest.fixture(scope="module")
+def trained(built: Path, tiny: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A two-step LoRA pretrain on a copy of the tiny base, with its own hash cache."""
+    from training.config import PretrainConfig
+    from training.pretrain import train_pretrain
+
+    root = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("SATSANG_CACHE_DIR", str(root / "cache"))
+        patch.setenv("HF_DATASETS_OFFLINE", "1")
+        patch.setenv("HF_HUB_OFFLINE", "1")
+        workspace = Workspace.open(shutil.copytree(built, root / "ws"))
+        version = export_version(workspace, ExportConfig(name="prose", kind="pretrain", include_unreviewed=True))
+        base = shutil.copytree(tiny, root / "base")
+        config = PretrainConfig(lora_rank=4, lora_alpha=8, max_seq_len=64, batch_size=2, per_device_batch_size=2, max_steps=2, save_steps=100, logging_steps=1)
+        result = train_pretrain(config, version.path, base, root / "run")
+    return result.output_dir, base, version.path
+
+
+@pytest.fixture
+def checkpoint(trained, tmp_path: Path, monkeypatch) -> Path:
+    monkeypatch.setenv("SATSANG_CACHE_DIR", str(tmp_path / "cache"))
+    return Path(shutil.copytree(trained[0], tmp_path / "checkpoint"))
+
+
+def test_an_untouched_checkpoint_audits_clean_and_its_lineage_records_its_files(checkpoint: Path):
+    from training.audit import audit_checkpoint
+    from training.lineage import read_lineage
+
+    report = audit_checkpoint(checkpoint)
+    assert report.ok, report.problems
+    files = read_lineage(checkpoint)["checkpoint"]["files"]
+    assert {"adapter_model.safetensors", "adapter_config.json", "tokenizer.json"} <= set(files)
+    assert read_lineage(checkpoint)["base_model"]["weights_sha256"]
+
+
+def test_a_flipped_byte_in_the_versions_data_fails_audit(checkpoint: Path, trained, tmp_path: Path):
+    from training.audit import audit_checkpoint
+    from training.lineage import read_lineage, write_lineage
+
+    version = shutil.copytree(trained[2], tmp_path / "moved" / trained[2].name)
+    lineage = read_lineage(checkpoint)
+    lineage["dataset"]["path"] = str(version)
+    write_lineage(checkpoint, lineage)
+    assert audit_checkpoint(checkpoint).ok
+    [shard] = sorted((version / "data").glob("*.parquet"))
+    os.chmod(shard, 0o644)
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    shard.write_bytes(bytes(data))
+
+    report = audit_checkpoint(checkpoint)
+    assert not report.ok and report.stages[0]["dataset"]["status"] == "changed"
+    assert any("data/" in p for p in report.problems), report.problems
+
+
+def set_lora_alpha(checkpoint: Path, alpha: int) -> None:
+    path = checkpoint / "adapter_config.json"
+    config = json.loads(path.read_text())
+    config["lora_alpha"] = alpha
+    path.write_text(json.dumps(config))
+
+
+def test_a_changed_lora_alpha_fails_audit_diagnose_fix_and_loading(checkpoint: Path):
+    from training.audit import audit_checkpoint
+    from training.checkpoint import CheckpointError, diagnose_checkpoint, fix_checkpoint, load_checkpoint
+
+    set_lora_alpha(checkpoint, 1024)
+    report = audit_checkpoint(checkpoint)
+    assert any("adapter_config.json" in p and "changed since its lineage" in p for p in report.problems), report.problems
+    assert any("lora_alpha is 1024" in p for p in report.problems), report.problems
+    assert any("lora_alpha is 1024" in p for p in diagnose_checkpoint(checkpoint).problems)
+    with pytest.raises(CheckpointError, match="adapter_config.json"):
+        load_checkpoint(checkpoint)
+    with pytest.raises(CheckpointError, match="would vouch for it"):
+        fix_checkpoint(checkpoint)
+    assert not (checkpoint.parent / f"{checkpoint.name}-fixed").exists()
+
+
+def test_a_lineage_from_before_files_were_recorded_still_catches_lora_alpha(checkpoint: Path):
+    from training.audit import audit_checkpoint
+    from training.lineage import LINEAGE_NAME
+
+    lineage = json.loads((checkpoint / LINEAGE_NAME).read_text())
+    del lineage["checkpoint"]["files"]
+    (checkpoint / LINEAGE_NAME).write_text(json.dumps(lineage))  # as an older satsang wrote it
+    assert audit_checkpoint(checkpoint).ok
+    set_lora_alpha(checkpoint, 1024)
+    assert any("lora_alpha is 1024, the lineage says 8" in p for p in audit_checkpoint(checkpoint).problems)
+
+
+def test_a_changed_tokenizer_fails_audit(checkpoint: Path):
+    from training.audit import audit_checkpoint
+
+    path = checkpoint / "tokenizer_config.json"
+    config = json.loads(path.read_text())
+    config["chat_template"] = "{{ messages[0]['content'] }}"
+    path.write_text(json.dumps(config))
+    assert any("tokenizer_config.json: changed since its lineage" in p for p in audit_checkpoint(checkpoint).problems)
+
+
+def test_a_changed_adapter_is_not_re_approved_by_fix(checkpoint: Path):
+    from safetensors.torch import load_file, save_file
+
+    from training.checkpoint import CheckpointError, fix_checkpoint
+
+    path = checkpoint / "adapter_model.safetensors"
+    state = load_file(str(path))
+    key = sorted(state)[0]
+    state[key] = state[key] * 3
+    save_file(state, str(path))
+    with pytest.raises(CheckpointError, match="adapter_model.safetensors: changed since its lineage"):
+        fix_checkpoint(checkpoint)
+
+
+def test_a_different_base_fails_audit_and_loading_and_an_explicit_one_warns(checkpoint: Path, trained, tmp_path: Path):
+    from safetensors.torch import load_file, save_file
+
+    from training.audit import audit_checkpoint
+    from training.checkpoint import CheckpointError, load_checkpoint
+    from training.lineage import read_lineage, write_lineage
+
+    other = shutil.copytree(trained[1], tmp_path / "other-base")
+    [weights] = sorted(other.glob("*.safetensors"))
+    state = load_file(str(weights))
+    key = sorted(state)[0]
+    state[key] = state[key] + 1.0
+    save_file(state, str(weights), metadata={"format": "pt"})
+    lineage = read_lineage(checkpoint)
+    lineage["base_model"]["path"] = str(other)  # the base at the recorded path is now another model
+    write_lineage(checkpoint, lineage)
+
+    report = audit_checkpoint(checkpoint)
+    assert any("a different base" in p for p in report.problems), report.problems
+    with pytest.raises(CheckpointError, match="a different base"):
+        load_checkpoint(checkpoint)
+    with pytest.warns(UserWarning, match="a different base"):
+        load_checkpoint(checkpoint, base_model=str(other))
+    load_checkpoint(checkpoint, base_model=str(trained[1]))  # the base it was trained on: no warning, no error
+
+
+def test_the_base_models_hash_is_cached_by_path_size_and_times(tmp_path: Path, monkeypatch):
+    from curation.files import SHA256_CACHE_NAME, sha256_file, sha256_file_cached
+
+    monkeypatch.setenv("SATSANG_CACHE_DIR", str(tmp_path / "cache"))
+    weights = tmp_path / "model.safetensors"
+    weights.write_bytes(b"weights " * 1000)
+    digest = sha256_file_cached(weights)
+    assert digest == sha256_file(weights)
+    cache = tmp_path / "cache" / SHA256_CACHE_NAME
+    [(key, value)] = json.loads(cache.read_text()).items()
+    cache.write_text(json.dumps({key: "remembered"}))
+    assert sha256_file_cached(weights) == "remembered"  # not read again
+    info = weights.stat()
+    weights.write_bytes(b"WEIGHTS " * 1000)  # same size, mtime set back: ctime still moves
+    os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))
+    assert sha256_file_cached(weights) == sha256_file(weights) != digest
