@@ -41,6 +41,7 @@ import streamlit as st
 
 from critic.base import FLAGS
 from curation.responses import REASONS, InvalidResponse, ResponseStore, ResponseStoreError
+from curation.review import record_decisions
 from curation.workspace import Workspace, WorkspaceError, default_workspace_path
 from dashboards.queue import (
     BULK_ACTIONS,
@@ -171,6 +172,12 @@ def load_tables(root: str, generation: int) -> tuple[pl.DataFrame, pl.DataFrame]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def workspace_item_ids(config: AppConfig) -> pl.Series:
+    """The ids a decision may name: the items of the workspace's current generation."""
+    workspace = Workspace(config.workspace)
+    return load_tables(str(workspace.root), workspace.generation)[0]["item_id"]
+
+
 def load_source_text(root: str, source_id: str) -> str:
     return Workspace(Path(root)).source_text(source_id)
 
@@ -223,8 +230,9 @@ def act_decide(config: AppConfig, key: str, content_hash: str, decision: str, ne
     _, item_id = _item_parts(key)
     store = open_store(config)
     try:
-        store.record(item_id, content_hash, reviewer, decision, reason=reason, note=note,
-                     edited_question=edited_question, edited_answer=edited_answer)
+        record_decisions(store, [{"item_id": item_id, "content_hash": content_hash, "reviewer": reviewer, "decision": decision,
+                                  "reason": reason, "note": note, "edited_question": edited_question,
+                                  "edited_answer": edited_answer}], workspace_item_ids(config))
     except InvalidResponse as error:
         flash(f"Not recorded: {error}", ":material/error:")
         return
@@ -318,7 +326,10 @@ def act_bulk(config: AppConfig, records: tuple[dict[str, Any], ...], label: str)
         return
     store = open_store(config)
     try:
-        written = store.record_many([dict(record) for record in records])
+        written = record_decisions(store, [dict(record) for record in records], workspace_item_ids(config))
+    except InvalidResponse as error:
+        flash(f"Not recorded: {error}", ":material/error:")
+        return
     finally:
         store.close()
     st.session_state["bulk_confirm"] = False

@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 
@@ -343,3 +344,148 @@ def test_the_base_models_hash_is_cached_by_path_size_and_times(tmp_path: Path, m
     weights.write_bytes(b"WEIGHTS " * 1000)  # same size, mtime set back: ctime still moves
     os.utime(weights, ns=(info.st_atime_ns, info.st_mtime_ns))
     assert sha256_file_cached(weights) == sha256_file(weights) != digest
+
+
+# ---- 14.10: decisions only on the workspace's items ---------------------------------------------------
+
+from postgres import Database, database, postgres_server  # noqa: E402, F401  (fixtures)
+
+
+def test_a_decision_on_an_item_the_workspace_lacks_is_refused_and_nothing_is_written(database: Database, filled: Workspace):
+    from curation.responses import InvalidResponse
+    from curation.review import record_decisions
+
+    items = filled.items()
+    real = items.row(0, named=True)
+    ghost = "f" * 32
+    with database.open() as store:
+        batch = [
+            {"item_id": real["item_id"], "content_hash": real["content_hash"], "reviewer": "ana", "decision": "accept"},
+            {"item_id": ghost, "content_hash": "0" * 32, "reviewer": "ana", "decision": "accept"},
+        ]
+        with pytest.raises(InvalidResponse, match=f"item {ghost}: not an item of this workspace"):
+            record_decisions(store, batch, items["item_id"])
+        assert store.state().height == 0 and store.responses().height == 0
+        [written] = record_decisions(store, batch[:1], items["item_id"])
+        assert written.item_id == real["item_id"]
+        assert store.state()["item_id"].to_list() == [real["item_id"]]
+
+
+# ---- 14.1 on both backends: every way to rewrite the log is refused, or found --------------------------
+
+ITEM, HASH = "a" * 32, "1" * 32
+
+
+def rewrite_statements(database: Database, response_id: int) -> list[tuple[str, tuple]]:
+    columns = "(id, item_id, content_hash, reviewer, decision, created_at)"
+    values = (response_id, ITEM, HASH, "mallory", "accept", "2020-01-01T00:00:00+00:00")
+    link = (response_id, "0" * 64)
+    if database.backend == "sqlite":
+        return [
+            (f"REPLACE INTO responses {columns} VALUES (?, ?, ?, ?, ?, ?)", values),
+            (f"INSERT INTO responses {columns} VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET reviewer = excluded.reviewer", values),
+            ("UPDATE responses SET reviewer = 'mallory'", ()),
+            ("DELETE FROM responses", ()),
+            ("REPLACE INTO response_chain (id, chain) VALUES (?, ?)", link),
+            ("INSERT INTO response_chain (id, chain) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET chain = excluded.chain", link),
+            ("UPDATE response_chain SET chain = 'x'", ()),
+            ("DELETE FROM response_chain", ()),
+        ]
+    return [
+        (f"INSERT INTO responses {columns} OVERRIDING SYSTEM VALUE VALUES (%s, %s, %s, %s, %s, %s)"
+         " ON CONFLICT (id) DO UPDATE SET reviewer = excluded.reviewer", values),
+        ("UPDATE responses SET reviewer = 'mallory'", ()),
+        ("DELETE FROM responses", ()),
+        ("TRUNCATE responses", ()),
+        ("TRUNCATE responses, response_chain", ()),
+        ("TRUNCATE responses CASCADE", ()),
+        ("INSERT INTO response_chain (id, chain) VALUES (%s, %s) ON CONFLICT (id) DO UPDATE SET chain = excluded.chain", link),
+        ("UPDATE response_chain SET chain = 'x'", ()),
+        ("DELETE FROM response_chain", ()),
+        ("TRUNCATE response_chain", ()),
+    ]
+
+
+def test_every_rewrite_statement_is_refused_on_both_log_tables(database: Database):
+    with database.open() as store:
+        first = store.record(ITEM, HASH, "ana", "accept")
+    connection = database.connect()
+    try:
+        for statement, values in rewrite_statements(database, first.id):
+            with pytest.raises(Exception, match="append-only"):
+                connection.execute(statement, values)
+    finally:
+        connection.close()
+    with database.open() as store:
+        assert [(r.reviewer, r.decision) for r in store.history(ITEM)] == [("ana", "accept")]
+        assert store.integrity_check() == []
+
+
+@pytest.mark.parametrize("tamper", ["disable", "drop-trigger", "drop-table", "alter-column"])
+def test_schema_changes_by_the_owner_are_found_by_integrity_check(database: Database, tamper: str):
+    """The role that owns the tables can change them; integrity_check names what changed."""
+    with database.open() as store:
+        store.record(ITEM, HASH, "ana", "accept")
+    sqlite = database.backend == "sqlite"
+    statements = {
+        "disable": ["DROP TRIGGER responses_no_update"] if sqlite else ["ALTER TABLE responses DISABLE TRIGGER responses_no_update_or_delete"],
+        "drop-trigger": ["DROP TRIGGER response_chain_no_delete"] if sqlite else ["DROP TRIGGER response_chain_no_truncate ON response_chain"],
+        "drop-table": ["DROP TABLE response_chain"],
+        "alter-column": ["ALTER TABLE responses RENAME COLUMN note TO note_old"],
+    }[tamper]
+    connection = database.connect()
+    try:
+        for statement in statements:
+            connection.execute(statement)
+    finally:
+        connection.close()
+    from curation.responses import ResponseStoreError
+
+    try:
+        with database.open() as store:
+            problems = store.integrity_check()
+    except ResponseStoreError as error:  # a store that cannot even open says why, in one line
+        problems = [str(error)]
+    assert problems, f"{tamper} went unnoticed"
+
+
+def test_a_reviewer_role_that_does_not_own_the_log_cannot_rewrite_or_drop_it(database: Database, postgres_server):
+    """PostgreSQL: the tables owned by one role, the app connecting as another, granted only what appending needs."""
+    if database.backend != "postgresql":
+        pytest.skip("roles are PostgreSQL's")
+    import uuid
+
+    import psycopg
+
+    from curation.responses import ResponseStore, reviewer_grants
+    from postgres import with_search_path
+
+    with database.open() as store:
+        store.record(ITEM, HASH, "ana", "accept")
+    schema = dict(parse_qsl(urlsplit(database.url).query))["options"].removeprefix("-c search_path=")
+    role = f"reviewer_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+        admin.execute(f"CREATE ROLE {role} LOGIN")
+        for statement in reviewer_grants(role, schema):
+            admin.execute(statement)
+    parts = urlsplit(postgres_server.url)
+    netloc = parts.netloc.split("@", 1)[-1]
+    url = with_search_path(parts._replace(netloc=f"{role}@{netloc}").geturl(), schema)
+    try:
+        with ResponseStore.open(database.root, url=url) as store:
+            store.record(ITEM, HASH, "ben", "reject", reason="duplicate")
+            assert [r.reviewer for r in store.history(ITEM)] == ["ana", "ben"]
+        with psycopg.connect(url, autocommit=True) as app:
+            for statement in (
+                "DROP TABLE responses", "DROP TABLE response_chain", "ALTER TABLE responses DISABLE TRIGGER USER",
+                "ALTER TABLE responses RENAME COLUMN note TO n", "TRUNCATE responses", "DELETE FROM responses",
+                "UPDATE responses SET reviewer = 'mallory'", "DROP TRIGGER responses_no_truncate ON responses",
+            ):
+                with pytest.raises(psycopg.Error, match="must be owner|permission denied|append-only"):
+                    app.execute(statement)
+        with database.open() as store:
+            assert [r.reviewer for r in store.history(ITEM)] == ["ana", "ben"] and store.integrity_check() == []
+    finally:
+        with psycopg.connect(postgres_server.url, autocommit=True) as admin:
+            admin.execute(f"DROP OWNED BY {role}")
+            admin.execute(f"DROP ROLE {role}")

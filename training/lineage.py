@@ -84,9 +84,13 @@ def checkpoint_file_digests(directory: str | Path) -> dict[str, str]:
 
 
 def write_lineage(directory: str | Path, lineage: dict[str, Any]) -> Path:
-    """Write atomically, so a killed run never leaves half a lineage; records the checkpoint's files as they are now."""
+    """Write atomically, so a killed run never leaves half a lineage.
+
+    Records the checkpoint's files as they are now in `lineage["checkpoint"]["files"]`, in the
+    caller's dict too, so what the caller holds is what was written.
+    """
     directory = Path(directory)
-    lineage = {**lineage, "checkpoint": {**(lineage.get("checkpoint") or {}), "files": checkpoint_file_digests(directory)}}
+    lineage["checkpoint"] = {**(lineage.get("checkpoint") or {}), "files": checkpoint_file_digests(directory)}
     path = directory / LINEAGE_NAME
     atomic_write(path, (json.dumps(lineage, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode("utf-8"))
     return path
