@@ -16,6 +16,7 @@ versions directory know what a killed writer left behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
 import json
@@ -98,7 +99,13 @@ def exclusive_lock(
     Waits up to `timeout_s` for another holder, then raises `error("<busy> (waited Ns for its lock)")`:
     the caller's own error class, so that its callers catch what they already catch.
     """
-    with open(path, "ab") as lock_file:
+    try:
+        lock_file = open(path, "ab")  # noqa: SIM115 - closed by the with below
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, where the lock file should be; remove it (rmdir {path}) and run again") from None
+    except OSError as why:
+        raise error(f"{path}: cannot open the lock file ({why.strerror})") from None
+    with lock_file:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -120,6 +127,24 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
         while block := file.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_error_reason(error: BaseException) -> str | None:
+    """Why the disk refused a write, in words ("disk full: No space left on device"), or None for any other error.
+
+    OSError carries its errno; Parquet and Arrow writers (polars, pyarrow) wrap the OS error in
+    their own exception, whose message names it.
+    """
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = error.strerror or os.strerror(error.errno)
+        return f"disk full: {reason}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else reason
+    message = " ".join(str(error).split())
+    for words in ("No space left on device", "Disk quota exceeded"):
+        if words in message:
+            return f"disk full: {words}"
+    if "os error" in message.lower() or "io error" in message.lower():
+        return message[:200]
+    return None
 
 
 CACHE_DIR_ENV = "SATSANG_CACHE_DIR"

@@ -19,6 +19,7 @@ readers and swept by the next writer, under the lock.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from curation.errors import CurationError
-from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now, write_error_reason
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
 
 if TYPE_CHECKING:
@@ -348,12 +349,24 @@ class Workspace:
             if not new_bytes:
                 return IngestReport(tuple(reports), generation=None)
             notify(None, "committing")
-            for source_id, data in new_bytes.items():
-                atomic_write(self.root / SOURCES_DIR / f"{source_id}.txt", data)
-            generation = self._commit(
-                pl.concat([items, *new_items], how="diagonal"),
-                pl.concat([sources, pl.DataFrame(new_sources, schema=SOURCE_SCHEMA)], how="vertical"),
-            )
+            written: list[Path] = []
+            writing = self.root / SOURCES_DIR
+            try:
+                for source_id, data in new_bytes.items():
+                    writing = self.root / SOURCES_DIR / f"{source_id}.txt"
+                    atomic_write(writing, data)
+                    written.append(writing)
+                writing = self.root / TABLES_DIR
+                generation = self._commit(
+                    pl.concat([items, *new_items], how="diagonal"),
+                    pl.concat([sources, pl.DataFrame(new_sources, schema=SOURCE_SCHEMA)], how="vertical"),
+                )
+            except BaseException as error:
+                for stored in written:  # committed state never names them: a failed ingest leaves nothing behind
+                    stored.unlink(missing_ok=True)
+                if is_write_failure(error):
+                    raise write_failure(error, writing) from None
+                raise
             return IngestReport(tuple(reports), generation)
 
     def update_items(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
@@ -371,7 +384,12 @@ class Workspace:
                 raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
             if set(updated.columns) == set(items.columns) and updated.select(items.columns).equals(items):
                 return generation  # same content; a stage that re-adds its columns may reorder them
-            return self._commit(updated, sources)
+            try:
+                return self._commit(updated, sources)
+            except Exception as error:
+                if is_write_failure(error):
+                    raise write_failure(error, self.root / TABLES_DIR) from None
+                raise
 
     # ---- internals -----------------------------------------------------------------
 
@@ -387,19 +405,38 @@ class Workspace:
     def snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
         """Both tables from one generation, so items and sources always agree."""
         for _ in range(5):
-            generation = self._head().generation
+            head = self._head()
+            generation = head.generation
             directory = self.root / TABLES_DIR / _generation_name(generation)
             try:
                 return (
                     generation,
-                    with_added_columns(pl.read_parquet(directory / ITEMS_TABLE), ITEM_SCHEMA),
-                    with_added_columns(pl.read_parquet(directory / SOURCES_TABLE), SOURCE_SCHEMA),
+                    self._read_table(directory / ITEMS_TABLE, ITEM_SCHEMA, head),
+                    self._read_table(directory / SOURCES_TABLE, SOURCE_SCHEMA, head),
                 )
             except FileNotFoundError:
                 # Writers keep HEAD and the generation before it; a reader this slow can
                 # find its generation pruned after two commits. HEAD has moved: read again.
                 continue
         raise WorkspaceError(f"{self.root}: generation {generation} named by {HEAD} is missing")
+
+    def _read_table(self, path: Path, schema: dict[str, Any], head: _Head) -> pl.DataFrame:
+        """One committed table; a damaged one is a WorkspaceError naming it and the way back to the generation before."""
+        try:
+            return with_added_columns(pl.read_parquet(path), schema)
+        except FileNotFoundError:
+            raise
+        except (pl.exceptions.PolarsError, OSError) as error:
+            why = " ".join(str(error).split())[:160]
+            previous = head.previous
+            if isinstance(previous, int) and (self.root / TABLES_DIR / _generation_name(previous)).is_dir():
+                back = (
+                    f"; the previous generation {previous} is intact in {self.root / TABLES_DIR / _generation_name(previous)}:"
+                    f" to roll back to it, write {_head_json(_Head(previous, None)).decode().strip()} into {self.root / HEAD}"
+                )
+            else:
+                back = "; no earlier generation is kept to roll back to"
+            raise WorkspaceError(f"{path}: damaged ({why}){back}") from None
 
     def _commit(self, items: pl.DataFrame, sources: pl.DataFrame) -> int:
         """Write a new generation and point HEAD at it. The caller holds the writer lock."""
@@ -449,6 +486,15 @@ class Workspace:
 def read_source_file(path: Path) -> bytes:
     """The file's bytes, or an IngestError saying why it cannot be a source."""
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 says "Symlink loop"; 3.13 raises OSError(ELOOP)
+                raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
+            raise IngestError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise IngestError(path, "no such file")
     if path.is_dir():
         raise IngestError(path, "is a directory, not a text file")
@@ -460,10 +506,27 @@ def read_source_file(path: Path) -> bytes:
         raise IngestError(path, "empty file")
     if not data.strip():
         raise IngestError(path, "file holds only whitespace")
+    utf16 = utf16_name(data)
+    if utf16:
+        raise IngestError(path, f"{utf16} text, not UTF-8: convert it first, e.g. iconv -f {utf16} -t UTF-8 '{path}' > '{path.with_suffix('.utf8' + path.suffix)}'")
     nul = data.find(b"\0")
     if nul >= 0:
         raise IngestError(path, f"binary file (NUL byte at byte offset {nul})", line=_line_of(data, nul))
     return data
+
+
+def utf16_name(data: bytes) -> str | None:
+    """"UTF-16" (with a byte-order mark), "UTF-16LE" or "UTF-16BE" (ASCII-range text with a NUL every other byte), else None."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16"
+    sample = data[:4096]
+    if len(sample) >= 8 and len(sample) % 2 == 0:
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+            return "UTF-16LE"
+        if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+            return "UTF-16BE"
+    return None
 
 
 def read_pdf_source(path: Path):
@@ -567,12 +630,27 @@ def _write_generation(tables: Path, generation: int, items: pl.DataFrame, source
         if leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir()
-    for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
-        frame.write_parquet(staging / name)
-        fsync(staging / name)
-    fsync(staging)
-    os.rename(staging, final)
+    try:
+        for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
+            frame.write_parquet(staging / name)
+            fsync(staging / name)
+        fsync(staging)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a kill cannot get here; the next writer sweeps that
+        raise
     fsync(tables)
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """An error of the disk or the filesystem while writing (full, read-only, quota...), not a bug."""
+    return write_error_reason(error) is not None
+
+
+def write_failure(error: BaseException, where: Path) -> WorkspaceError:
+    """One line for a write the disk refused: what, why (disk full named as such), and that nothing was committed."""
+    target = where
+    return WorkspaceError(f"{target}: could not be written ({write_error_reason(error)}); nothing was committed, the workspace is as it was")
 
 
 def pause_if_testing(point: str) -> None:
