@@ -489,3 +489,172 @@ def test_a_reviewer_role_that_does_not_own_the_log_cannot_rewrite_or_drop_it(dat
         with psycopg.connect(postgres_server.url, autocommit=True) as admin:
             admin.execute(f"DROP OWNED BY {role}")
             admin.execute(f"DROP ROLE {role}")
+
+
+# ---- faults: one red line on stderr, exit status 1, state intact ----------------------------------------
+
+
+def cli(*args) -> "object":
+    from typer.testing import CliRunner
+
+    from satsang.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def one_red_line(result, *words: str) -> str:
+    """The result of a command that failed as a fault should: exit 1, no traceback, one line on stderr."""
+    assert result.exit_code == 1 and isinstance(result.exception, SystemExit), (result.exit_code, result.output, result.exception)
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), lines
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    return lines[0]
+
+
+def state_of(workspace: Workspace) -> tuple:
+    _, items, sources = workspace.snapshot()
+    return workspace.generation, items.sort("item_id").to_dicts(), sources.sort("source_id").to_dicts(), sorted(p.name for p in (workspace.root / "sources").iterdir())
+
+
+def leftovers(root: Path) -> list[str]:
+    return sorted(str(p.relative_to(root)) for p in root.rglob(".tmp-*"))
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 5 MB tmpfs (needs root, as `mount` does)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small disk needs root to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def fill(disk: Path, leave: int) -> Path:
+    """A filler file taking all but `leave` bytes of the disk."""
+    free = shutil.disk_usage(disk).free
+    filler = disk / "filler"
+    with open(filler, "wb") as file:
+        file.truncate(0)
+        file.write(b"\0" * max(0, free - leave))
+    return filler
+
+
+def prose_book(path: Path, paragraphs: int, seed: int) -> Path:
+    import random
+
+    rng = random.Random(seed)
+    words = "who am i the self is silence awareness mind thought seeker practice abide still".split()
+    path.write_text("\n\n".join(" ".join(rng.choice(words) for _ in range(80)) + "." for _ in range(paragraphs)), encoding="utf-8")
+    return path
+
+
+@pytest.mark.parametrize("stage", ["source", "generation"])
+def test_disk_full_during_ingest_is_one_line_and_leaves_nothing(small_disk: Path, tmp_path: Path, stage: str):
+    from curation.workspace import init_workspace
+
+    workspace = init_workspace(small_disk / "ws")
+    workspace.ingest([TALKS], "dialogue")
+    before = state_of(workspace)
+    book = prose_book(tmp_path / "book.txt", 2000, seed=1)  # ~900 KB
+    # Room for half the source, or for the source and not its tables.
+    filler = fill(small_disk, book.stat().st_size // 2 if stage == "source" else book.stat().st_size + 40_000)
+    line = one_red_line(cli("ingest", book, "--kind", "prose", "-w", workspace.root), "disk full", "nothing was committed")
+    assert ("sources" in line) == (stage == "source"), line
+    assert state_of(workspace) == before and leftovers(workspace.root) == []
+    filler.unlink()
+    assert cli("ingest", book, "--kind", "prose", "-w", workspace.root).exit_code == 0  # room again: it goes in
+
+
+def test_disk_full_during_an_export_is_one_line_and_leaves_nothing(small_disk: Path):
+    from curation.workspace import init_workspace
+
+    workspace = init_workspace(small_disk / "ws")
+    workspace.ingest([TALKS], "dialogue")
+    run_dedup(workspace, progress=False)
+    filler = fill(small_disk, 60_000)
+    one_red_line(cli("export", "--name", "talks", "--include-unreviewed", "-w", workspace.root), "disk full", "nothing was exported")
+    assert list_versions(workspace) == [] and leftovers(workspace.root) == []
+    filler.unlink()
+    assert cli("export", "--name", "talks", "--include-unreviewed", "-w", workspace.root).exit_code == 0
+
+
+def test_a_truncated_current_table_names_it_and_the_way_back(filled: Workspace):
+    filled.update_items(lambda items: items.sample(fraction=1.0, shuffle=True, seed=1))  # one more generation, so one to go back to
+    head = json.loads((filled.root / "HEAD").read_text())
+    table = filled.root / "tables" / f"{head['generation']:06d}" / "items.parquet"
+    table.write_bytes(table.read_bytes()[:1000])
+    for command in (("status",), ("dedup",), ("export", "--name", "x", "--include-unreviewed")):
+        line = one_red_line(cli(*command, "-w", filled.root), str(table), "damaged", f"previous generation {head['previous']}", "to roll back")
+    instruction = line.split("write ", 1)[1].split(" into ")[0]
+    (filled.root / "HEAD").write_text(instruction + "\n")  # what the line says to do
+    result = cli("status", "-w", filled.root)
+    assert result.exit_code == 0, result.output
+
+
+def test_a_head_naming_a_generation_as_a_string_that_is_not_there(filled: Workspace):
+    before = (filled.root / "HEAD").read_bytes()
+    (filled.root / "HEAD").write_text('{"generation": "5", "previous": 0}')
+    one_red_line(cli("status", "-w", filled.root), "generation 5")
+    one_red_line(cli("dedup", "-w", filled.root), "generation 5")
+    (filled.root / "HEAD").write_bytes(before)
+    assert cli("status", "-w", filled.root).exit_code == 0
+
+
+def test_a_lock_path_that_is_a_directory(filled: Workspace):
+    before = state_of(filled)
+    lock = filled.root / "lock"
+    lock.unlink()
+    lock.mkdir()
+    one_red_line(cli("dedup", "-w", filled.root), str(lock), "is a directory")
+    lock.rmdir()
+    assert state_of(filled) == before
+
+
+@pytest.mark.parametrize("option, value, words", [("--threshold", "5", "threshold"), ("--num-perm", "0", "num_perm"), ("--shingle-size", "-1", "shingle_size")])
+def test_bad_dedup_settings(filled: Workspace, option: str, value: str, words: str):
+    before = state_of(filled)
+    one_red_line(cli("dedup", option, value, "-w", filled.root), words)
+    assert state_of(filled) == before
+
+
+def test_a_scoring_model_that_is_not_there(filled: Workspace):
+    before = state_of(filled)
+    one_red_line(cli("score", "--model", "/nonexistent", "-w", filled.root), "/nonexistent", "no such model")
+    assert state_of(filled) == before
+
+
+def test_show_html_into_a_missing_directory(filled: Workspace, tmp_path: Path):
+    export_version(filled, ALL_UNREVIEWED)
+    one_red_line(cli("show", "talks", "--html", tmp_path / "missing" / "card.html", "-w", filled.root), "no directory")
+    assert not (tmp_path / "missing").exists()
+
+
+def unreadable_file(tmp_path: Path) -> Path:
+    """A file this process cannot read: mode 000, or, for root (which reads anything), one the kernel refuses."""
+    path = tmp_path / "locked.txt"
+    path.write_text("Some prose.\n")
+    path.chmod(0)
+    if os.access(path, os.R_OK):
+        return Path("/proc/self/mem")  # exists, is a file, and read() from its start fails with EIO
+    return path
+
+
+@pytest.mark.parametrize("make, words", [
+    (unreadable_file, ("cannot read",)),
+    (lambda d: (d / "u16.txt").write_bytes("Who am I?\nThe Self.\n".encode("utf-16")) and d / "u16.txt", ("UTF-16", "iconv -f UTF-16 -t UTF-8")),
+    (lambda d: (d / "u16le.txt").write_bytes("Who am I?\nThe Self.\n".encode("utf-16-le")) and d / "u16le.txt", ("UTF-16LE", "iconv")),
+    (lambda d: ((d / "a").symlink_to(d / "b"), (d / "b").symlink_to(d / "a"), d / "a")[-1], ("symbolic link loop",)),
+], ids=["unreadable", "utf-16", "utf-16le-no-bom", "symlink-loop"])
+def test_a_file_that_cannot_be_a_source(filled: Workspace, tmp_path: Path, make, words):
+    before = state_of(filled)
+    path = make(tmp_path)
+    one_red_line(cli("ingest", path, "--kind", "prose", "-w", filled.root), str(path), *words)
+    assert state_of(filled) == before and leftovers(filled.root) == []
