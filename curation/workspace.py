@@ -302,60 +302,69 @@ class Workspace:
             reports: list[FileReport] = []
             new_items: list[pl.DataFrame] = []
             new_sources: list[dict[str, Any]] = []
-            new_bytes: dict[str, bytes] = {}
-            for path in paths:
-                notify(path, "reading")
-                extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
-                data = extracted.data if extracted else read_source_file(path)
-                source_id = hashlib.sha256(data).hexdigest()
-                if source_id in known_ids or source_id in new_bytes:
-                    reports.append(FileReport(str(path), source_id, "already ingested"))
-                    continue
-                text = decode_source(path, data)
-                source_title = title if title is not None else path.stem
-                notify(path, "parsing")
-                page_starts = extracted.page_starts if extracted else None
-                parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config, page_starts)
-                if extracted:
-                    parsed.report["extraction"] = extracted.report()
-                rows, n_duplicates = _first_of_each_item_id(parsed.items)
-                new_items.append(_items_frame(rows))
-                new_sources.append(
-                    {
-                        "source_id": source_id,
-                        "title": source_title,
-                        "kind": kind,
-                        "original_path": str(path.resolve()),
-                        "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
-                        "n_bytes": len(data),
-                        "n_chars": len(text),
-                        "n_items": len(rows),
-                        "licence": licence,
-                        "parser": kind,
-                        "parser_version": parsed.parser_version,
-                        "parser_config": parsed.config_json,
-                        "convention": parsed.convention,
-                        "ingested_at": utc_now(),
-                        "parse_report": json.dumps(parsed.report, sort_keys=True),
-                    }
-                )
-                new_bytes[source_id] = data
-                reports.append(
-                    FileReport(
-                        str(path), source_id, "ingested", len(rows), n_duplicates, parsed.convention, parsed.report
-                    )
-                )
-
-            if not new_bytes:
-                return IngestReport(tuple(reports), generation=None)
-            notify(None, "committing")
+            new_ids: set[str] = set()
+            # Each new source is stored as soon as it is read, so no book is held as bytes and text at
+            # once; until HEAD names them they are unreferenced, and removed here if the ingest fails
+            # (or by the next writer's sweep, if it is killed).
             written: list[Path] = []
             writing = self.root / SOURCES_DIR
             try:
-                for source_id, data in new_bytes.items():
+                for path in paths:
+                    notify(path, "reading")
+                    extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
+                    data = extracted.data if extracted else read_source_file(path)
+                    source_id = hashlib.sha256(data).hexdigest()
+                    if source_id in known_ids or source_id in new_ids:
+                        reports.append(FileReport(str(path), source_id, "already ingested"))
+                        continue
+                    text = decode_source(path, data)
+                    n_bytes = len(data)
                     writing = self.root / SOURCES_DIR / f"{source_id}.txt"
+                    existed = writing.exists()  # the previous generation's, same bytes: not ours to remove
                     atomic_write(writing, data)
-                    written.append(writing)
+                    if not existed:
+                        written.append(writing)
+                    new_ids.add(source_id)
+                    del data
+                    source_title = title if title is not None else path.stem
+                    notify(path, "parsing")
+                    page_starts = extracted.page_starts if extracted else None
+                    parsed = _parse(kind, path, text, source_id, source_title, dialogue_config, prose_config, page_starts)
+                    if extracted:
+                        parsed.report["extraction"] = extracted.report()
+                    rows, n_duplicates = _first_of_each_item_id(parsed.items)
+                    parsed.items.clear()
+                    n_rows = len(rows)
+                    new_items.append(_items_frame(rows, consume=True))
+                    new_sources.append(
+                        {
+                            "source_id": source_id,
+                            "title": source_title,
+                            "kind": kind,
+                            "original_path": str(path.resolve()),
+                            "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
+                            "n_bytes": n_bytes,
+                            "n_chars": len(text),
+                            "n_items": n_rows,
+                            "licence": licence,
+                            "parser": kind,
+                            "parser_version": parsed.parser_version,
+                            "parser_config": parsed.config_json,
+                            "convention": parsed.convention,
+                            "ingested_at": utc_now(),
+                            "parse_report": json.dumps(parsed.report, sort_keys=True),
+                        }
+                    )
+                    reports.append(
+                        FileReport(
+                            str(path), source_id, "ingested", n_rows, n_duplicates, parsed.convention, parsed.report
+                        )
+                    )
+                    del text, parsed, rows, extracted  # a book's text and item dicts, kept only as its frame from here on
+
+                if not new_ids:
+                    return IngestReport(tuple(reports), generation=None)
+                notify(None, "committing")
                 writing = self.root / TABLES_DIR
                 generation = self._commit(
                     pl.concat([items, *new_items], how="diagonal"),
@@ -504,7 +513,7 @@ def read_source_file(path: Path) -> bytes:
         raise IngestError(path, f"cannot read: {error.strerror}") from None
     if not data:
         raise IngestError(path, "empty file")
-    if not data.strip():
+    if data.isspace():  # no stripped copy: a book can be large
         raise IngestError(path, "file holds only whitespace")
     utf16 = utf16_name(data)
     if utf16:
@@ -595,13 +604,24 @@ def _first_of_each_item_id(rows: list[dict[str, Any]]) -> tuple[list[dict[str, A
     return kept, len(rows) - len(kept)
 
 
-def _items_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def _items_frame(rows: list[dict[str, Any]], consume: bool = False) -> pl.DataFrame:
+    """The rows as an items frame; consume=True empties `rows` batch by batch as they go in, so a
+    big book's item dicts and its frame are not held whole at the same time."""
     expected = ITEM_SCHEMA.keys()
     for row in rows:
         if row.keys() != expected:
             missing, extra = sorted(expected - row.keys()), sorted(row.keys() - expected)
             raise ValueError(f"parser produced an item off the schema: missing {missing}, extra {extra}")
-    return pl.DataFrame(rows, schema=ITEM_SCHEMA)
+    if not consume:
+        return pl.DataFrame(rows, schema=ITEM_SCHEMA)
+    frames = [pl.DataFrame(schema=ITEM_SCHEMA)]
+    while rows:
+        frames.append(pl.DataFrame(rows[:ITEM_FRAME_BATCH], schema=ITEM_SCHEMA))
+        del rows[:ITEM_FRAME_BATCH]
+    return pl.concat(frames, how="vertical")
+
+
+ITEM_FRAME_BATCH = 2000
 
 
 def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
