@@ -20,6 +20,7 @@ from pathlib import Path
 from urllib.parse import parse_qsl, urlsplit
 
 import pytest
+from postgres import Database, database, postgres_server, with_search_path  # noqa: F401  (fixtures)
 
 from curation.dedup import run_dedup
 from curation.export import ExportConfig, export_version
@@ -348,9 +349,6 @@ def test_the_base_models_hash_is_cached_by_path_size_and_times(tmp_path: Path, m
 
 # ---- 14.10: decisions only on the workspace's items ---------------------------------------------------
 
-from postgres import Database, database, postgres_server  # noqa: E402, F401  (fixtures)
-
-
 def test_a_decision_on_an_item_the_workspace_lacks_is_refused_and_nothing_is_written(database: Database, filled: Workspace):
     from curation.responses import InvalidResponse
     from curation.review import record_decisions
@@ -458,7 +456,6 @@ def test_a_reviewer_role_that_does_not_own_the_log_cannot_rewrite_or_drop_it(dat
     import psycopg
 
     from curation.responses import ResponseStore, reviewer_grants
-    from postgres import with_search_path
 
     with database.open() as store:
         store.record(ITEM, HASH, "ana", "accept")
@@ -494,7 +491,7 @@ def test_a_reviewer_role_that_does_not_own_the_log_cannot_rewrite_or_drop_it(dat
 # ---- faults: one red line on stderr, exit status 1, state intact ----------------------------------------
 
 
-def cli(*args) -> "object":
+def cli(*args):
     from typer.testing import CliRunner
 
     from satsang.cli import app
