@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
-from curation.files import fsync_tree
+from curation.files import fsync_tree, write_error_reason
 from curation.review import UNREVIEWED, ReviewState, load_review_state, review_summary
 from curation.selection import TOKEN_METHOD, ExportConfig, Selection, StepReport, select_items
 from curation.versions import (
@@ -70,6 +70,7 @@ from curation.versions import (
     sweep_unfinished,
     tool_versions,
     versions_lock,
+    writable_entries,
     write_checksums,
 )
 from curation.workspace import pause_if_testing
@@ -124,6 +125,7 @@ def export_version(
     with versions_lock(versions):
         sweep_unfinished(versions)
         if is_finished(final):
+            writable_entries(final, repair=True)  # an export killed between its rename and its chmod left it writable
             header = read_manifest_header(final)
             return ExportResult(
                 selection.version_id,
@@ -145,8 +147,11 @@ def export_version(
         staging = staging_dir(versions)
         try:
             n_rows = _write_version(staging, selection, parent, when)
-        except BaseException:
+        except BaseException as error:
             shutil.rmtree(staging, ignore_errors=True)  # a kill cannot get here; the next export sweeps that
+            reason = write_error_reason(error)
+            if reason is not None:
+                raise ExportError(f"{final}: could not be written ({reason}); nothing was exported") from None
             raise
         publish(staging, final)
     return ExportResult(

@@ -6,7 +6,8 @@
 - `fsync(path)`, `fsync_tree(directory)`: flush before a rename that publishes.
 - `exclusive_lock(path, timeout_s, busy)`: an flock held by one writer at a time,
   waiting at most `timeout_s`, then `LockTimeout` with the caller's words.
-- `sha256_file(path)`: hex digest, read in chunks.
+- `sha256_file(path)`: hex digest, read in chunks; `sha256_file_cached(path)` remembers it
+  by the file's size and times under `cache_dir()` (a base model is not re-hashed every run).
 - `utc_now()`, `iso_utc(value)`: the one timestamp format (ISO 8601, UTC, `+00:00`).
 
 Temp files start with TMP_PREFIX, so the sweeps of the workspace and of the
@@ -15,8 +16,10 @@ versions directory know what a killed writer left behind.
 
 from __future__ import annotations
 
+import errno
 import fcntl
 import hashlib
+import json
 import os
 import secrets
 import time
@@ -96,7 +99,13 @@ def exclusive_lock(
     Waits up to `timeout_s` for another holder, then raises `error("<busy> (waited Ns for its lock)")`:
     the caller's own error class, so that its callers catch what they already catch.
     """
-    with open(path, "ab") as lock_file:
+    try:
+        lock_file = open(path, "ab")  # noqa: SIM115 - closed by the with below
+    except IsADirectoryError:
+        raise error(f"{path}: is a directory, where the lock file should be; remove it (rmdir {path}) and run again") from None
+    except OSError as why:
+        raise error(f"{path}: cannot open the lock file ({why.strerror})") from None
+    with lock_file:
         deadline = time.monotonic() + timeout_s
         while True:
             try:
@@ -118,6 +127,65 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 22) -> str:
         while block := file.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def write_error_reason(error: BaseException) -> str | None:
+    """Why the disk refused a write, in words ("disk full: No space left on device"), or None for any other error.
+
+    OSError carries its errno; Parquet and Arrow writers (polars, pyarrow) wrap the OS error in
+    their own exception, whose message names it.
+    """
+    if isinstance(error, OSError) and error.errno is not None:
+        reason = error.strerror or os.strerror(error.errno)
+        return f"disk full: {reason}" if error.errno in (errno.ENOSPC, errno.EDQUOT) else reason
+    message = " ".join(str(error).split())
+    for words in ("No space left on device", "Disk quota exceeded"):
+        if words in message:
+            return f"disk full: {words}"
+    if "os error" in message.lower() or "io error" in message.lower():
+        return message[:200]
+    return None
+
+
+CACHE_DIR_ENV = "SATSANG_CACHE_DIR"
+SHA256_CACHE_NAME = "sha256.json"
+
+
+def cache_dir() -> Path:
+    """Where satsang keeps what it can recompute: $SATSANG_CACHE_DIR, else $XDG_CACHE_HOME/satsang, else ~/.cache/satsang."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "satsang"
+
+
+def sha256_file_cached(path: str | os.PathLike[str]) -> str:
+    """sha256_file, remembered by (real path, size, mtime, ctime, inode), so a multi-gigabyte base model is hashed once.
+
+    ctime and the inode are in the key because a writer can set mtime back but not ctime: a
+    file changed in place is hashed again. The cache is a convenience; when it cannot be read
+    or written the file is simply hashed.
+    """
+    real = Path(path).resolve()
+    info = real.stat()
+    key = f"{real}|{info.st_size}|{info.st_mtime_ns}|{info.st_ctime_ns}|{info.st_ino}"
+    cache = cache_dir() / SHA256_CACHE_NAME
+    try:
+        known = json.loads(cache.read_text(encoding="utf-8"))
+        if not isinstance(known, dict):
+            known = {}
+    except (OSError, ValueError):
+        known = {}
+    if isinstance(known.get(key), str):
+        return known[key]
+    digest = sha256_file(real)
+    known = {k: v for k, v in known.items() if not k.startswith(f"{real}|")}  # this path's older states are stale
+    known[key] = digest
+    try:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(cache, json.dumps(known, indent=0, sort_keys=True).encode("utf-8"))
+    except OSError:
+        pass
+    return digest
 
 
 def utc_now(timespec: str = "seconds") -> str:

@@ -40,8 +40,10 @@ from __future__ import annotations
 import itertools
 import json
 import re
+from array import array
 from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
+from collections.abc import Iterable, Iterator
 from functools import lru_cache
 
 from curation import schema
@@ -67,6 +69,11 @@ class ProseConfig:
 
 TOKEN = re.compile(r"\w+|[^\w\s]+")
 WORD = re.compile(r"\S+")
+LONG_SPACE = re.compile(r"\s{2,}")
+OTHER_SPACE = re.compile(r"[^\S ]")  # whitespace other than the space
+# Where a chunk of a very long paragraph may end: "... word. " before "Capital" (see _sentence_start_after).
+SURE_SENTENCE_START = re.compile(r"(?<![^\s])([a-z]{2,})[.?!] (?=[A-Z][a-z])")
+CHUNK_CHARS = 100_000  # spaCy gets paragraphs longer than this in pieces (a Doc costs ~50 bytes a character)
 PAGE_NUMBER = re.compile(r"\d+")
 DASHED_HEADING = re.compile(r"-{3,}\s*(\S.*?)\s*-{3,}")
 # "-----", "* * *", "=====": a break between paragraphs, no section of its own
@@ -83,9 +90,30 @@ def count_tokens(text: str, start: int = 0, end: int | None = None) -> int:
     return sum(1 for _ in TOKEN.finditer(text, start, len(text) if end is None else end))
 
 
+def import_spacy_without_torch():
+    """spaCy, imported on first use (so importing this module stays instant), without loading torch.
+
+    spaCy's thinc imports torch when it is installed (250 MB resident, seconds of import), and
+    the tokenizer and rule-based sentencizer never use it: hide torch while spaCy is imported,
+    unless something in this process loaded it already.
+    """
+    import sys
+
+    if "spacy" in sys.modules or "torch" in sys.modules:
+        import spacy
+
+        return spacy
+    sys.modules["torch"] = None  # type: ignore[assignment]  # `import torch` raises ImportError, which thinc expects
+    try:
+        import spacy
+    finally:
+        del sys.modules["torch"]
+    return spacy
+
+
 @lru_cache(maxsize=1)
 def sentence_splitter():
-    import spacy  # heavy: imported on first use, so importing this module stays instant
+    spacy = import_spacy_without_torch()
 
     nlp = spacy.blank("en")
     nlp.add_pipe("sentencizer")
@@ -95,42 +123,81 @@ def sentence_splitter():
 
 @dataclass
 class Paragraph:
-    """A paragraph as whitespace-collapsed text, with the map back to source offsets."""
+    """A paragraph as whitespace-collapsed text, with the map back to source offsets.
+
+    The map is kept as anchors, not per word: collapsing turns each whitespace run into one
+    space, so text and source advance together except after a run of two or more characters
+    and across segments. An anchor (text offset, source offset, segment) marks each place the
+    two move apart; between anchors an offset maps one to one. A book on one line costs a few
+    anchors, not a list entry per word.
+    """
 
     section: str
     segments: list[tuple[int, int]] = field(default_factory=list)  # kept source ranges, in order
     text: str = ""
     n_tokens: int = 0
-    word_starts: list[int] = field(default_factory=list)  # offset of each word in `text`
-    word_sources: list[int] = field(default_factory=list)  # offset of each word in the source
-    word_segments: list[int] = field(default_factory=list)  # index of each word's segment
-    pieces: list[_Piece] = field(default_factory=list)  # its sentences, in order
+    anchor_text: array = field(default_factory=lambda: array("q"))  # offset in `text`
+    anchor_source: array = field(default_factory=lambda: array("q"))  # the same place in the source
+    anchor_segment: array = field(default_factory=lambda: array("q"))  # index of its segment
+    # Its sentences, in order, as (start, end, tokens) in `text`: three arrays rather than an object
+    # a sentence, since a book on one line has hundreds of thousands of them.
+    piece_starts: array = field(default_factory=lambda: array("q"))
+    piece_ends: array = field(default_factory=lambda: array("q"))
+    piece_tokens: array = field(default_factory=lambda: array("q"))
+
+    def add_piece(self, start: int, end: int, n_tokens: int) -> None:
+        self.piece_starts.append(start)
+        self.piece_ends.append(end)
+        self.piece_tokens.append(n_tokens)
+
+    def pieces(self) -> Iterator[_Piece]:
+        for start, end, n_tokens in zip(self.piece_starts, self.piece_ends, self.piece_tokens):
+            yield _Piece(self, start, end, n_tokens)
 
     def finish(self, source: str) -> None:
-        words, offset = [], 0
-        for index, (start, end) in enumerate(self.segments):
-            for word in WORD.finditer(source, start, end):
-                words.append(word.group())
-                self.word_starts.append(offset)
-                self.word_sources.append(word.start())
-                self.word_segments.append(index)
-                offset += len(word.group()) + 1
-        self.text = " ".join(words)
+        parts, offset = [], 0
+        for index, (start, end) in enumerate(self.segments):  # a segment starts and ends on a word
+            self._anchor(offset, start, index)
+            removed = 0
+            for run in LONG_SPACE.finditer(source, start, end):
+                removed += len(run.group()) - 1
+                self._anchor(run.end() - start - removed + offset, run.end(), index)
+            parts.append(collapse_spaces(source[start:end]))
+            offset += end - start - removed + 1
+        self.text = " ".join(parts)
+        del parts
         self.n_tokens = count_tokens(self.text)
+
+    def _anchor(self, text_offset: int, source_offset: int, segment: int) -> None:
+        self.anchor_text.append(text_offset)
+        self.anchor_source.append(source_offset)
+        self.anchor_segment.append(segment)
+
+    def _source_of(self, at: int) -> tuple[int, int]:
+        """(source offset, segment) of the character at `at` in the text (never a joining space)."""
+        anchor = bisect_right(self.anchor_text, at) - 1
+        return self.anchor_source[anchor] + at - self.anchor_text[anchor], self.anchor_segment[anchor]
 
     def source_spans(self, start: int, end: int) -> list[list[int]]:
         """Source spans of `self.text[start:end]` (start and end never on a space)."""
-        first = bisect_right(self.word_starts, start) - 1
-        last = bisect_right(self.word_starts, end - 1) - 1
+        first_source, first = self._source_of(start)
+        last_source, last = self._source_of(end - 1)
         spans = []
-        for index in range(self.word_segments[first], self.word_segments[last] + 1):
+        for index in range(first, last + 1):
             span_start, span_end = self.segments[index]
-            if index == self.word_segments[first]:
-                span_start = self.word_sources[first] + start - self.word_starts[first]
-            if index == self.word_segments[last]:
-                span_end = self.word_sources[last] + end - self.word_starts[last]
+            if index == first:
+                span_start = first_source
+            if index == last:
+                span_end = last_source + 1
             spans.append([span_start, span_end])
         return spans
+
+
+def collapse_spaces(text: str) -> str:
+    """Each whitespace run as one space; a replacement per run that is not already one space, not per word."""
+    if OTHER_SPACE.search(text):
+        text = OTHER_SPACE.sub(" ", text)
+    return LONG_SPACE.sub(" ", text) if LONG_SPACE.search(text) else text
 
 
 def _heading(line: str) -> str | None:
@@ -138,8 +205,10 @@ def _heading(line: str) -> str | None:
     if dashed := DASHED_HEADING.fullmatch(line):
         return dashed.group(1)
     # ALL-CAPS: needs a word of three letters or more, so that initials ("B. G.") stay text
+    if sum(1 for _ in itertools.islice(WORD.finditer(line), 11)) > 10:  # counted lazily: a line can be a whole book
+        return None
     letters = [c for c in line if c.isalpha()]
-    if letters and all(c.isupper() for c in letters) and LONG_WORD.search(line) and len(line.split()) <= 10:
+    if letters and all(c.isupper() for c in letters) and LONG_WORD.search(line):
         return line.strip(" *:")
     if (label := NUMBERED_LABEL.match(line)) and label.end() == len(line):
         return " ".join(label.group(1).split())
@@ -180,9 +249,12 @@ def _kept_segments(source: str, start: int, end: int, noise: list[tuple[int, int
     pieces.append((cursor, end))
     segments = []
     for piece_start, piece_end in pieces:
-        words = list(WORD.finditer(source, piece_start, piece_end))
-        if words:
-            segments.append((words[0].start(), words[-1].end()))
+        first = WORD.search(source, piece_start, piece_end)
+        if first:
+            last_end = piece_end
+            while source[last_end - 1].isspace():  # as \S+ sees it: the same test of whitespace
+                last_end -= 1
+            segments.append((first.start(), last_end))
     return segments
 
 
@@ -209,7 +281,8 @@ def _paragraphs(source: str, title: str) -> list[Paragraph]:
                 current = start_new(" ".join(label.group(1).split()))
             segments = _kept_segments(source, line_start, line_end, noise)
             current.segments.extend(segments)
-            if segments and _ends_sentence(source[segments[-1][0] : segments[-1][1]]):
+            # Its last 64 characters decide (no sentence-end or abbreviation pattern is longer); a line can be a whole book.
+            if segments and _ends_sentence(source[max(segments[-1][0], segments[-1][1] - 64) : segments[-1][1]]):
                 current = start_new(current.section)
     start_new(current.section)
     for paragraph in paragraphs:
@@ -236,7 +309,7 @@ def _groups(paragraphs: list[Paragraph], min_tokens: int) -> list[list[Paragraph
     return groups
 
 
-@dataclass
+@dataclass(slots=True)
 class _Piece:
     """A sentence, or part of an over-long one: a range of one paragraph's text."""
 
@@ -266,35 +339,69 @@ def _cut_long_sentence(paragraph: Paragraph, start: int, end: int, max_tokens: i
     return pieces
 
 
-def _split_sentences(paragraphs: list[Paragraph], max_tokens: int) -> None:
+def _chunks(paragraphs: list[Paragraph], chunk_chars: int):
+    """(paragraph, offset, text) to sentencize: a paragraph whole, or one longer than `chunk_chars`
+    in pieces cut where a sentence surely starts, so spaCy never holds a whole book as one Doc."""
+    for paragraph in paragraphs:
+        text, offset = paragraph.text, 0
+        while len(text) - offset > chunk_chars:
+            cut = _sentence_start_after(text, offset + chunk_chars)
+            if cut is None:
+                break
+            yield paragraph, offset, text[offset:cut]
+            offset = cut
+        yield paragraph, offset, text[offset:]
+
+
+def _sentence_start_after(text: str, at: int) -> int | None:
+    """The first place after `at` where the sentencizer surely starts a sentence: after a lower-case
+    word, a full stop (or ? !) and a space, before a capital, the word not one of the tokenizer's
+    special cases ("etc.", "p.m."), where the stop is part of the word and ends nothing."""
+    special = sentence_splitter().tokenizer.rules
+    for boundary in SURE_SENTENCE_START.finditer(text, at):
+        if f"{boundary.group(1)}." not in special and f"{boundary.group(1).capitalize()}." not in special:
+            return boundary.end()
+    return None
+
+
+def _split_sentences(paragraphs: list[Paragraph], max_tokens: int, chunk_chars: int = CHUNK_CHARS) -> None:
     """Fill each paragraph's pieces: its sentences, over-long ones cut to fit."""
-    docs = sentence_splitter().pipe((p.text for p in paragraphs), batch_size=256)
-    for paragraph, doc in zip(paragraphs, docs):
+    chunks = ((text, (paragraph, offset)) for paragraph, offset, text in _chunks(paragraphs, chunk_chars))
+    for doc, (paragraph, offset) in sentence_splitter().pipe(chunks, batch_size=256, as_tuples=True):
         for sentence in doc.sents:
-            start, end = sentence.start_char, sentence.end_char
+            start, end = offset + sentence.start_char, offset + sentence.end_char
             n = count_tokens(paragraph.text, start, end)
             if n <= max_tokens:
-                paragraph.pieces.append(_Piece(paragraph, start, end, n))
+                paragraph.add_piece(start, end, n)
             else:
-                paragraph.pieces.extend(_cut_long_sentence(paragraph, start, end, max_tokens))
+                for piece in _cut_long_sentence(paragraph, start, end, max_tokens):
+                    paragraph.add_piece(piece.start, piece.end, piece.n_tokens)
 
 
-def _pack(pieces: list[_Piece], config: ProseConfig) -> list[list[_Piece]]:
-    """Greedy packing up to the target; a passage still under min_tokens may go past it up to max."""
-    passages: list[list[_Piece]] = []
+def _pack(pieces: Iterable[_Piece], config: ProseConfig) -> Iterator[list[_Piece]]:
+    """Greedy packing up to the target; a passage still under min_tokens may go past it up to max.
+
+    A generator holding two passages at a time: the last one may still join the one before it.
+    """
+    previous: list[_Piece] | None = None
+    current: list[_Piece] | None = None
     size = 0
     for piece in pieces:
         limit = config.target_tokens if size >= config.min_tokens else config.max_tokens
-        if passages and size + piece.n_tokens <= limit:
-            passages[-1].append(piece)
+        if current is not None and size + piece.n_tokens <= limit:
+            current.append(piece)
             size += piece.n_tokens
         else:
-            passages.append([piece])
-            size = piece.n_tokens
-    if len(passages) >= 2 and size < config.min_tokens:
-        if sum(p.n_tokens for p in passages[-2]) + size <= config.max_tokens:
-            passages[-2].extend(passages.pop())
-    return passages
+            if previous is not None:
+                yield previous
+            previous, current, size = current, [piece], piece.n_tokens
+    if previous is not None and current is not None and size < config.min_tokens:
+        if sum(p.n_tokens for p in previous) + size <= config.max_tokens:
+            previous.extend(current)
+            current = None
+    for passage in (previous, current):
+        if passage is not None:
+            yield passage
 
 
 def _text_and_spans(pieces: list[_Piece]) -> tuple[str, list[list[int]]]:
@@ -330,7 +437,7 @@ def split_prose(
     passages_in_section: dict[str, int] = {}
     for group in _groups(paragraphs, config.min_tokens):
         section = group[0].section
-        for passage in _pack([piece for p in group for piece in p.pieces], config):
+        for passage in _pack((piece for p in group for piece in p.pieces()), config):
             passage_text, spans = _text_and_spans(passage)
             turn_index = passages_in_section.get(section, 0)
             passages_in_section[section] = turn_index + 1

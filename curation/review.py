@@ -37,7 +37,7 @@ from typing import Any
 import polars as pl
 
 from curation.redaction import redact_url
-from curation.responses import RESPONSE_SCHEMA, SQLITE_FILE, STATE_SCHEMA, ResponseStore, resolve_db_url
+from curation.responses import RESPONSE_SCHEMA, SQLITE_FILE, STATE_SCHEMA, InvalidResponse, Response, ResponseStore, resolve_db_url
 
 # Decision states an item can be in, as the dashboard's filters and the queue name them.
 UNREVIEWED = "unreviewed"
@@ -110,6 +110,25 @@ class ReviewState:
 
     def standing(self) -> pl.DataFrame:
         return reviewer_decisions(self.responses)
+
+
+# ---- writing decisions on a workspace's items ----------------------------------------------------
+
+
+def record_decisions(store: ResponseStore, responses: Sequence[dict[str, Any]], item_ids: Iterable[str] | pl.Series) -> list[Response]:
+    """Append responses (ResponseStore.record_many's dicts) on items of a workspace: all, or none.
+
+    The store keeps a log for whatever ids it is given (one database may serve several
+    workspaces); the app and the CLI write through here, with the workspace's current item
+    ids, so a decision on an item the workspace does not have is refused, naming it, and
+    nothing of the batch is written.
+    """
+    known = set(item_ids.to_list() if isinstance(item_ids, pl.Series) else item_ids)
+    unknown = list(dict.fromkeys(r.get("item_id") for r in responses if r.get("item_id") not in known))
+    if unknown:
+        more = f" and {len(unknown) - 1} more" if len(unknown) > 1 else ""
+        raise InvalidResponse(f"item {unknown[0]}{more}: not an item of this workspace; nothing recorded")
+    return store.record_many(responses)
 
 
 def review_store_exists(workspace_root: str | os.PathLike[str], db_url: str | None = None) -> bool:

@@ -121,6 +121,17 @@ def resolve_model(name: str) -> str:
     return name
 
 
+def load_embedding_model(model: str, device: str | None, loader: Any) -> Any:
+    """`loader` (SentenceTransformer) on the resolved model; a ScoreError naming it when it cannot be loaded."""
+    resolved = resolve_model(model)
+    if str(model).startswith(("/", "./", "../", "~")) and not Path(resolved).expanduser().exists():
+        raise ScoreError(f"{model}: no such model directory")
+    try:
+        return loader(resolved, device=device)
+    except (OSError, ValueError) as error:
+        raise ScoreError(f"model {model!r} cannot be loaded: {' '.join(str(error).split())[:200]}") from None
+
+
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
 
@@ -305,7 +316,7 @@ class Embedder:
         if self._model is None:
             from sentence_transformers import SentenceTransformer
 
-            self._model = SentenceTransformer(resolve_model(self.config.model), device=self.config.device)
+            self._model = load_embedding_model(self.config.model, self.config.device, SentenceTransformer)
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -122,11 +122,16 @@ class VersionDiff:
 # ---- identity -----------------------------------------------------------------------------------
 
 
-def identity_digest(config: Mapping[str, Any], records: list[dict[str, Any]], agents: dict[str, list[Any]]) -> str:
-    """The full sha256 hex a version's id is cut from: config (as a dict), format, satsang version, agents and item records."""
+def identity_digest(
+    config: Mapping[str, Any], records: list[dict[str, Any]], agents: dict[str, list[Any]], satsang_version: str | None = None
+) -> str:
+    """The full sha256 hex a version's id is cut from: config (as a dict), format, satsang version, agents and item records.
+
+    satsang_version: the version that made it (verify passes the manifest's), default this one.
+    """
     payload = {
         "format": EXPORT_FORMAT,
-        "satsang": tool_versions()["satsang"],
+        "satsang": satsang_version if satsang_version is not None else tool_versions()["satsang"],
         "config": dict(config),
         "agents": agents,
         "items": sorted(({k: v for k, v in r.items() if k not in ("row", "turn")} for r in records), key=lambda r: (r["item_id"], r["source_id"])),
@@ -431,19 +436,21 @@ def verify_version(workspace: Workspace, version_id: str) -> list[str]:
     """Every problem found in a version, one line each naming the file; [] when it is intact.
 
     Recomputes: the sha256 of every file against checksums.sha256 (and that file's own
-    digest line), files missing or not listed, the version id from the manifest, and each
-    item's exported hash from the dataset rows where the rows hold the whole item.
+    digest line), files missing or not listed, the version id from the manifest, each
+    item's exported hash from the rows of every copy (data/, dataset/, seed.jsonl), and
+    the modes (a writable file or directory is reported, and made read-only again).
     """
     directory = resolve_version(workspace, version_id)
     return verify_path(directory)
 
 
-def verify_path(directory: Path) -> list[str]:
-    problems: list[str] = []
+def verify_path(directory: Path, repair_modes: bool = True) -> list[str]:
+    """verify_version on a version directory. repair_modes: make what is writable read-only (still reported)."""
+    problems: list[str] = writable_entries(directory, repair=repair_modes)
     listed: dict[str, str] = {}
     checksums = directory / CHECKSUMS_NAME
     if not checksums.is_file():
-        return [f"{CHECKSUMS_NAME}: missing"]
+        return problems + [f"{CHECKSUMS_NAME}: missing"]
     raw = checksums.read_bytes()
     try:
         text = raw.decode("utf-8")
@@ -477,58 +484,152 @@ def verify_path(directory: Path) -> list[str]:
     return problems
 
 
+MODES_LABEL = "modes"
+
+
+def writable_entries(directory: Path, repair: bool) -> list[str]:
+    """One line (or none) saying which files and directories of a version anyone may write.
+
+    A version is 0444 files in 0555 directories; one killed between its rename and its chmod
+    stays writable, and so does one someone chmod-ed. repair=True makes them read-only again
+    (the line says so), as the next export of the same id does.
+    """
+    writable: list[tuple[str, int, Path]] = []
+    for root, _, files in os.walk(directory, topdown=False):
+        for path in [Path(root) / name for name in files] + [Path(root)]:
+            mode = stat.S_IMODE(path.lstat().st_mode)
+            if mode & (stat.S_IWUSR | stat.S_IWGRP | stat.S_IWOTH):
+                writable.append((path.relative_to(directory).as_posix() if path != directory else ".", mode, path))
+    if not writable:
+        return []
+    writable.sort()
+    examples = ", ".join(f"{rel} {mode:04o}" for rel, mode, _ in writable[:3]) + (", ..." if len(writable) > 3 else "")
+    what = f"{MODES_LABEL}: {len(writable)} files or directories writable ({examples}); a version is read-only"
+    if not repair:
+        return [what]
+    try:
+        for _, _, path in writable:  # chmod needs ownership, not a writable directory: any order will do
+            os.chmod(path, 0o555 if path.is_dir() else 0o444)
+    except OSError as error:
+        return [f"{what}, and they could not be made so ({error.strerror})"]
+    return [f"{what}: made read-only again"]
+
+
 def _verify_manifest(directory: Path) -> list[str]:
-    """The id recomputed from the manifest, and exported hashes recomputed from the dataset rows."""
+    """The id recomputed from the manifest, and exported hashes recomputed from the rows of every copy."""
     try:
         manifest = load_manifest_path(directory)
         config = manifest["config"]
         if not isinstance(config, dict) or not isinstance(config.get("name"), str):
             raise ValueError("config is not an export configuration")
-        # The id's payload names the satsang version that made it, so only that version can recompute it.
-        same_tool = manifest.get("tool", {}).get("satsang") == tool_versions()["satsang"]
-        digest = identity_digest(config, manifest["items"], manifest["agents"]) if same_tool else None
-    except (ExportError, KeyError, TypeError, ValueError) as error:
-        return [f"{MANIFEST_NAME}: unreadable ({str(error).splitlines()[0][:200]})"]
+        # The id's payload names the satsang version that made it: recompute with the one the manifest records.
+        made_by = manifest.get("tool", {}).get("satsang")
+        if not isinstance(made_by, str):
+            raise ValueError("tool.satsang is not a version")
+        digest = identity_digest(config, manifest["items"], manifest["agents"], satsang_version=made_by)
+    except (ExportError, KeyError, TypeError, ValueError, AttributeError) as error:
+        return [f"{MANIFEST_NAME}: unreadable ({str(error).splitlines()[0][:200] if str(error) else type(error).__name__})"]
     problems = []
     if manifest.get("version_id") != directory.name:
         problems.append(f"{MANIFEST_NAME}: names version {manifest.get('version_id')!r}, but the directory is {directory.name!r}")
-    if digest is not None and (version_id_of(config["name"], digest) != directory.name or digest != manifest.get("digest")):
+    if version_id_of(config["name"], digest) != directory.name or digest != manifest.get("digest"):
         problems.append(f"{MANIFEST_NAME}: its config and items hash to {version_id_of(config['name'], digest)}, not to this version's id")
-    problems.extend(_verify_rows(directory, manifest, config))
+    data_rows, data_problems = _parquet_rows(directory)
+    problems.extend(data_problems)
+    if data_rows is not None:
+        problems.extend(_verify_rows(f"{PARQUET_DIR}/", data_rows, manifest, config))
+    saved_rows, saved_problems = _saved_dataset_rows(directory)
+    problems.extend(saved_problems)
+    if saved_rows is not None:
+        problems.extend(_verify_rows(f"{DATASET_DIR}/", saved_rows, manifest, config))
+    if manifest.get("kind") == "sft":
+        problems.extend(_verify_seed(directory, data_rows if data_rows is not None else saved_rows, manifest, config))
     return problems
 
 
-def _verify_rows(directory: Path, manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+def _parquet_rows(directory: Path) -> tuple[list[dict[str, Any]] | None, list[str]]:
     import pyarrow.parquet as pq
 
     shards = sorted((directory / PARQUET_DIR).glob("*.parquet"))
     try:
-        tables = [pq.read_table(s) for s in shards]
+        return [row for s in shards for row in pq.read_table(s).to_pylist()], []
     except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
-        return [f"{PARQUET_DIR}/: unreadable Parquet ({type(error).__name__})"]
-    rows = [row for t in tables for row in t.to_pylist()]
+        return None, [f"{PARQUET_DIR}/: unreadable Parquet ({type(error).__name__})"]
+
+
+def _saved_dataset_rows(directory: Path) -> tuple[list[dict[str, Any]] | None, list[str]]:
+    """The rows `datasets.load_from_disk` would load: the Arrow files its state.json lists, in order."""
+    import pyarrow as pa
+
+    saved = directory / DATASET_DIR
+    try:
+        state = json.loads((saved / "state.json").read_text(encoding="utf-8"))
+        names = [entry["filename"] for entry in state["_data_files"]]
+    except (OSError, ValueError, KeyError, TypeError) as error:
+        return None, [f"{DATASET_DIR}/state.json: unreadable ({type(error).__name__})"]
+    rows: list[dict[str, Any]] = []
+    for name in names:
+        path = saved / name
+        if Path(name).name != name or not path.is_file():
+            return None, [f"{DATASET_DIR}/state.json: names {name!r}, which is not a file of the version"]
+        try:
+            with pa.memory_map(str(path)) as source:
+                rows.extend(pa.ipc.open_stream(source).read_all().to_pylist())
+        except Exception as error:  # noqa: BLE001 - pyarrow raises several kinds for a damaged file
+            return None, [f"{DATASET_DIR}/{name}: unreadable Arrow ({type(error).__name__})"]
+    return rows, []
+
+
+def _verify_seed(directory: Path, rows: list[dict[str, Any]] | None, manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """seed.jsonl's conversations, with the contexts of the rows they copy, against the manifest's hashes."""
+    path = directory / SEED_NAME
+    if not path.is_file() or rows is None:
+        return []  # a missing seed.jsonl is named by the checksums; no readable rows, named above
+    seed_rows = []
+    with open(path, encoding="utf-8", errors="replace") as file:
+        for number, line in enumerate(file, start=1):
+            try:
+                entry = json.loads(line)
+                messages = [{"role": "user" if m["role"] == "human" else m["role"], "content": m["content"]} for m in entry["messages"]]
+                row_id = entry["id"]
+            except (ValueError, KeyError, TypeError):
+                return [f"{SEED_NAME}:{number}: not a seed conversation"]
+            if number > len(rows):
+                return [f"{SEED_NAME}: {number} or more conversations, the manifest says {len(rows)}"]
+            if row_id != rows[number - 1]["id"]:
+                return [f"{SEED_NAME}:{number}: conversation {row_id!r}, the manifest's row {number - 1} is {rows[number - 1]['id']!r}"]
+            seed_rows.append({**rows[number - 1], "messages": messages})
+    return _verify_rows(f"{SEED_NAME}", seed_rows, manifest, config)
+
+
+def _verify_rows(label: str, rows: list[dict[str, Any]], manifest: dict[str, Any], config: dict[str, Any]) -> list[str]:
+    """One copy's rows against the manifest: the row count, and each item's exported hash recomputed."""
     if len(rows) != manifest["counts"]["rows"]:
-        return [f"{PARQUET_DIR}/: {len(rows)} rows, the manifest says {manifest['counts']['rows']}"]
+        return [f"{label}: {len(rows)} rows, the manifest says {manifest['counts']['rows']}"]
     problems = []
     for record in manifest["items"]:
         row = rows[record["row"]] if 0 <= record.get("row", -1) < len(rows) else None
         if row is None:
-            problems.append(f"{PARQUET_DIR}/: no row for item {record['item_id']}")
+            problems.append(f"{label}: no row for item {record['item_id']}")
             continue
-        if manifest["kind"] == "sft":
-            turn = record["turn"]
-            if turn >= len(row["item_ids"]) or row["item_ids"][turn] != record["item_id"]:
-                problems.append(f"{PARQUET_DIR}/: row {record['row']} does not hold item {record['item_id']}")
-                continue
-            question = row["messages"][2 * turn]["content"]
-            answer = row["messages"][2 * turn + 1]["content"]
-            if record["silent"] and answer == config.get("silence_text"):
-                answer = ""
-            actual = schema.content_hash("pair", question=question, answer=answer, context=row["contexts"][turn])
-        elif record["kind"] == "passage":
-            actual = schema.content_hash("passage", text=row["text"])
-        else:
-            continue  # an answer alone cannot rebuild its pair's hash; the file checksum covers it
+        try:
+            if manifest["kind"] == "sft":
+                turn = record["turn"]
+                if turn >= len(row["item_ids"]) or row["item_ids"][turn] != record["item_id"]:
+                    problems.append(f"{label}: row {record['row']} does not hold item {record['item_id']}")
+                    continue
+                question = row["messages"][2 * turn]["content"]
+                answer = row["messages"][2 * turn + 1]["content"]
+                if record["silent"] and answer == config.get("silence_text"):
+                    answer = ""
+                actual = schema.content_hash("pair", question=question, answer=answer, context=row["contexts"][turn])
+            elif record["kind"] == "passage":
+                actual = schema.content_hash("passage", text=row["text"])
+            else:
+                continue  # an answer alone cannot rebuild its pair's hash; the file checksum covers it
+        except (KeyError, IndexError, TypeError):
+            problems.append(f"{label}: row {record['row']} does not have the shape of a {manifest['kind']} row")
+            continue
         if actual != record["exported_hash"]:
-            problems.append(f"{PARQUET_DIR}/: item {record['item_id']} (row {record['row']}) does not match its exported hash")
+            problems.append(f"{label}: item {record['item_id']} (row {record['row']}) does not match its exported hash")
     return problems

@@ -19,6 +19,7 @@ readers and swept by the next writer, under the lock.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -34,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from curation.errors import CurationError
-from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, sha256_file, utc_now
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, sha256_file, utc_now, write_error_reason
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
 
 if TYPE_CHECKING:
@@ -401,21 +402,27 @@ class Workspace:
             if progress is not None:
                 progress(None, "committing")
             written: list[Path] = []
+            writing = self.root / SOURCES_DIR
             try:
                 for book in new:
-                    stored = self.root / SOURCES_DIR / f"{book.source_id}.txt"
-                    atomic_write(stored, _unchanged_source_bytes(book))
-                    written.append(stored)
-            except BaseException:
-                for stored in written:  # no commit refers to them: leave the workspace as it was
+                    writing = self.root / SOURCES_DIR / f"{book.source_id}.txt"
+                    existed = writing.exists()  # the previous generation's, same bytes: not ours to remove
+                    atomic_write(writing, _unchanged_source_bytes(book))
+                    if not existed:
+                        written.append(writing)
+                now = utc_now()
+                new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=SOURCE_SCHEMA)
+                writing = self.root / TABLES_DIR
+                generation = self._commit(
+                    pl.concat([items, *(book.items for book in new)], how="diagonal"),
+                    pl.concat([sources, new_sources], how="vertical"),
+                )
+            except BaseException as error:
+                for stored in written:  # committed state never names them: a failed ingest leaves nothing behind
                     stored.unlink(missing_ok=True)
+                if is_write_failure(error):
+                    raise write_failure(error, writing) from None
                 raise
-            now = utc_now()
-            new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=SOURCE_SCHEMA)
-            generation = self._commit(
-                pl.concat([items, *(book.items for book in new)], how="diagonal"),
-                pl.concat([sources, new_sources], how="vertical"),
-            )
             return IngestReport(tuple(reports), generation)
 
     def update_items(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
@@ -433,7 +440,12 @@ class Workspace:
                 raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
             if set(updated.columns) == set(items.columns) and updated.select(items.columns).equals(items):
                 return generation  # same content; a stage that re-adds its columns may reorder them
-            return self._commit(updated, sources)
+            try:
+                return self._commit(updated, sources)
+            except Exception as error:
+                if is_write_failure(error):
+                    raise write_failure(error, self.root / TABLES_DIR) from None
+                raise
 
     # ---- internals -----------------------------------------------------------------
 
@@ -449,19 +461,38 @@ class Workspace:
     def snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
         """Both tables from one generation, so items and sources always agree."""
         for _ in range(5):
-            generation = self._head().generation
+            head = self._head()
+            generation = head.generation
             directory = self.root / TABLES_DIR / _generation_name(generation)
             try:
                 return (
                     generation,
-                    with_added_columns(pl.read_parquet(directory / ITEMS_TABLE), ITEM_SCHEMA),
-                    with_added_columns(pl.read_parquet(directory / SOURCES_TABLE), SOURCE_SCHEMA),
+                    self._read_table(directory / ITEMS_TABLE, ITEM_SCHEMA, head),
+                    self._read_table(directory / SOURCES_TABLE, SOURCE_SCHEMA, head),
                 )
             except FileNotFoundError:
                 # Writers keep HEAD and the generation before it; a reader this slow can
                 # find its generation pruned after two commits. HEAD has moved: read again.
                 continue
         raise WorkspaceError(f"{self.root}: generation {generation} named by {HEAD} is missing")
+
+    def _read_table(self, path: Path, schema: dict[str, Any], head: _Head) -> pl.DataFrame:
+        """One committed table; a damaged one is a WorkspaceError naming it and the way back to the generation before."""
+        try:
+            return with_added_columns(pl.read_parquet(path), schema)
+        except FileNotFoundError:
+            raise
+        except (pl.exceptions.PolarsError, OSError) as error:
+            why = " ".join(str(error).split())[:160]
+            previous = head.previous
+            if isinstance(previous, int) and (self.root / TABLES_DIR / _generation_name(previous)).is_dir():
+                back = (
+                    f"; the previous generation {previous} is intact in {self.root / TABLES_DIR / _generation_name(previous)}:"
+                    f" to roll back to it, write {_head_json(_Head(previous, None)).decode().strip()} into {self.root / HEAD}"
+                )
+            else:
+                back = "; no earlier generation is kept to roll back to"
+            raise WorkspaceError(f"{path}: damaged ({why}){back}") from None
 
     def _commit(self, items: pl.DataFrame, sources: pl.DataFrame) -> int:
         """Write a new generation and point HEAD at it. The caller holds the writer lock."""
@@ -511,6 +542,15 @@ class Workspace:
 def read_source_file(path: Path) -> bytes:
     """The file's bytes, or an IngestError saying why it cannot be a source."""
     if not path.exists():
+        if path.is_symlink():
+            try:
+                path.resolve(strict=True)
+            except RuntimeError:  # Python 3.11 says "Symlink loop"; 3.13 raises OSError(ELOOP)
+                raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
+            except OSError as error:
+                if error.errno == errno.ELOOP:
+                    raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
+            raise IngestError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)")
         raise IngestError(path, "no such file")
     if path.is_dir():
         raise IngestError(path, "is a directory, not a text file")
@@ -520,12 +560,29 @@ def read_source_file(path: Path) -> bytes:
         raise IngestError(path, f"cannot read: {error.strerror}") from None
     if not data:
         raise IngestError(path, "empty file")
-    if not data.strip():
+    if data.isspace():  # no stripped copy: a book can be large
         raise IngestError(path, "file holds only whitespace")
+    utf16 = utf16_name(data)
+    if utf16:
+        raise IngestError(path, f"{utf16} text, not UTF-8: convert it first, e.g. iconv -f {utf16} -t UTF-8 '{path}' > '{path.with_suffix('.utf8' + path.suffix)}'")
     nul = data.find(b"\0")
     if nul >= 0:
         raise IngestError(path, f"binary file (NUL byte at byte offset {nul})", line=_line_of(data, nul))
     return data
+
+
+def utf16_name(data: bytes) -> str | None:
+    """"UTF-16" (with a byte-order mark), "UTF-16LE" or "UTF-16BE" (ASCII-range text with a NUL every other byte), else None."""
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return "UTF-16"
+    sample = data[:4096]
+    if len(sample) >= 8 and len(sample) % 2 == 0:
+        even, odd = sample[0::2], sample[1::2]
+        if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
+            return "UTF-16LE"
+        if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
+            return "UTF-16BE"
+    return None
 
 
 def read_pdf_source(path: Path):
@@ -573,6 +630,8 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
     except IngestError as error:
         return ParsedBook(task, "rejected", error=(error.path, error.message, error.line))
     rows, n_duplicates = _first_of_each_item_id(parsed.items)
+    parsed.items.clear()  # the kept rows live on in `rows`, until the frame below consumes them
+    n_rows = len(rows)
     source = {
         "source_id": source_id,
         "title": title,
@@ -581,7 +640,7 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
         "n_bytes": len(data),
         "n_chars": len(text),
-        "n_items": len(rows),
+        "n_items": n_rows,
         "licence": task.licence,
         "parser": task.kind,
         "parser_version": parsed.parser_version,
@@ -589,7 +648,7 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         "convention": parsed.convention,
         "parse_report": json.dumps(parsed.report, sort_keys=True),
     }
-    return ParsedBook(task, "parsed", source_id, source, _items_frame(rows), n_duplicates, parsed.convention,
+    return ParsedBook(task, "parsed", source_id, source, _items_frame(rows, consume=True), n_duplicates, parsed.convention,
                       parsed.report, extracted=data if extracted else None)
 
 
@@ -653,13 +712,24 @@ def _first_of_each_item_id(rows: list[dict[str, Any]]) -> tuple[list[dict[str, A
     return kept, len(rows) - len(kept)
 
 
-def _items_frame(rows: list[dict[str, Any]]) -> pl.DataFrame:
+def _items_frame(rows: list[dict[str, Any]], consume: bool = False) -> pl.DataFrame:
+    """The rows as an items frame; consume=True empties `rows` batch by batch as they go in, so a
+    big book's item dicts and its frame are not held whole at the same time."""
     expected = ITEM_SCHEMA.keys()
     for row in rows:
         if row.keys() != expected:
             missing, extra = sorted(expected - row.keys()), sorted(row.keys() - expected)
             raise ValueError(f"parser produced an item off the schema: missing {missing}, extra {extra}")
-    return pl.DataFrame(rows, schema=ITEM_SCHEMA)
+    if not consume:
+        return pl.DataFrame(rows, schema=ITEM_SCHEMA)
+    frames = [pl.DataFrame(schema=ITEM_SCHEMA)]
+    while rows:
+        frames.append(pl.DataFrame(rows[:ITEM_FRAME_BATCH], schema=ITEM_SCHEMA))
+        del rows[:ITEM_FRAME_BATCH]
+    return pl.concat(frames, how="vertical")
+
+
+ITEM_FRAME_BATCH = 2000
 
 
 def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
@@ -688,12 +758,27 @@ def _write_generation(tables: Path, generation: int, items: pl.DataFrame, source
         if leftover.exists():
             shutil.rmtree(leftover)
     staging.mkdir()
-    for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
-        frame.write_parquet(staging / name)
-        fsync(staging / name)
-    fsync(staging)
-    os.rename(staging, final)
+    try:
+        for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
+            frame.write_parquet(staging / name)
+            fsync(staging / name)
+        fsync(staging)
+        os.rename(staging, final)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # a kill cannot get here; the next writer sweeps that
+        raise
     fsync(tables)
+
+
+def is_write_failure(error: BaseException) -> bool:
+    """An error of the disk or the filesystem while writing (full, read-only, quota...), not a bug."""
+    return write_error_reason(error) is not None
+
+
+def write_failure(error: BaseException, where: Path) -> WorkspaceError:
+    """One line for a write the disk refused: what, why (disk full named as such), and that nothing was committed."""
+    target = where
+    return WorkspaceError(f"{target}: could not be written ({write_error_reason(error)}); nothing was committed, the workspace is as it was")
 
 
 def pause_if_testing(point: str) -> None:

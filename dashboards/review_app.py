@@ -41,7 +41,7 @@ import streamlit as st
 
 from critic.base import FLAGS
 from curation.responses import REASONS, InvalidResponse, ResponseStore, ResponseStoreError
-from curation.review import normalise_reviewer_name
+from curation.review import normalise_reviewer_name, record_decisions
 from curation.workspace import Workspace, WorkspaceError, default_workspace_path
 from dashboards import team_panels  # team hook (issue 13): team features, dashboards/team_panels.py
 from dashboards.queue import (
@@ -173,6 +173,12 @@ def load_tables(root: str, generation: int) -> tuple[pl.DataFrame, pl.DataFrame]
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
+def workspace_item_ids(config: AppConfig) -> pl.Series:
+    """The ids a decision may name: the items of the workspace's current generation."""
+    workspace = Workspace(config.workspace)
+    return load_tables(str(workspace.root), workspace.generation)[0]["item_id"]
+
+
 def load_source_text(root: str, source_id: str) -> str:
     return Workspace(Path(root)).source_text(source_id)
 
@@ -225,8 +231,9 @@ def act_decide(config: AppConfig, key: str, content_hash: str, decision: str, ne
     _, item_id = _item_parts(key)
     store = open_store(config)
     try:
-        response = store.record(item_id, content_hash, reviewer, decision, reason=reason, note=note,
-                                edited_question=edited_question, edited_answer=edited_answer)
+        [response] = record_decisions(store, [{"item_id": item_id, "content_hash": content_hash, "reviewer": reviewer, "decision": decision,
+                                               "reason": reason, "note": note, "edited_question": edited_question,
+                                               "edited_answer": edited_answer}], workspace_item_ids(config))
         team_panels.after_recorded(store, [response])  # team hook: blind mark; draft and skip withdrawn
     except InvalidResponse as error:
         flash(f"Not recorded: {error}", ":material/error:")
@@ -322,7 +329,10 @@ def act_bulk(config: AppConfig, records: tuple[dict[str, Any], ...], label: str)
         return
     store = open_store(config)
     try:
-        written = store.record_many([dict(record) for record in records])
+        written = record_decisions(store, [dict(record) for record in records], workspace_item_ids(config))
+    except InvalidResponse as error:
+        flash(f"Not recorded: {error}", ":material/error:")
+        return
     finally:
         store.close()
     st.session_state["bulk_confirm"] = False

@@ -243,5 +243,11 @@ def write_card_html(version_dir: Path, out: Path) -> Path:
             data = base64.b64encode((Path(version_dir) / name).read_bytes()).decode("ascii")
             markdown = markdown.replace(f"]({name})", f"](data:image/png;base64,{data})")
     out = Path(out)
-    out.write_text(card_html(markdown, title=Path(version_dir).name), encoding="utf-8")
+    try:
+        out.write_text(card_html(markdown, title=Path(version_dir).name), encoding="utf-8")
+    except OSError as error:
+        from curation.versions import ExportError
+
+        where = f"no directory {out.parent}" if not out.parent.is_dir() else error.strerror
+        raise ExportError(f"{out}: cannot write the card there ({where})") from None
     return out

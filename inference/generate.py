@@ -254,13 +254,21 @@ def _load_quantized_lora(directory: Path, base_model: str | None, quantization_c
     from safetensors.torch import save_file
     from transformers import AutoModelForCausalLM
 
-    from training.checkpoint import ADAPTER_SAFETENSORS, canonical_adapter_state, load_tokenizer, read_adapter_state, resolve_base_model
+    from training.checkpoint import (
+        ADAPTER_SAFETENSORS,
+        canonical_adapter_state,
+        check_before_loading,
+        load_tokenizer,
+        read_adapter_state,
+        resolve_base_model,
+    )
     from training.lineage import read_lineage
 
     lineage = read_lineage(directory) or {}
     if (lineage.get("from_checkpoint") or {}).get("merged"):  # its base is the parent merged in: no quantized base has that
         raise InferenceError(f"{directory} was trained on its parent merged into the base: `satsang export-model {directory} OUT`, then load OUT in 4 or 8 bits")
     base = resolve_base_model(directory, lineage, base_model)
+    check_before_loading(directory, lineage, base, explicit_base=base_model is not None)
     model = AutoModelForCausalLM.from_pretrained(base, quantization_config=quantization_config, device_map={"": 0})
     tokenizer = load_tokenizer(directory, base)
     canonical, changes = canonical_adapter_state(read_adapter_state(directory))

@@ -362,7 +362,8 @@ def test_verify_finds_missing_and_added_files_and_a_consistent_forgery(workspace
     result = export_version(workspace, ALL_UNREVIEWED)
     make_writable(result.path)
     (result.path / "extra.txt").write_text("hello\n")
-    assert verify_version(workspace, result.version_id) == ["extra.txt: not in checksums.sha256 (added after export)"]
+    modes, *others = verify_version(workspace, result.version_id)
+    assert modes.startswith("modes: ") and others == ["extra.txt: not in checksums.sha256 (added after export)"]
     (result.path / "extra.txt").unlink()
     (result.path / "seed.jsonl").unlink()
     assert verify_version(workspace, result.version_id) == ["seed.jsonl: missing"]
@@ -442,6 +443,8 @@ def test_an_export_killed_after_its_rename_leaves_a_whole_version(workspace: Wor
         process.send_signal(signal.SIGKILL)
         process.wait()
     [info] = list_versions(workspace)
+    [modes] = verify_version(workspace, info.version_id)  # killed before its chmod: writable, which verify says and repairs
+    assert modes.startswith("modes: ") and modes.endswith("made read-only again"), modes
     assert verify_version(workspace, info.version_id) == []
     assert export_version(workspace, ALL_UNREVIEWED).status == "already exists"
 
@@ -465,7 +468,8 @@ def test_exports_killed_at_random_moments_leave_nothing_partial(workspace: Works
         process.wait()
         visible = visible_entries(workspace)
         assert visible in ([], [version_id])
-        for info in list_versions(workspace):
+        for info in list_versions(workspace):  # a kill between the rename and the chmod leaves it writable: verify repairs that
+            assert [p for p in verify_version(workspace, info.version_id) if not p.startswith("modes: ")] == []
             assert verify_version(workspace, info.version_id) == []
         outcomes.append(bool(visible))
         if visible:

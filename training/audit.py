@@ -8,10 +8,14 @@ hash), each source (title, sha256 = its source id), each section, and the tokens
 What it checks, and says plainly when it fails:
 
 - the lineage is there and readable (a checkpoint without one cannot say what trained it);
-- the adapter file is the one the lineage was written for (its sha256);
+- the checkpoint's files are the ones the lineage was written for: the adapter, adapter_config.json
+  (a changed lora_alpha rescales the adapter) and the tokenizer with its chat template
+  (training.integrity);
+- the base model, where it is on this machine, has the weights the lineage recorded;
 - each dataset version's manifest.json still hashes to what the lineage recorded (found at
-  the recorded path, or under `<workspace>/versions/<id>`); a version that cannot be found is
-  a note: the lineage stands, but cannot be checked against it;
+  the recorded path, or under `<workspace>/versions/<id>`), and the version itself verifies
+  (every file, every copy's rows: curation.versions.verify_path); a version that cannot be
+  found is a note: the lineage stands, but cannot be checked against it;
 - the token counts add up (sections to sources to the stage total).
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from curation.files import sha256_file
+from training.integrity import base_model_problems, checkpoint_file_problems
 from training.lineage import LINEAGE_FORMAT, LINEAGE_NAME, TrainingError, lineage_chain, read_lineage
 
 COUNTS = ("tokens", "loss_tokens", "dataset_tokens")
@@ -61,10 +65,10 @@ def audit_checkpoint(checkpoint_dir: str | Path, workspace: str | Path | None = 
     if lineage.get("format") != LINEAGE_FORMAT:
         report.problems.append(f"{directory / LINEAGE_NAME}: lineage format {lineage.get('format')!r}, this satsang reads {LINEAGE_FORMAT}")
 
-    recorded = (lineage.get("checkpoint") or {}).get("adapter_sha256")
-    adapter = directory / "adapter_model.safetensors"
-    if recorded and adapter.is_file() and sha256_file(adapter) != recorded:
-        report.problems.append(f"{adapter}: changed since its lineage was written (sha256 {sha256_file(adapter)[:16]}..., lineage says {recorded[:16]}...)")
+    report.problems.extend(checkpoint_file_problems(directory, lineage))
+    base_problems, base_notes = base_model_problems(lineage)
+    report.problems.extend(base_problems)
+    report.notes.extend(base_notes)
 
     try:
         chain = lineage_chain(lineage)
@@ -121,8 +125,8 @@ def _audit_stage(lineage: dict[str, Any], where: str, workspace: str | Path | No
 
 
 def _check_version(dataset: dict[str, Any], where: str, workspace: str | Path | None, report: AuditReport) -> str:
-    """"verified" (manifest hash matches), "changed", or "not found"."""
-    from curation.versions import MANIFEST_NAME, VERSIONS_DIR
+    """"verified" (manifest hash matches and the version verifies), "changed", or "not found"."""
+    from curation.versions import MANIFEST_NAME, MODES_LABEL, VERSIONS_DIR, verify_path
 
     version_id = dataset.get("version_id")
     candidates = []
@@ -140,7 +144,11 @@ def _check_version(dataset: dict[str, Any], where: str, workspace: str | Path | 
                     f"{str(dataset.get('manifest_sha256'))[:16]}...): the version changed after training"
                 )
                 return "changed"
-            return "verified"
+            found = verify_path(directory, repair_modes=False)
+            report.notes += [f"{where}: {directory}: {line}" for line in found if line.startswith(f"{MODES_LABEL}: ")]
+            changed = [line for line in found if not line.startswith(f"{MODES_LABEL}: ")]
+            report.problems += [f"{where}: dataset version {directory}: {line}" for line in changed]
+            return "changed" if changed else "verified"
     shown = ", ".join(str(c) for c in candidates) or "no path recorded"
     report.notes.append(f"{where}: dataset version {version_id} not found ({shown}); its record in the lineage cannot be checked (--workspace to look elsewhere)")
     return "not found"

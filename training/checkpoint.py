@@ -39,14 +39,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from curation.files import sha256_file, utc_now
-from training.lineage import LINEAGE_NAME, TrainingError, read_lineage, write_lineage
+from training.lineage import ADAPTER_BIN, ADAPTER_CONFIG, ADAPTER_SAFETENSORS, LINEAGE_NAME, TrainingError, read_lineage, write_lineage
 
 if TYPE_CHECKING:
     import torch
 
-ADAPTER_SAFETENSORS = "adapter_model.safetensors"
-ADAPTER_BIN = "adapter_model.bin"
-ADAPTER_CONFIG = "adapter_config.json"
 PEFT_PREFIX = "base_model.model."
 ORIG_MOD = "_orig_mod."
 LORA_PARTS = ("lora_A", "lora_B", "lora_embedding_A", "lora_embedding_B", "lora_magnitude_vector")
@@ -194,6 +191,25 @@ def _torch_dtype(dtype: Any, device: str, lineage: dict[str, Any] | None):
     return value
 
 
+def check_before_loading(directory: Path, lineage: dict[str, Any], base: str, explicit_base: bool) -> None:
+    """Refuse a checkpoint whose files changed since its lineage, or a base other than the one it was trained on.
+
+    A base the caller named explicitly is their choice: a different one is a warning, not a refusal.
+    """
+    import warnings
+
+    from training.integrity import base_model_problems, checkpoint_file_problems
+
+    changed = checkpoint_file_problems(directory, lineage) if lineage else []
+    if changed:
+        raise CheckpointError(f"{changed[0]}; `satsang audit {directory}` lists all" if len(changed) > 1 else changed[0])
+    wrong_base, _ = base_model_problems(lineage, base) if lineage else ([], [])
+    if wrong_base and not explicit_base:
+        raise CheckpointError(f"{wrong_base[0]}; pass --base-model to load it on this base anyway")
+    for problem in wrong_base:
+        warnings.warn(problem, stacklevel=3)
+
+
 def load_tokenizer(directory: str | Path, base: str):
     from transformers import AutoTokenizer
 
@@ -228,6 +244,7 @@ def load_checkpoint(
         raise CheckpointError(f"{directory}: no {ADAPTER_CONFIG}; `satsang diagnose {directory} --fix` can rebuild one from the lineage")
     lineage = read_lineage(directory) or {}
     base = resolve_base_model(directory, lineage, base_model)
+    check_before_loading(directory, lineage, base, explicit_base=base_model is not None)
     torch_dtype = _torch_dtype(dtype, device, lineage)
     try:
         model = AutoModelForCausalLM.from_pretrained(base, dtype=torch_dtype)
@@ -456,6 +473,10 @@ def diagnose_checkpoint(checkpoint_dir: str | Path, base_model: str | Path | Non
         diagnosis.config = read_adapter_config(directory)
     except CheckpointError as error:
         diagnosis.problems.append(str(error))
+    if lineage:
+        from training.integrity import checkpoint_file_problems
+
+        diagnosis.problems.extend(checkpoint_file_problems(directory, lineage, missing_ok=(ADAPTER_CONFIG,)))
     if diagnosis.config is None and not any(ADAPTER_CONFIG in p for p in diagnosis.problems):
         diagnosis.config_missing = True
         diagnosis.problems.append(f"no {ADAPTER_CONFIG}: PEFT cannot load the adapter (--fix rebuilds it from the lineage)")
@@ -590,6 +611,12 @@ def fix_checkpoint(
     if not canonical:
         raise CheckpointError(f"{weights}: no LoRA tensors in it (keys like ...lora_A.weight); nothing to fix")
     lineage = read_lineage(source)
+    if lineage:  # the fixed copy's lineage vouches for its adapter: only if the source is what the lineage recorded
+        from training.integrity import checkpoint_file_problems
+
+        changed = checkpoint_file_problems(source, lineage, missing_ok=(ADAPTER_CONFIG,))
+        if changed:
+            raise CheckpointError(f"{changed[0]}: the fixed copy would vouch for it; fix only a checkpoint its lineage still describes")
     config = read_adapter_config(source)
     if config is None:
         config = _rebuild_adapter_config(canonical, lineage, lora_alpha, source)

@@ -68,7 +68,7 @@ class DatasetVersion:
 
 def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
     """The version at `path`, verified; TrainingError naming the problem when it is not an intact version of `kind`."""
-    from curation.versions import CHECKSUMS_NAME, MANIFEST_NAME, ExportError, load_manifest_path, verify_path
+    from curation.versions import CHECKSUMS_NAME, MANIFEST_NAME, MODES_LABEL, ExportError, load_manifest_path, verify_path
 
     directory = Path(path)
     if not directory.is_dir():
@@ -77,7 +77,8 @@ def open_version(path: str | Path, kind: str | None = None) -> DatasetVersion:
         raise TrainingError(
             f"{directory}: not a dataset version (no {MANIFEST_NAME} and {CHECKSUMS_NAME}); training reads versions only: satsang export --name NAME"
         )
-    problems = verify_path(directory)
+    # Modes are repaired where they can be; a version whose every file and row verifies is the one exported.
+    problems = [p for p in verify_path(directory) if not p.startswith(f"{MODES_LABEL}: ")]
     if problems:
         shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
         raise TrainingError(f"{directory}: dataset version does not verify ({shown})")

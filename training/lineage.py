@@ -3,7 +3,8 @@
 Each checkpoint directory (every `checkpoint-N/` and the run's output directory) holds
 `satsang_lineage.json`:
 
-    format, stage ("pretrain" | "sft"), checkpoint {step, final, adapter_sha256}
+    format, stage ("pretrain" | "sft"), checkpoint {step, final, adapter_sha256, files}
+                (files: sha256 of the adapter, its config and the tokenizer files, as written)
     dataset     version id, name, kind, manifest sha256 (of the manifest.json bytes), digest, path
     base_model  id as given, local path, sha256 of its weight files (where local), architecture
     parent      the lineage of the checkpoint this one continued (SFT on a pretrain adapter), whole,
@@ -32,11 +33,28 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
-from curation.files import atomic_write, sha256_file
+from curation.files import atomic_write, sha256_file, sha256_file_cached
 
 LINEAGE_NAME = "satsang_lineage.json"
 LINEAGE_FORMAT = 1
 WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".gguf")
+# The files of a checkpoint that decide what it does when loaded: the adapter, its config (lora_alpha
+# scales every update) and the tokenizer with its chat template. Their sha256 goes into the lineage.
+ADAPTER_SAFETENSORS = "adapter_model.safetensors"
+ADAPTER_BIN = "adapter_model.bin"
+ADAPTER_CONFIG = "adapter_config.json"
+CHECKPOINT_FILES = (
+    ADAPTER_SAFETENSORS,
+    ADAPTER_BIN,
+    ADAPTER_CONFIG,
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "vocab.json",
+    "merges.txt",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "chat_template.jinja",
+)
 
 
 class TrainingError(Exception):
@@ -63,9 +81,20 @@ def read_lineage(directory: str | Path) -> dict[str, Any] | None:
     return data
 
 
-def write_lineage(directory: str | Path, lineage: dict[str, Any]) -> Path:
-    """Write atomically, so a killed run never leaves half a lineage."""
+def checkpoint_file_digests(directory: str | Path) -> dict[str, str]:
+    """sha256 of each of CHECKPOINT_FILES the directory holds."""
     directory = Path(directory)
+    return {name: sha256_file(directory / name) for name in CHECKPOINT_FILES if (directory / name).is_file()}
+
+
+def write_lineage(directory: str | Path, lineage: dict[str, Any]) -> Path:
+    """Write atomically, so a killed run never leaves half a lineage.
+
+    Records the checkpoint's files as they are now in `lineage["checkpoint"]["files"]`, in the
+    caller's dict too, so what the caller holds is what was written.
+    """
+    directory = Path(directory)
+    lineage["checkpoint"] = {**(lineage.get("checkpoint") or {}), "files": checkpoint_file_digests(directory)}
     path = directory / LINEAGE_NAME
     atomic_write(path, (json.dumps(lineage, indent=2, ensure_ascii=False, allow_nan=False, default=str) + "\n").encode("utf-8"))
     return path
@@ -84,7 +113,7 @@ def weights_digest(model_dir: str | Path) -> dict[str, Any] | None:
     files = [p for p in files if not p.name.startswith(("optimizer", "scheduler", "rng_state", "training_args", "scaler"))]
     if not files:
         return None
-    digests = {p.name: sha256_file(p) for p in files}
+    digests = {p.name: sha256_file_cached(p) for p in files}
     combined = hashlib.sha256("".join(f"{digest}  {name}\n" for name, digest in digests.items()).encode()).hexdigest()
     return {"sha256": combined, "files": digests}
 
