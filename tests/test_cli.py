@@ -118,6 +118,8 @@ def test_run_curates_the_sample_into_a_fresh_workspace(tmp_path: Path):
 
     assert result.exit_code == 0, result.output
     assert f"Workspace: {root.resolve()}" in result.output
+    # ...and says what to do next, naming the workspace since it is not the default one.
+    assert f"satsang review -w {root.resolve()}  " in result.output
     workspace = Workspace.open(root)
     kinds = dict(workspace.items().group_by("kind").len().iter_rows())
     assert kinds["pair"] > 50 and kinds["passage"] > 10

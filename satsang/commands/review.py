@@ -42,7 +42,14 @@ def run(workspace: WorkspaceOption = None) -> None:
     """
     from satsang.pipeline import run_pipeline
     from satsang.render.progress import ingest_progress
-    from satsang.render.stages import render_critique_report, render_dedup_report, render_ingest_reports, render_score_report, render_status
+    from satsang.render.stages import (
+        render_critique_report,
+        render_dedup_report,
+        render_ingest_reports,
+        render_next_steps,
+        render_score_report,
+        render_status,
+    )
     from satsang.render.versions import render_export_result
 
     with one_line_errors(), ingest_progress(err, None) as progress:
@@ -56,6 +63,7 @@ def run(workspace: WorkspaceOption = None) -> None:
     out.print(render_status(result.status))  # with the review decisions, as `satsang status` counts them
     out.print(render_export_result(result.export_result))
     out.print(f"Workspace: {root}", markup=False, highlight=False)
+    out.print(render_next_steps(root, result.export_result), markup=False, highlight=False, soft_wrap=True)
 
 
 

@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from critic.stage import CritiqueReport
     from curation.catalog import CatalogEntry, Selection
     from curation.dedup import DedupReport
+    from curation.export import ExportResult
     from curation.score import ScoreReport
     from curation.workspace import IngestReport, WorkspaceStatus
 
@@ -204,3 +205,23 @@ def render_missing_books(missing: Sequence[CatalogEntry], shown: int = 20) -> Re
     if len(missing) > shown:
         return Group(table, Text(f"... and {len(missing) - shown} more not found"))
     return table
+
+
+def render_next_steps(root: Path, export: ExportResult) -> str:
+    """What a newcomer does after `satsang run`: review, look at the version, train on it.
+
+    Plain lines, to print unwrapped: each command is meant to be copied whole.
+    """
+    from curation.workspace import default_workspace_path
+
+    # The commands name the workspace only when it is not the one they find by default.
+    where = "" if root == default_workspace_path().resolve() else f" -w {root}"
+    steps = [
+        (f"satsang review{where}", "accept, reject with a reason, or edit each pair in the dashboard"),
+        (f"satsang status{where}", "items per source and stage; what the parse reports flag"),
+        (f"satsang show {export.version_id}{where}", "the version just exported, and where its data card is"),
+        (f"satsang export --name reviewed{where}", "after review: a version of the accepted and edited items"),
+        (f"satsang train sft --dataset reviewed --base-model PATH{where}", "LoRA on it (README: Training)"),
+    ]
+    width = max(len(command) for command, _ in steps)
+    return "Next:\n" + "\n".join(f"  {command:<{width}}  # {why}" for command, why in steps)
