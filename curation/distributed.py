@@ -8,7 +8,7 @@ result (tests/test_ray.py compares them on the same input). Either way the commi
 is the stage's own (`run_dedup`, `run_score`): only the computation differs.
 
 Ingest needs nothing here: `Workspace.ingest` hands each file to its executor
-(`curation.workspace.parse_book`) and commits on the driver, under the lock.
+(`curation.sources.parse_book`) and commits on the driver, under the lock.
 
 Dedup (`dedup_partitioned`), designed so that no process holds every signature.
 Files, under a work directory every worker can read (shared storage on a cluster)::

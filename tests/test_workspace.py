@@ -16,9 +16,9 @@ import pytest
 
 from curation.dialogue import DialogueConfig, parse_dialogue
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA
+from curation.sources import IngestError
 from curation.workspace import (
     PAUSE_ENV,
-    IngestError,
     Workspace,
     WorkspaceError,
     default_workspace_path,
