@@ -2,7 +2,7 @@
 
 `parse_book` is a pure function of the file (an executor may run it on any machine that can
 read it); `Workspace.add_sources` commits what it returns, under the writer lock, after
-checking with `unchanged_source_bytes` that the file still holds the bytes that were parsed.
+checking with `store_source` that the file still holds the bytes that were parsed.
 Every way a file can fail to be a source is an IngestError: one line naming the file (and
 the line, where there is one).
 """
@@ -20,7 +20,7 @@ from typing import Any, Literal
 import polars as pl
 
 from curation.errors import WorkspaceError
-from curation.files import sha256_file
+from curation.files import atomic_replace, atomic_write, sha256_file
 from curation.schema import ITEM_SCHEMA
 
 SourceKind = Literal["dialogue", "prose"]
@@ -28,6 +28,9 @@ SOURCE_KINDS: tuple[str, ...] = ("dialogue", "prose")
 
 # Item dicts become frame rows this many at a time (see _items_frame).
 ITEM_FRAME_BATCH = 2000
+# A source file is copied into the workspace this many bytes at a time (see store_source).
+COPY_BLOCK = 1 << 22
+CHANGED_WHILE_INGESTED = "file changed while it was being ingested; nothing was committed"
 
 
 class IngestError(WorkspaceError):
@@ -167,9 +170,14 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         if source_id in known_source_ids:
             return ParsedBook(task, "already ingested", source_id)
         text = decode_source(path, data)
+        # A book is never held as bytes and text at once, nor as text and item dicts while its frame is
+        # built (issue 14, bench/memory.py): the commit re-reads the file, and a PDF keeps its `extracted`.
+        n_bytes, n_chars = len(data), len(text)
+        del data
         title = task.title if task.title is not None else path.stem
         page_starts = extracted.page_starts if extracted else None
         parsed = _parse(task.kind, path, text, source_id, title, task.dialogue_config, task.prose_config, page_starts)
+        del text
         if extracted:
             parsed.report["extraction"] = extracted.report()
     except IngestError as error:
@@ -182,8 +190,8 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         "title": title,
         "kind": task.kind,
         "original_path": str(path.resolve()),
-        "n_bytes": len(data),
-        "n_chars": len(text),
+        "n_bytes": n_bytes,
+        "n_chars": n_chars,
         "n_items": n_rows,
         "licence": task.licence,
         "parser": task.kind,
@@ -193,24 +201,48 @@ def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -
         "parse_report": json.dumps(parsed.report, sort_keys=True),
     }
     return ParsedBook(task, "parsed", source_id, source, _items_frame(rows), n_duplicates, parsed.convention,
-                      parsed.report, extracted=data if extracted else None)
+                      parsed.report, extracted=extracted.data if extracted else None)
 
 
-def unchanged_source_bytes(book: ParsedBook) -> bytes:
-    """What the book's source stores, or an IngestError if its file no longer holds the bytes that were parsed."""
+def store_source(book: ParsedBook, target: Path) -> None:
+    """Write what the book's source stores to `target`, atomically, or raise an IngestError if its file
+    no longer holds the bytes that were parsed (the commit's re-check: `parse_book` may run anywhere).
+
+    A text file is copied and hashed block by block, never held whole (issue 14: a big book's
+    frame is in memory by then); a PDF stores its extracted text, checked against the PDF's hash.
+    """
     path = Path(book.task.path)
-    if book.extracted is None:
-        data = read_source_file(path)
-        unchanged = hashlib.sha256(data).hexdigest() == book.source_id
-    else:
-        data = book.extracted
+    if book.extracted is not None:
         try:
             unchanged = sha256_file(path) == book.parse_report["extraction"]["pdf_sha256"]
         except OSError as error:
             raise IngestError(path, f"cannot read: {error.strerror}") from None
-    if not unchanged:
-        raise IngestError(path, "file changed while it was being ingested; nothing was committed")
-    return data
+        if not unchanged:
+            raise IngestError(path, CHANGED_WHILE_INGESTED)
+        atomic_write(target, book.extracted)
+        return
+
+    def copy(temp: Path) -> None:
+        digest = hashlib.sha256()
+        try:
+            source = open(path, "rb")  # noqa: SIM115 - closed by the with below
+        except OSError:
+            read_source_file(path)  # raises why it cannot be read: gone, a directory, a broken link
+            raise
+        with source, open(temp, "wb") as out:
+            while True:
+                try:
+                    block = source.read(COPY_BLOCK)
+                except OSError as error:
+                    raise IngestError(path, f"cannot read: {error.strerror}") from None
+                if not block:
+                    break
+                digest.update(block)
+                out.write(block)
+        if digest.hexdigest() != book.source_id:
+            raise IngestError(path, CHANGED_WHILE_INGESTED)
+
+    atomic_replace(target, copy)
 
 
 def _line_of(data: bytes, offset: int) -> int:

@@ -38,7 +38,7 @@ import polars as pl
 from curation.errors import WorkspaceError
 from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now, write_error_reason
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
-from curation.sources import SOURCE_KINDS, BookTask, IngestError, ParsedBook, SourceKind, parse_book, unchanged_source_bytes
+from curation.sources import SOURCE_KINDS, BookTask, IngestError, ParsedBook, SourceKind, parse_book, store_source
 
 if TYPE_CHECKING:
     from curation.executors import Executor
@@ -348,7 +348,7 @@ class Workspace:
                 for book in new:
                     writing = self.root / _stored_path(book.source_id)
                     existed = writing.exists()  # the previous generation's, same bytes: not ours to remove
-                    atomic_write(writing, unchanged_source_bytes(book))
+                    store_source(book, writing)
                     if not existed:
                         written.append(writing)
                 now = utc_now()

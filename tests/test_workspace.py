@@ -259,6 +259,32 @@ def test_a_file_changed_between_its_parse_and_the_commit_commits_nothing(workspa
     assert workspace.ingest([book], "dialogue").n_new_sources == 1
 
 
+def test_a_file_removed_between_its_parse_and_the_commit_is_named_and_commits_nothing(workspace: Workspace, tmp_path: Path):
+    # The commit copies the file block by block (never holding it whole): one that is gone by then
+    # is named as the reader names it, and nothing is stored.
+    book = tmp_path / "talks.txt"
+    book.write_bytes(TALKS.read_bytes())
+    before = tree(workspace.root)
+
+    def remove_after_parse(path, phase):
+        if phase == "parsed" and path == book:
+            book.unlink()
+
+    with pytest.raises(IngestError) as caught:
+        workspace.ingest([DATA / "talks-excerpt.txt", book], "dialogue", progress=remove_after_parse)
+    assert str(caught.value) == f"{book}: no such file"
+    assert tree(workspace.root) == before
+
+
+def test_a_stored_source_is_the_file_byte_for_byte_across_copy_blocks(workspace: Workspace, tmp_path: Path, monkeypatch):
+    import curation.sources
+
+    monkeypatch.setattr(curation.sources, "COPY_BLOCK", 1000)  # many blocks, and a last partial one
+    report = workspace.ingest([TALKS], "dialogue")
+    stored = workspace.root / workspace.sources()["stored_path"][0]
+    assert stored.read_bytes() == TALKS.read_bytes() and report.files[0].source_id == workspace.sources()["source_id"][0]
+
+
 def test_a_pdf_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path):
     sys.path.insert(0, str(Path(__file__).parent))
     from pdf_writer import write_pdf
