@@ -119,7 +119,8 @@ def build_items(n_variants: int, seed: int):
 def bench_throughput(texts: list[str]) -> None:
     from datasketch import MinHash
 
-    from curation.dedup import DedupConfig, minhash_signatures, naive_signatures, shingle_texts
+    from curation.dedup import DedupConfig
+    from curation.shingles import minhash_signatures, naive_signatures, shingle_texts
 
     config = DedupConfig()
     fast = []
@@ -159,14 +160,8 @@ def bench_throughput(texts: list[str]) -> None:
 def bench_recall(texts: list[str], groups: list[int], sample_size: int, seed: int) -> None:
     import numpy as np
 
-    from curation.dedup import (
-        DedupConfig,
-        confirm_pairs,
-        jaccard,
-        lsh_candidates,
-        minhash_signatures,
-        shingle_texts,
-    )
+    from curation.dedup import DedupConfig, confirm_pairs, jaccard, lsh_candidates
+    from curation.shingles import minhash_signatures, shingle_texts
 
     config = DedupConfig()
     # Whole groups (a real pair and all its copies), so the sample holds many true pairs.

@@ -643,7 +643,7 @@ def ingest_selection(
     `rejected`; the rest are committed together. `executor` parses the books
     (default: in this process; a RayExecutor parses them on a cluster).
     """
-    from curation.workspace import BookTask
+    from curation.sources import BookTask
 
     tasks = [
         BookTask(

@@ -8,7 +8,7 @@ result (tests/test_ray.py compares them on the same input). Either way the commi
 is the stage's own (`run_dedup`, `run_score`): only the computation differs.
 
 Ingest needs nothing here: `Workspace.ingest` hands each file to its executor
-(`curation.workspace.parse_book`) and commits on the driver, under the lock.
+(`curation.sources.parse_book`) and commits on the driver, under the lock.
 
 Dedup (`dedup_partitioned`), designed so that no process holds every signature.
 Files, under a work directory every worker can read (shared storage on a cluster)::
@@ -25,7 +25,7 @@ Files, under a work directory every worker can read (shared storage on a cluster
     contained/part-00000.parquet           a, b                     text a's best container b
 
 1. sign (one task per input partition): normalise, key, shingle and sign the
-   partition's distinct texts (`curation.dedup.shingle_texts` and
+   partition's distinct texts (`curation.shingles.shingle_texts` and
    `minhash_signatures`, so signatures are bit for bit the local ones), and
    write its rows, texts, signatures and one bucket file per LSH band.
 2. bands (one task per band): read that band's bucket files only; texts of the
@@ -115,7 +115,7 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
     """Phase 1: keys, normalised texts, MinHash signatures and LSH band buckets of one input partition."""
     import pyarrow as pa
 
-    from curation.dedup import minhash_signatures, shingle_texts
+    from curation.shingles import minhash_signatures, shingle_texts
     from curation.schema import normalise
 
     work = plan.work_dir
@@ -182,7 +182,8 @@ def _shard_of(column: str, n_shards: int) -> pl.Expr:
 
 def confirm_shard(shard: int, plan: _DedupPlan) -> int:
     """Phase 3: one shard of the distinct candidate pairs, confirmed by true shingle Jaccard (dedup's own code)."""
-    from curation.dedup import confirm_pairs, shingle_texts
+    from curation.dedup import confirm_pairs
+    from curation.shingles import shingle_texts
 
     files = sorted(glob.glob(os.path.join(plan.work_dir, "candidates", "band=*.parquet")))
     schema = {"a": pl.String, "b": pl.String, "jaccard": pl.Float64}
@@ -220,7 +221,8 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
     Each row: kind, fingerprint, key, the text's distinct shingles (size), and whether the
     fingerprint is in the text's sample and the text long enough to be linked as contained (query).
     """
-    from curation.dedup import containment_samples, shingle_texts
+    from curation.dedup import containment_samples
+    from curation.shingles import shingle_texts
 
     texts = pl.read_parquet(_part(os.path.join(plan.work_dir, "texts"), partition))
     shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
@@ -259,7 +261,8 @@ def containment_hits(shard: int, plan: _DedupPlan) -> int:
 def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     """Containment, phase 3: the texts a of one shard, their candidates confirmed by exact containment, and
     each one's best container (dedup's own functions, so the same link as a local run)."""
-    from curation.dedup import best_containers, confirm_containment, hits_needed, shingle_texts
+    from curation.dedup import best_containers, confirm_containment, hits_needed
+    from curation.shingles import shingle_texts
 
     files = sorted(glob.glob(os.path.join(plan.work_dir, "hits", "shard=*.parquet")))
     schema = {"a": pl.String, "b": pl.String}

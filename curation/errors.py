@@ -11,3 +11,11 @@ from __future__ import annotations
 
 class CurationError(Exception):
     """A curation operation cannot be done as asked; `str(error)` is one line saying why."""
+
+
+class WorkspaceError(CurationError):
+    """A workspace is missing, malformed, locked, or of another format version.
+
+    Here rather than in curation.workspace so that curation.sources, which the workspace
+    imports, can raise its subclass IngestError for a file that cannot be a source.
+    """

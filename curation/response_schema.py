@@ -296,3 +296,22 @@ MIGRATIONS_TABLE_DDL = (
 
 # PostgreSQL advisory lock key that serialises migrations of one database ("satsang").
 PG_MIGRATION_LOCK = 0x7361747361_6E67
+
+
+def reviewer_grants(role: str, schema: str = "public") -> list[str]:
+    """PostgreSQL: the GRANTs that let `role` review into a log it does not own (run them as the owner).
+
+    The owner of a table can drop it, alter it or disable its triggers; a reviewer role that
+    owns nothing can only read and append. UPDATE is granted because `LOCK TABLE ... IN
+    EXCLUSIVE MODE` (writers in commit order) asks for it; the append-only trigger, which
+    only the owner can disable, still refuses every UPDATE.
+    """
+    for name in (role, schema):
+        if not name.replace("_", "").isalnum():
+            raise ValueError(f"{name!r}: not a plain SQL identifier")
+    return [
+        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
+        f"GRANT SELECT ON {schema}.schema_migrations TO {role}",
+        f"GRANT SELECT, INSERT, UPDATE ON {schema}.responses TO {role}",
+        f"GRANT SELECT, INSERT ON {schema}.response_chain TO {role}",
+    ]

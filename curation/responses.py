@@ -49,6 +49,7 @@ import polars as pl
 from curation.errors import CurationError
 from curation.files import utc_now
 from curation.redaction import redact_url
+from curation.response_checks import log_problems
 
 # What a response is, and the tables and migrations that hold it (re-exported: callers import them from here).
 from curation.response_schema import (  # noqa: F401
@@ -68,6 +69,7 @@ from curation.response_schema import (  # noqa: F401
     STATE_SCHEMA,
     Response,
     chain_hash,
+    reviewer_grants,
 )
 
 DB_URL_ENV = "SATSANG_DB_URL"
@@ -106,25 +108,6 @@ _INSERT_WITH_LINK = f"WITH new AS ({_INSERT}) INSERT INTO response_chain (id, ch
 
 
 # ---- the store ----------------------------------------------------------------------------
-
-
-def reviewer_grants(role: str, schema: str = "public") -> list[str]:
-    """PostgreSQL: the GRANTs that let `role` review into a log it does not own (run them as the owner).
-
-    The owner of a table can drop it, alter it or disable its triggers; a reviewer role that
-    owns nothing can only read and append. UPDATE is granted because `LOCK TABLE ... IN
-    EXCLUSIVE MODE` (writers in commit order) asks for it; the append-only trigger, which
-    only the owner can disable, still refuses every UPDATE.
-    """
-    for name in (role, schema):
-        if not name.replace("_", "").isalnum():
-            raise ValueError(f"{name!r}: not a plain SQL identifier")
-    return [
-        f"GRANT USAGE ON SCHEMA {schema} TO {role}",
-        f"GRANT SELECT ON {schema}.schema_migrations TO {role}",
-        f"GRANT SELECT, INSERT, UPDATE ON {schema}.responses TO {role}",
-        f"GRANT SELECT, INSERT ON {schema}.response_chain TO {role}",
-    ]
 
 
 def resolve_db_url(url: str | None = None) -> str | None:
@@ -543,84 +526,8 @@ class ResponseStore:
                     problems.append(f"table {missing} is missing")
             if problems:
                 return problems
-            if not self._append_only_enforced():
-                problems.append("the append-only triggers on responses are missing")
-            problems.extend(self._chain_problems())
-            for (id_, target, target_item, item, target_decision) in self._execute(
-                """SELECT u.id, u.undoes, t.item_id, u.item_id, t.decision
-                FROM responses AS u LEFT JOIN responses AS t ON t.id = u.undoes
-                WHERE u.decision = 'undo'
-                  AND (t.id IS NULL OR t.item_id <> u.item_id OR t.decision = 'undo' OR t.id >= u.id)"""
-            ).fetchall():
-                if target_item is None:
-                    problems.append(f"response {id_}: undoes missing response {target}")
-                elif target_item != item:
-                    problems.append(f"response {id_}: undoes response {target} of another item")
-                elif target_decision == "undo":
-                    problems.append(f"response {id_}: undoes response {target}, itself an undo")
-                else:
-                    problems.append(f"response {id_}: undoes a later response {target}")
-            for target, n in self._execute(
-                "SELECT undoes, count(*) FROM responses WHERE undoes IS NOT NULL GROUP BY undoes HAVING count(*) > 1"
-            ).fetchall():
-                problems.append(f"response {target}: undone {n} times")
-            for id_, decision, reason, has_edit, undoes in self._execute(
-                """SELECT id, decision, reason,
-                    CASE WHEN edited_question IS NULL AND edited_answer IS NULL THEN 0 ELSE 1 END, undoes
-                FROM responses"""
-            ).fetchall():
-                if decision not in DECISIONS:
-                    problems.append(f"response {id_}: unknown decision {decision!r}")
-                if reason is not None and reason not in REASONS:
-                    problems.append(f"response {id_}: unknown reason {reason!r}")
-                if decision == "reject" and reason is None:
-                    problems.append(f"response {id_}: reject without a reason")
-                if decision == "edit" and not has_edit:
-                    problems.append(f"response {id_}: edit without edited text")
-                if (decision == "undo") != (undoes is not None):
-                    problems.append(f"response {id_}: undoes is set on a {decision}, or missing on an undo")
+            problems.extend(log_problems(self._execute, self.backend))
         return problems
-
-    def _chain_problems(self) -> list[str]:
-        """Each response whose link does not follow from the stored link before it, or that has none."""
-        problems = []
-        previous = ""
-        query = (
-            f"SELECT r.id, {', '.join('r.' + c for c in CHAINED_COLUMNS)}, c.chain"
-            " FROM responses AS r LEFT JOIN response_chain AS c ON c.id = r.id ORDER BY r.id"
-        )
-        for id_, *values, stored in self._execute(query).fetchall():
-            if stored is None:
-                problems.append(f"response {id_}: has no link in the hash chain (written outside satsang)")
-                continue
-            if stored != chain_hash(previous, dict(zip(CHAINED_COLUMNS, values))):
-                problems.append(
-                    f"response {id_}: its chain hash does not follow from the response before it"
-                    " (one of the two was rewritten, removed or inserted outside satsang)"
-                )
-            previous = stored
-        orphans = self._execute(
-            "SELECT c.id FROM response_chain AS c LEFT JOIN responses AS r ON r.id = c.id WHERE r.id IS NULL ORDER BY c.id"
-        ).fetchall()
-        problems += [f"response {id_}: its chain link is there but the response is gone" for (id_,) in orphans]
-        return problems
-
-    def _append_only_enforced(self) -> bool:
-        """Every append-only trigger is there and enabled, on both log tables."""
-        if self.backend == "sqlite":
-            query = "SELECT tbl_name, count(*) FROM sqlite_master WHERE type = 'trigger' GROUP BY tbl_name"
-            expected = {"responses": 3, "response_chain": 3}  # no update, no delete, no replace
-        else:
-            query = (
-                "SELECT c.relname, count(*) FROM pg_catalog.pg_trigger AS t"
-                " JOIN pg_catalog.pg_class AS c ON c.oid = t.tgrelid"
-                " JOIN pg_catalog.pg_namespace AS n ON n.oid = c.relnamespace"
-                " WHERE n.nspname = current_schema() AND NOT t.tgisinternal AND t.tgenabled <> 'D'"
-                " GROUP BY c.relname"
-            )
-            expected = {"responses": 2, "response_chain": 2}  # no update or delete, no truncate
-        found = dict(self._execute(query).fetchall())
-        return all(found.get(table, 0) >= n for table, n in expected.items())
 
     # ---- plumbing --------------------------------------------------------------------------
 

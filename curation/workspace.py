@@ -15,12 +15,13 @@ one, then switches HEAD with a single atomic rename; readers only ever follow
 HEAD. What a killed writer leaves behind (a generation HEAD never pointed to,
 temp files, sources copied for a commit that never happened) is invisible to
 readers and swept by the next writer, under the lock.
+
+Reading, validating and parsing a file into a book is curation.sources (`parse_book`);
+`Workspace.add_sources` commits books here.
 """
 
 from __future__ import annotations
 
-import errno
-import hashlib
 import json
 import os
 import shutil
@@ -34,9 +35,10 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import polars as pl
 
-from curation.errors import CurationError
-from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, sha256_file, utc_now, write_error_reason
+from curation.errors import WorkspaceError
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now, write_error_reason
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
+from curation.sources import SOURCE_KINDS, BookTask, IngestError, ParsedBook, SourceKind, parse_book, store_source
 
 if TYPE_CHECKING:
     from curation.executors import Executor
@@ -56,30 +58,8 @@ SOURCES_TABLE = "sources.parquet"
 # Tests set this to a pause point's name to SIGKILL a writer at that exact moment.
 PAUSE_ENV = "SATSANG_TEST_PAUSE_AT"
 
-SourceKind = Literal["dialogue", "prose"]
-SOURCE_KINDS: tuple[str, ...] = ("dialogue", "prose")
-
 # Progress callback: (file being worked on or None for the commit, phase name).
 ProgressCallback = Callable[[Path | None, str], None]
-
-
-class WorkspaceError(CurationError):
-    """A workspace is missing, malformed, locked, or of another format version."""
-
-
-class IngestError(WorkspaceError):
-    """An input file was rejected; nothing from that ingest was committed.
-
-    `str(error)` is one line: `path:line: message`, or `path: message` when the
-    problem is the whole file.
-    """
-
-    def __init__(self, path: str | os.PathLike[str], message: str, line: int | None = None):
-        self.path = str(path)
-        self.line = line
-        self.message = " ".join(message.split())  # one line, whatever the parser's message held
-        where = self.path if line is None else f"{self.path}:{line}"
-        super().__init__(f"{where}: {self.message}")
 
 
 @dataclass(frozen=True)
@@ -135,36 +115,6 @@ class IngestReport:
 
 
 @dataclass(frozen=True)
-class BookTask:
-    """One file to ingest: its path (readable where the task runs), how to parse it, its title and licence."""
-
-    path: str
-    kind: SourceKind = "prose"
-    title: str | None = None  # None: the file name without extension
-    licence: str = ""
-    dialogue_config: Any = None
-    prose_config: Any = None
-
-
-@dataclass
-class ParsedBook:
-    """A file as `parse_book` returns it: the source row and its items, or why it was rejected."""
-
-    task: BookTask
-    status: Literal["parsed", "already ingested", "rejected"]
-    source_id: str = ""
-    source: dict[str, Any] = field(default_factory=dict)  # a SOURCE_SCHEMA row, less ingested_at
-    items: pl.DataFrame | None = None
-    n_duplicate_item_ids: int = 0
-    convention: str = ""
-    parse_report: dict[str, Any] = field(default_factory=dict)
-    error: tuple[str, str, int | None] | None = None  # (path, message, line) of the IngestError
-    # A PDF's extracted text, which is what its source stores; None when the file's bytes are
-    # the source (re-read at commit rather than carried back from wherever the parse ran).
-    extracted: bytes | None = None
-
-
-@dataclass(frozen=True)
 class BooksIngest:
     """`Workspace.ingest_books`' outcome: the ingest report, and the files rejected (only when skip_rejected)."""
 
@@ -195,15 +145,6 @@ class WorkspaceStatus:
 class _Head:
     generation: int
     previous: int | None
-
-
-@dataclass(frozen=True)
-class _ParsedSource:
-    items: list[dict[str, Any]]
-    convention: str
-    report: dict[str, Any]
-    config_json: str
-    parser_version: str
 
 
 def default_workspace_path() -> Path:
@@ -405,13 +346,16 @@ class Workspace:
             writing = self.root / SOURCES_DIR
             try:
                 for book in new:
-                    writing = self.root / SOURCES_DIR / f"{book.source_id}.txt"
+                    writing = self.root / _stored_path(book.source_id)
                     existed = writing.exists()  # the previous generation's, same bytes: not ours to remove
-                    atomic_write(writing, _unchanged_source_bytes(book))
+                    store_source(book, writing)
                     if not existed:
                         written.append(writing)
                 now = utc_now()
-                new_sources = pl.DataFrame([{**book.source, "ingested_at": now} for book in new], schema=SOURCE_SCHEMA)
+                new_sources = pl.DataFrame(
+                    [{**book.source, "stored_path": _stored_path(book.source_id), "ingested_at": now} for book in new],
+                    schema=SOURCE_SCHEMA,
+                )
                 writing = self.root / TABLES_DIR
                 generation = self._commit(
                     pl.concat([items, *(book.items for book in new)], how="diagonal"),
@@ -539,199 +483,6 @@ class Workspace:
             entry.unlink()
 
 
-def read_source_file(path: Path) -> bytes:
-    """The file's bytes, or an IngestError saying why it cannot be a source."""
-    if not path.exists():
-        if path.is_symlink():
-            try:
-                path.resolve(strict=True)
-            except RuntimeError:  # Python 3.11 says "Symlink loop"; 3.13 raises OSError(ELOOP)
-                raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
-            except OSError as error:
-                if error.errno == errno.ELOOP:
-                    raise IngestError(path, "symbolic link loop (the link leads back to itself)") from None
-            raise IngestError(path, f"broken symbolic link (to {os.readlink(path)}, which does not exist)")
-        raise IngestError(path, "no such file")
-    if path.is_dir():
-        raise IngestError(path, "is a directory, not a text file")
-    try:
-        data = path.read_bytes()
-    except OSError as error:
-        raise IngestError(path, f"cannot read: {error.strerror}") from None
-    if not data:
-        raise IngestError(path, "empty file")
-    if data.isspace():  # no stripped copy: a book can be large
-        raise IngestError(path, "file holds only whitespace")
-    utf16 = utf16_name(data)
-    if utf16:
-        raise IngestError(path, f"{utf16} text, not UTF-8: convert it first, e.g. iconv -f {utf16} -t UTF-8 '{path}' > '{path.with_suffix('.utf8' + path.suffix)}'")
-    nul = data.find(b"\0")
-    if nul >= 0:
-        raise IngestError(path, f"binary file (NUL byte at byte offset {nul})", line=_line_of(data, nul))
-    return data
-
-
-def utf16_name(data: bytes) -> str | None:
-    """"UTF-16" (with a byte-order mark), "UTF-16LE" or "UTF-16BE" (ASCII-range text with a NUL every other byte), else None."""
-    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
-        return "UTF-16"
-    sample = data[:4096]
-    if len(sample) >= 8 and len(sample) % 2 == 0:
-        even, odd = sample[0::2], sample[1::2]
-        if odd.count(0) > 0.9 * len(odd) and even.count(0) < 0.1 * len(even):
-            return "UTF-16LE"
-        if even.count(0) > 0.9 * len(even) and odd.count(0) < 0.1 * len(odd):
-            return "UTF-16BE"
-    return None
-
-
-def read_pdf_source(path: Path):
-    """A PDF's extracted text (curation.pdf.PdfText), None for any other file, or an IngestError saying why not."""
-    from curation.pdf import PdfError, extract_pdf, is_pdf
-
-    if not path.is_file() or not is_pdf(path):
-        return None
-    try:
-        return extract_pdf(path)
-    except PdfError as error:
-        raise IngestError(path, str(error).removeprefix(f"{path}: ")) from None
-
-
-def decode_source(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as error:
-        raise IngestError(
-            path,
-            f"not UTF-8 text (invalid byte 0x{data[error.start]:02x} at byte offset {error.start})",
-            line=_line_of(data, error.start),
-        ) from None
-
-
-def parse_book(task: BookTask, known_source_ids: frozenset[str] = frozenset()) -> ParsedBook:
-    """Read, validate, hash and parse one file; no commit (`Workspace.add_sources` does that).
-
-    A pure function of the file, so an executor may run it anywhere the file is readable.
-    A file whose source id is in `known_source_ids` is not parsed: "already ingested".
-    """
-    path = Path(task.path)
-    try:
-        extracted = read_pdf_source(path)  # a PDF's text is its source; None for a text file
-        data = extracted.data if extracted else read_source_file(path)
-        source_id = hashlib.sha256(data).hexdigest()
-        if source_id in known_source_ids:
-            return ParsedBook(task, "already ingested", source_id)
-        text = decode_source(path, data)
-        title = task.title if task.title is not None else path.stem
-        page_starts = extracted.page_starts if extracted else None
-        parsed = _parse(task.kind, path, text, source_id, title, task.dialogue_config, task.prose_config, page_starts)
-        if extracted:
-            parsed.report["extraction"] = extracted.report()
-    except IngestError as error:
-        return ParsedBook(task, "rejected", error=(error.path, error.message, error.line))
-    rows, n_duplicates = _first_of_each_item_id(parsed.items)
-    parsed.items.clear()  # the kept rows live on in `rows`, until the frame below consumes them
-    n_rows = len(rows)
-    source = {
-        "source_id": source_id,
-        "title": title,
-        "kind": task.kind,
-        "original_path": str(path.resolve()),
-        "stored_path": f"{SOURCES_DIR}/{source_id}.txt",
-        "n_bytes": len(data),
-        "n_chars": len(text),
-        "n_items": n_rows,
-        "licence": task.licence,
-        "parser": task.kind,
-        "parser_version": parsed.parser_version,
-        "parser_config": parsed.config_json,
-        "convention": parsed.convention,
-        "parse_report": json.dumps(parsed.report, sort_keys=True),
-    }
-    return ParsedBook(task, "parsed", source_id, source, _items_frame(rows, consume=True), n_duplicates, parsed.convention,
-                      parsed.report, extracted=data if extracted else None)
-
-
-def _unchanged_source_bytes(book: ParsedBook) -> bytes:
-    """What the book's source stores, or an IngestError if its file no longer holds the bytes that were parsed."""
-    path = Path(book.task.path)
-    if book.extracted is None:
-        data = read_source_file(path)
-        unchanged = hashlib.sha256(data).hexdigest() == book.source_id
-    else:
-        data = book.extracted
-        try:
-            unchanged = sha256_file(path) == book.parse_report["extraction"]["pdf_sha256"]
-        except OSError as error:
-            raise IngestError(path, f"cannot read: {error.strerror}") from None
-    if not unchanged:
-        raise IngestError(path, "file changed while it was being ingested; nothing was committed")
-    return data
-
-
-def _line_of(data: bytes, offset: int) -> int:
-    return data.count(b"\n", 0, offset) + 1
-
-
-def _parse(
-    kind: str,
-    path: Path,
-    text: str,
-    source_id: str,
-    title: str,
-    dialogue_config: Any,
-    prose_config: Any,
-    page_starts: list[int] | None = None,
-) -> _ParsedSource:
-    # Parsers are imported here: only the one this ingest needs is loaded.
-    if kind == "dialogue":
-        from curation.dialogue import PARSER_VERSION, DialogueConfig, NoSpeakerMarkers, parse_dialogue
-
-        config = dialogue_config if dialogue_config is not None else DialogueConfig()
-        try:
-            parsed = parse_dialogue(text, source_id, config, title=title, page_starts=page_starts)
-        except NoSpeakerMarkers as error:
-            raise IngestError(path, str(error) or "no speaker markers found") from None
-        return _ParsedSource(parsed.items, parsed.convention, dict(parsed.report), config.to_json(), PARSER_VERSION)
-
-    from curation.prose import PARSER_VERSION, ProseConfig, split_prose
-
-    config = prose_config if prose_config is not None else ProseConfig()
-    items = split_prose(text, source_id, config, title=title, page_starts=page_starts)
-    return _ParsedSource(items, "", {}, config.to_json(), PARSER_VERSION)
-
-
-def _first_of_each_item_id(rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], int]:
-    """Rows with duplicate item_ids dropped (the first kept), and how many were dropped."""
-    seen: set[str] = set()
-    kept = []
-    for row in rows:
-        if row["item_id"] not in seen:
-            seen.add(row["item_id"])
-            kept.append(row)
-    return kept, len(rows) - len(kept)
-
-
-def _items_frame(rows: list[dict[str, Any]], consume: bool = False) -> pl.DataFrame:
-    """The rows as an items frame; consume=True empties `rows` batch by batch as they go in, so a
-    big book's item dicts and its frame are not held whole at the same time."""
-    expected = ITEM_SCHEMA.keys()
-    for row in rows:
-        if row.keys() != expected:
-            missing, extra = sorted(expected - row.keys()), sorted(row.keys() - expected)
-            raise ValueError(f"parser produced an item off the schema: missing {missing}, extra {extra}")
-    if not consume:
-        return pl.DataFrame(rows, schema=ITEM_SCHEMA)
-    frames = [pl.DataFrame(schema=ITEM_SCHEMA)]
-    while rows:
-        frames.append(pl.DataFrame(rows[:ITEM_FRAME_BATCH], schema=ITEM_SCHEMA))
-        del rows[:ITEM_FRAME_BATCH]
-    return pl.concat(frames, how="vertical")
-
-
-ITEM_FRAME_BATCH = 2000
-
-
 def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
     stage = pl.lit(STAGES[0].name)
     for later in STAGES[1:]:  # each later stage, when its marker is set, outranks the ones before
@@ -740,6 +491,11 @@ def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
         elif later.marker_column in columns:
             stage = pl.when(pl.col(later.marker_column).is_not_null()).then(pl.lit(later.name)).otherwise(stage)
     return stage
+
+
+def _stored_path(source_id: str) -> str:
+    """Where a source's bytes are kept, relative to the workspace root (its `stored_path`)."""
+    return f"{SOURCES_DIR}/{source_id}.txt"
 
 
 def _generation_name(generation: int) -> str:

@@ -17,11 +17,11 @@ from curation.export import ExportResult, export_version
 from curation.review import ReviewState, load_review_state
 from curation.score import ScoreReport, run_score
 from curation.selection import SAMPLE_CONFIG
+from curation.sources import SourceKind
 from curation.workspace import (
     MANIFEST,
     IngestReport,
     ProgressCallback,
-    SourceKind,
     Workspace,
     WorkspaceError,
     WorkspaceStatus,

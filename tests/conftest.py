@@ -1,8 +1,9 @@
-"""Fixtures the test files share: a workspace, a workspace factory for wider fixtures, and the tiny model.
+"""Fixtures the test files share: a workspace, a workspace factory for wider fixtures, a critiqued workspace
+and a review database for the review app, and the tiny model.
 
 A test file that needs its workspace filled extends `workspace` (a fixture of the same name
-that asks for this one) or builds a module-wide one with `new_workspace`; nothing here
-ingests, so every file still says what its workspace holds.
+that asks for this one) or builds a module-wide one with `new_workspace`; only
+`critiqued_workspace` ingests, and its docstring says what.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ if TYPE_CHECKING:
     from curation.workspace import Workspace
 
 SAMPLES = Path(__file__).resolve().parents[1] / "satsang" / "samples"
+DATA = Path(__file__).parent / "data"
 
 
 @pytest.fixture
@@ -37,6 +39,32 @@ def new_workspace(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], W
         return init_workspace(tmp_path_factory.mktemp(name) / "ws")
 
     return make
+
+
+@pytest.fixture(scope="session")
+def critiqued_workspace(new_workspace) -> Callable[[str], Workspace]:
+    """critiqued_workspace(name): a new workspace holding talks 19-24 and two editions of talks 272-274
+    (dialogue), deduped and critiqued by the offline critic: what the review app's tests review."""
+    from critic.offline import OfflineCritic
+    from critic.stage import run_critique
+    from curation.dedup import run_dedup
+
+    def make(name: str) -> Workspace:
+        ws = new_workspace(name)
+        ws.ingest([DATA / "talks-19-24.txt"], kind="dialogue", title="Talks 19-24")
+        ws.ingest([DATA / "dedup-talks-272-274.txt"], kind="dialogue", title="Talks (1955)")
+        ws.ingest([DATA / "dedup-talks-vol2-272-274.txt"], kind="dialogue", title="Talks (2006)")
+        run_dedup(ws, progress=False)
+        run_critique(ws, OfflineCritic(), progress=False)
+        return ws
+
+    return make
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    """A review database of the test's own (SQLite, in tmp_path), as a URL."""
+    return f"sqlite:///{tmp_path / 'reviews.db'}"
 
 
 @pytest.fixture(scope="session")

@@ -15,30 +15,15 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from critic.offline import OfflineCritic
-from critic.stage import run_critique
-from curation.dedup import run_dedup
 from curation.responses import ResponseStore
 from curation.workspace import Workspace
 
-DATA = Path(__file__).parent / "data"
 APP = Path(__file__).parents[1] / "dashboards" / "review_app.py"
 
 
 @pytest.fixture(scope="module")
-def workspace(new_workspace) -> Workspace:
-    ws = new_workspace("review")
-    ws.ingest([DATA / "talks-19-24.txt"], kind="dialogue", title="Talks 19-24")
-    ws.ingest([DATA / "dedup-talks-272-274.txt"], kind="dialogue", title="Talks (1955)")
-    ws.ingest([DATA / "dedup-talks-vol2-272-274.txt"], kind="dialogue", title="Talks (2006)")
-    run_dedup(ws, progress=False)
-    run_critique(ws, OfflineCritic(), progress=False)
-    return ws
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'reviews.db'}"
+def workspace(critiqued_workspace) -> Workspace:
+    return critiqued_workspace("review")
 
 
 @pytest.fixture

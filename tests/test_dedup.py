@@ -22,12 +22,10 @@ from curation.dedup import (
     DEDUP_COLUMNS,
     DedupConfig,
     dedup,
-    minhash_signatures,
     near_duplicate_pairs,
     run_dedup,
-    shingle_hashes,
-    shingle_texts,
 )
+from curation.shingles import minhash_signatures, shingle_hashes, shingle_texts
 from curation.dialogue import parse_dialogue
 from curation.workspace import init_workspace
 

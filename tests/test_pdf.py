@@ -15,7 +15,8 @@ from pdf_writer import write_pdf  # noqa: E402
 from curation.dialogue import parse_dialogue  # noqa: E402
 from curation.pdf import extract_pdf, pdf_text_from_pages  # noqa: E402
 from curation.quality import matched_pairs, parse_agreement, turn_contamination  # noqa: E402
-from curation.workspace import IngestError, init_workspace  # noqa: E402
+from curation.sources import IngestError  # noqa: E402
+from curation.workspace import init_workspace  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 HEADER = "Conversations at the River"

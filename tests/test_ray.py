@@ -29,7 +29,8 @@ from curation.distributed import (  # noqa: E402
 )
 from curation.executors import LocalExecutor, RayExecutor, make_executor  # noqa: E402
 from curation.prose import split_prose  # noqa: E402
-from curation.workspace import BookTask, IngestError, Workspace, init_workspace  # noqa: E402
+from curation.sources import BookTask, IngestError  # noqa: E402
+from curation.workspace import Workspace, init_workspace  # noqa: E402
 
 DATA = Path(__file__).parent / "data"
 DIALOGUE_BOOKS = [DATA / "talks-excerpt.txt", DATA / "talks-19-24.txt", DATA / "dedup-talks-272-274.txt",

@@ -11,31 +11,16 @@ import polars as pl
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from critic.offline import OfflineCritic
-from critic.stage import run_critique
-from curation.dedup import run_dedup
 from curation.responses import ResponseStore
 from curation.team import TeamSettings, add_reviewer, write_team_settings
 from curation.workspace import Workspace
 
-DATA = Path(__file__).parent / "data"
 APP = Path(__file__).parents[1] / "dashboards" / "review_app.py"
 
 
 @pytest.fixture(scope="module")
-def workspace(new_workspace) -> Workspace:
-    ws = new_workspace("team")
-    ws.ingest([DATA / "talks-19-24.txt"], kind="dialogue", title="Talks 19-24")
-    ws.ingest([DATA / "dedup-talks-272-274.txt"], kind="dialogue", title="Talks (1955)")
-    ws.ingest([DATA / "dedup-talks-vol2-272-274.txt"], kind="dialogue", title="Talks (2006)")
-    run_dedup(ws, progress=False)
-    run_critique(ws, OfflineCritic(), progress=False)
-    return ws
-
-
-@pytest.fixture
-def db_url(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'reviews.db'}"
+def workspace(critiqued_workspace) -> Workspace:
+    return critiqued_workspace("team")
 
 
 def open_app(workspace: Workspace, db_url: str, monkeypatch, reviewer: str | None = None, via_url: bool = False) -> AppTest:
@@ -146,8 +131,8 @@ def test_comments_are_stored_and_hidden_from_others_until_they_decide(workspace,
         assert "seen" in store.marks("bo")["kind"].to_list()  # bo was shown ana's comment, and it is logged
 
 
-def test_blind_undo_reverts_ones_own_decision_and_shows_nobody_elses(workspace, db_url, monkeypatch):
-    register(workspace, db_url, "ana", "bo")
+def accepted_by_ana_then_opened_by_bo(workspace: Workspace, db_url: str, monkeypatch) -> tuple[AppTest, AppTest, str]:
+    """ana accepts her first item; bo opens that item (every state shown). Returns both sessions and the item's key."""
     ana = open_app(workspace, db_url, monkeypatch, reviewer="ana")
     key = ana.session_state["cursor"]
     click(ana, "accept")
@@ -155,6 +140,12 @@ def test_blind_undo_reverts_ones_own_decision_and_shows_nobody_elses(workspace, 
     bo.multiselect(key="f_states").set_value([]).run()
     bo.session_state["cursor"] = key
     bo.run()
+    return ana, bo, key
+
+
+def test_blind_undo_reverts_ones_own_decision_and_shows_nobody_elses(workspace, db_url, monkeypatch):
+    register(workspace, db_url, "ana", "bo")
+    ana, bo, key = accepted_by_ana_then_opened_by_bo(workspace, db_url, monkeypatch)
     click(bo, "undo")  # bo has no decision here: nothing to undo, and ana's is not named
     assert not any("ana" in toast.value for toast in bo.toast)
     bo.session_state["cursor"] = key
@@ -168,13 +159,7 @@ def test_blind_undo_reverts_ones_own_decision_and_shows_nobody_elses(workspace, 
 
 
 def test_without_a_reviewer_list_review_is_open(workspace, db_url, monkeypatch):
-    ana = open_app(workspace, db_url, monkeypatch, reviewer="ana")
-    key = ana.session_state["cursor"]
-    click(ana, "accept")
-    bo = open_app(workspace, db_url, monkeypatch, reviewer="bo")
-    bo.multiselect(key="f_states").set_value([]).run()
-    bo.session_state["cursor"] = key
-    bo.run()
+    ana, bo, key = accepted_by_ana_then_opened_by_bo(workspace, db_url, monkeypatch)
     assert "accepted by ana" in text(bo)  # anyone may type any name, so hiding would protect nothing
     with db(workspace, db_url) as store:
         assert store.blind_response_ids() == []

@@ -11,59 +11,27 @@ changes his mind) is stored but not marked blind; and kappa is computed on blind
 
 from __future__ import annotations
 
-import os
-import subprocess
-import time
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from browser import CHROMIUM, review_server_and_browser, wait_for
 from critic.offline import OfflineCritic
 from critic.stage import run_critique
 from curation.responses import ResponseStore
 from curation.review import blind_reviewer_agreement, cohen_kappa, keep_label, reviewer_agreement, reviewer_state
 from curation.team import TeamSettings, add_reviewer, assignment, decisions_per_item, order_for_reviewer, write_team_settings
 from curation.workspace import init_workspace
-from dashboards.launch import free_port, launch
 from dashboards.queue import CHANGED, UNREVIEWED, QueueFilter, apply_filter, build_queue
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DATA = Path(__file__).parent / "data"
 PLAN = TeamSettings(reviewers_per_item=1, overlap_share=0.25, overlap_reviewers=2, blind=True)
 KEYS = {"accept": "a", "reject": "2"}  # 2: reject as "not contemplative"
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
+pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium", allow_module_level=True)
-
-
-def wait_until_serving(port: int, process: subprocess.Popen, log: Path, timeout_s: float = 60.0) -> None:
-    import urllib.request
-
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            pytest.fail(f"the review server exited with {process.returncode}:\n{log.read_text()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as reply:
-                if reply.read() == b"ok":
-                    return
-        except OSError:
-            time.sleep(0.2)
-    pytest.fail(f"the review server did not answer within {timeout_s:g}s:\n{log.read_text()}")
-
-
-def wait_for(condition, timeout_s: float = 20.0, step_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step_s)
-    return condition()
 
 
 def first_words(text: str, n: int = 8) -> str:
@@ -114,78 +82,61 @@ def test_blind_double_review_with_two_reviewers_in_two_browsers(tmp_path):
     expected_blind_kappa = cohen_kappa([keep_label(ana_label[i]) for i in shared], [keep_label(bo_label[i]) for i in shared])
     assert expected_blind_kappa is not None and expected_blind_kappa < 1.0
 
-    env = {name: value for name, value in os.environ.items() if name != "SATSANG_DB_URL"}
-    port = free_port()
-    log = tmp_path / "server.log"
-    with open(log, "wb") as log_file:
-        server = launch(workspace.root, port=port, address="127.0.0.1", wait=False, env=env, stdout=log_file, stderr=subprocess.STDOUT)
-    try:
-        wait_until_serving(port, server, log)
-        with sync_api.sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-            try:
-                pages = {}
-                for name in ("zoea", "ana", "bo"):
-                    context = browser.new_context(viewport={"width": 1400, "height": 900})  # separate cookies, separate sessions
-                    pages[name] = context.new_page()
-                    pages[name].goto(f"http://127.0.0.1:{port}/?reviewer={name}", wait_until="domcontentloaded")
+    with review_server_and_browser(workspace.root, tmp_path) as (browser, port):
+        pages = {}
+        for name in ("zoea", "ana", "bo"):
+            context = browser.new_context(viewport={"width": 1400, "height": 900})  # separate cookies, separate sessions
+            pages[name] = context.new_page()
+            pages[name].goto(f"http://127.0.0.1:{port}/?reviewer={name}", wait_until="domcontentloaded")
 
-                # A name not on the list is refused, and nothing can be decided under it.
-                pages["zoea"].get_by_text("'zoea' is not on this workspace's reviewer list").wait_for(timeout=30_000)
-                assert pages["zoea"].get_by_role("button", name="Accept").count() == 0
-                pages["zoea"].screenshot(path=str(tmp_path / "refused.png"))
+        # A name not on the list is refused, and nothing can be decided under it.
+        pages["zoea"].get_by_text("'zoea' is not on this workspace's reviewer list").wait_for(timeout=30_000)
+        assert pages["zoea"].get_by_role("button", name="Accept").count() == 0
+        pages["zoea"].screenshot(path=str(tmp_path / "refused.png"))
 
-                # Different items first, each the reviewer's own.
-                assert todo["ana"][0]["item_id"] != todo["bo"][0]["item_id"]
-                assert "ana" in todo["ana"][0]["assignees"] and "bo" in todo["bo"][0]["assignees"]
-                settle(pages["ana"], todo["ana"][0])
-                settle(pages["bo"], todo["bo"][0])
-                pages["bo"].screenshot(path=str(tmp_path / "bo-first.png"))
+        # Different items first, each the reviewer's own.
+        assert todo["ana"][0]["item_id"] != todo["bo"][0]["item_id"]
+        assert "ana" in todo["ana"][0]["assignees"] and "bo" in todo["bo"][0]["assignees"]
+        settle(pages["ana"], todo["ana"][0])
+        settle(pages["bo"], todo["bo"][0])
+        pages["bo"].screenshot(path=str(tmp_path / "bo-first.png"))
 
-                for name, labels in (("ana", ana_label), ("bo", bo_label)):
-                    page = pages[name]
-                    for n, row in enumerate(todo[name], start=1):
-                        settle(page, row)
-                        if name == "bo" and row["item_id"] in shared:
-                            # Blind: ana decided this item, and bo sees neither her decision nor the history.
-                            assert page.get_by_text("by ana").count() == 0
-                            assert page.get_by_text("History:").count() == 0
-                            assert page.get_by_text("appear once you have given yours").count() == 1
-                        page.keyboard.press(KEYS[labels[row["item_id"]]])
-                        stored = wait_for(lambda: responses(workspace.root).filter(pl.col("reviewer") == name).height == n)
-                        assert stored, f"{name}'s decision {n} on {row['item_id']} was not stored"
-                    page.screenshot(path=str(tmp_path / f"{name}-done.png"))
+        for name, labels in (("ana", ana_label), ("bo", bo_label)):
+            page = pages[name]
+            for n, row in enumerate(todo[name], start=1):
+                settle(page, row)
+                if name == "bo" and row["item_id"] in shared:
+                    # Blind: ana decided this item, and bo sees neither her decision nor the history.
+                    assert page.get_by_text("by ana").count() == 0
+                    assert page.get_by_text("History:").count() == 0
+                    assert page.get_by_text("appear once you have given yours").count() == 1
+                page.keyboard.press(KEYS[labels[row["item_id"]]])
+                stored = wait_for(lambda: responses(workspace.root).filter(pl.col("reviewer") == name).height == n)
+                assert stored, f"{name}'s decision {n} on {row['item_id']} was not stored"
+            page.screenshot(path=str(tmp_path / f"{name}-done.png"))
 
-                # bo opens the item he disagreed on from Search: now he may see ana's decision, and changes his.
-                page = pages["bo"]
-                page.get_by_role("radio", name="Search").or_(page.get_by_text("Search", exact=True)).first.click()
-                target = next(r for r in todo["bo"] if r["item_id"] == shared[0])
-                box = page.get_by_placeholder("every word must occur, in any of them")
-                box.fill(first_words(target["question"], 12))
-                box.press("Enter")
-                page.get_by_text("match.").first.wait_for(timeout=15_000)
-                page.screenshot(path=str(tmp_path / "bo-search.png"))
-                page.locator(f".st-key-team_open_found-{target['source_id']}-{target['item_id']} button").click()
-                settle(page, target)
-                page.get_by_text("History:").first.wait_for(timeout=15_000)
-                page.screenshot(path=str(tmp_path / "bo-revealed.png"))
-                page.keyboard.press(KEYS[ana_label[shared[0]]])
-                assert wait_for(lambda: responses(workspace.root).filter(pl.col("reviewer") == "bo").height == k + 1)
-                # The progress view puts kappa on blind overlaps beside the count of all overlaps.
-                page.get_by_role("radio", name="Progress").or_(page.get_by_text("Progress", exact=True)).first.click()
-                heading = page.get_by_text("Between reviewers, blind overlaps only")
-                heading.wait_for(timeout=30_000)
-                page.wait_for_timeout(800)
-                heading.scroll_into_view_if_needed()
-                page.screenshot(path=str(tmp_path / "bo-progress.png"))
-            finally:
-                browser.close()
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
+        # bo opens the item he disagreed on from Search: now he may see ana's decision, and changes his.
+        page = pages["bo"]
+        page.get_by_role("radio", name="Search").or_(page.get_by_text("Search", exact=True)).first.click()
+        target = next(r for r in todo["bo"] if r["item_id"] == shared[0])
+        box = page.get_by_placeholder("every word must occur, in any of them")
+        box.fill(first_words(target["question"], 12))
+        box.press("Enter")
+        page.get_by_text("match.").first.wait_for(timeout=15_000)
+        page.screenshot(path=str(tmp_path / "bo-search.png"))
+        page.locator(f".st-key-team_open_found-{target['source_id']}-{target['item_id']} button").click()
+        settle(page, target)
+        page.get_by_text("History:").first.wait_for(timeout=15_000)
+        page.screenshot(path=str(tmp_path / "bo-revealed.png"))
+        page.keyboard.press(KEYS[ana_label[shared[0]]])
+        assert wait_for(lambda: responses(workspace.root).filter(pl.col("reviewer") == "bo").height == k + 1)
+        # The progress view puts kappa on blind overlaps beside the count of all overlaps.
+        page.get_by_role("radio", name="Progress").or_(page.get_by_text("Progress", exact=True)).first.click()
+        heading = page.get_by_text("Between reviewers, blind overlaps only")
+        heading.wait_for(timeout=30_000)
+        page.wait_for_timeout(800)
+        heading.scroll_into_view_if_needed()
+        page.screenshot(path=str(tmp_path / "bo-progress.png"))
 
     with ResponseStore.open(workspace.root) as store:
         log_rows = store.responses()

@@ -16,9 +16,9 @@ import pytest
 
 from curation.dialogue import DialogueConfig, parse_dialogue
 from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA
+from curation.sources import IngestError
 from curation.workspace import (
     PAUSE_ENV,
-    IngestError,
     Workspace,
     WorkspaceError,
     default_workspace_path,
@@ -241,22 +241,43 @@ def test_one_bad_file_among_good_ones_commits_nothing(workspace: Workspace, tmp_
     assert workspace.sources().height == 0
 
 
-def test_a_file_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path):
+@pytest.mark.parametrize(
+    "meddle, message",
+    [
+        (lambda book: book.write_text(TALKS.read_text(encoding="utf-8").replace("Maharshi", "Maharishi"), encoding="utf-8"),
+         "file changed while it was being ingested; nothing was committed"),
+        # The commit copies the file block by block (never holding it whole): one gone by then is named as the reader names it.
+        (lambda book: book.unlink(), "no such file"),
+    ],
+    ids=["changed", "removed"],
+)
+def test_a_file_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path, meddle, message):
     # Files are parsed outside the writer lock (on any executor); the commit re-checks their bytes.
     book = tmp_path / "talks.txt"
     book.write_bytes(TALKS.read_bytes())
     before = tree(workspace.root)
 
-    def edit_after_parse(path, phase):
+    def meddle_after_parse(path, phase):
         if phase == "parsed" and path == book:
-            book.write_text(TALKS.read_text(encoding="utf-8").replace("Maharshi", "Maharishi"), encoding="utf-8")
+            meddle(book)
 
     with pytest.raises(IngestError) as caught:
-        workspace.ingest([DATA / "talks-excerpt.txt", book], "dialogue", progress=edit_after_parse)
-    assert str(caught.value) == f"{book}: file changed while it was being ingested; nothing was committed"
+        workspace.ingest([DATA / "talks-excerpt.txt", book], "dialogue", progress=meddle_after_parse)
+    assert str(caught.value) == f"{book}: {message}"
     assert tree(workspace.root) == before  # the first file's source, stored before the check failed, is gone
-    # unchanged, the same call commits
+    # left as it is now (put back if removed), the same call commits
+    if not book.exists():
+        book.write_bytes(TALKS.read_bytes())
     assert workspace.ingest([book], "dialogue").n_new_sources == 1
+
+
+def test_a_stored_source_is_the_file_byte_for_byte_across_copy_blocks(workspace: Workspace, tmp_path: Path, monkeypatch):
+    import curation.sources
+
+    monkeypatch.setattr(curation.sources, "COPY_BLOCK", 1000)  # many blocks, and a last partial one
+    report = workspace.ingest([TALKS], "dialogue")
+    stored = workspace.root / workspace.sources()["stored_path"][0]
+    assert stored.read_bytes() == TALKS.read_bytes() and report.files[0].source_id == workspace.sources()["source_id"][0]
 
 
 def test_a_pdf_changed_between_its_parse_and_the_commit_commits_nothing(workspace: Workspace, tmp_path: Path):
