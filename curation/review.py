@@ -218,6 +218,12 @@ def progress(frame: pl.DataFrame) -> Progress:
 # ---- responses and reviewers ------------------------------------------------------------------
 
 
+def normalise_reviewer_name(name: str | None) -> str:
+    """A reviewer's name as it is recorded: spaces trimmed and collapsed, lower case, so "Asha " and "asha" are one person."""
+    return " ".join(str(name or "").split()).casefold()
+
+
+
 def live_responses(responses: pl.DataFrame) -> pl.DataFrame:
     """The responses that stand: neither an undo nor undone (RESPONSE_SCHEMA rows, oldest first)."""
     undone = responses["undoes"].drop_nulls().unique().implode()
@@ -378,9 +384,13 @@ class CriticAgreement:
 def critic_agreement(frame: pl.DataFrame, threshold: float = CRITIC_KEEP_THRESHOLD) -> CriticAgreement:
     """The critic against the curators over items both judged (distinct item_ids of a frame through `join_decisions`).
 
-    An item whose text changed since review has no standing curator label.
+    An item whose text changed since review has no standing curator label. A rejection
+    as a "duplicate" says nothing about the item's quality, which is all the critic
+    judges, so those items are left out.
     """
-    judged = frame.filter(pl.col("critic_score").is_not_null() & is_decided()).unique(
+    reason = pl.col("decision_reason").fill_null("") if "decision_reason" in frame.columns else pl.lit("")
+    duplicate = (pl.col("decision_state") == "reject") & (reason == "duplicate")
+    judged = frame.filter(pl.col("critic_score").is_not_null() & is_decided() & ~duplicate).unique(
         subset=["item_id"], keep="first", maintain_order=True
     )
     critic = [KEEP if score >= threshold else DROP for score in judged["critic_score"].to_list()]
