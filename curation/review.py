@@ -219,8 +219,9 @@ def progress(frame: pl.DataFrame) -> Progress:
 
 
 def normalise_reviewer_name(name: str | None) -> str:
-    """A reviewer's name as it is recorded: spaces trimmed and collapsed, lower case, so "Asha " and "asha" are one person."""
-    return " ".join(str(name or "").split()).casefold()
+    """A reviewer's name as stored and compared: case-folded, stripped, inner whitespace collapsed ("Asha" is "asha")."""
+    return " ".join(str(name or "").casefold().split())
+
 
 
 
