@@ -157,6 +157,14 @@ def child_browser(workspace: Path, db_url: str, repeats: int, screenshots: Path 
                                        arg=before, timeout=60_000, polling=10)
                 timings[label].append(time.perf_counter() - started)
                 page.wait_for_timeout(250)
+            if screenshots:  # the edit screen, and the refusal of a key pressed twice
+                page.keyboard.press("e")
+                page.locator('textarea[aria-label="Answer"], textarea[aria-label="Passage"]').first.wait_for(timeout=60_000)
+                page.wait_for_timeout(1000)
+                page.screenshot(path=str(screenshots / "edit.png"))
+                page.keyboard.press("Escape")
+                page.keyboard.press("Escape")
+                page.wait_for_timeout(1000)
             tabs = {}
             for view, marker in (("Progress", "Score distributions by decision"), ("Bulk actions", "Bulk actions on the filtered selection")):
                 started = time.perf_counter()

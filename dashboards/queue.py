@@ -80,10 +80,11 @@ def build_queue(
     """Items joined with their decision state and ordered by need (see the module docstring).
 
     Adds: key ("source_id:item_id", unique per row), source_title, source_order,
-    talk (the number in `section`, null if none), curation.review.DECISION_COLUMNS
+    talk (the number in `section`, null if none), need, base_rank (the order by need,
+    source, start and item id, decisions aside), curation.review.DECISION_COLUMNS
     (decision, decided_by, decided_at, decision_reason, decision_note, edited_question,
     edited_answer, decided_content_hash, decision_response_id, decision_state: one of
-    DECISION_STATES), skipped, need, why, position (0-based queue order).
+    DECISION_STATES), skipped, why, position (0-based queue order).
 
     The same as `order_queue(base_queue(items, sources), state, skipped)` with `why`
     added; the review app keeps `base_queue` across decisions (it depends on the items
@@ -113,7 +114,18 @@ def base_queue(items: pl.DataFrame, sources: pl.DataFrame | None = None) -> pl.D
         (pl.col("source_id") + ":" + pl.col("item_id")).alias("key"),
         pl.col("section").str.extract(_TALK_NUMBER).cast(pl.Int64, strict=False).alias("talk"),
     )
-    return queue.with_columns(need_expression().round(4).alias("need"))
+    queue = queue.with_columns(need_expression().round(4).alias("need"))
+    # The order among items in the same review state never changes with decisions: ranked once here,
+    # so each new review state sorts three integer columns, not need, source, start and item id.
+    rank = (
+        queue.select("need", "source_order", "start", "item_id", pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"))
+        .sort(["need", "source_order", "start", "item_id"], descending=[True, False, False, False], nulls_last=True,
+              maintain_order=True)
+        .get_column("_row")
+        .arg_sort()
+        .cast(pl.UInt32)
+    )
+    return queue.with_columns(rank.alias("base_rank"))
 
 
 @dataclass(frozen=True)
@@ -152,16 +164,8 @@ def queue_view(base: pl.DataFrame, state: pl.DataFrame | None = None, skipped: I
     frame = join_decisions(base, state)  # curation.review: the effective decision, and whether the text moved since
     frame = frame.with_columns(pl.col("key").is_in(pl.Series(list(skipped), dtype=pl.String).implode()).alias("skipped"))
     order = (
-        frame.select(
-            is_decided().alias("_reviewed"), "skipped", "need", "source_order", "start", "item_id",
-            pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"),
-        )
-        .sort(
-            ["_reviewed", "skipped", "need", "source_order", "start", "item_id"],
-            descending=[False, False, True, False, False, False],
-            nulls_last=True,
-            maintain_order=True,
-        )
+        frame.select(is_decided().alias("_reviewed"), "skipped", "base_rank", pl.int_range(pl.len(), dtype=pl.UInt32).alias("_row"))
+        .sort(["_reviewed", "skipped", "base_rank"])
         .get_column("_row")
     )
     return QueueView(frame, order)
@@ -311,7 +315,8 @@ def filter_expression(f: QueueFilter) -> pl.Expr | None:
     if f.reviewers:
         conditions.append(pl.col("decided_by").is_in(list(f.reviewers)).fill_null(False))
     if f.text.strip():
-        conditions.append(pl.col("text").str.to_lowercase().str.contains(f.text.strip().lower(), literal=True))
+        # (?i) on the escaped words: several times faster than lower-casing every text first
+        conditions.append(pl.col("text").str.contains("(?i)" + re.escape(f.text.strip())).fill_null(False))
     return pl.all_horizontal(conditions) if conditions else None
 
 

@@ -43,8 +43,10 @@ row on screen), so features such as a reviewer list or guidelines add a function
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -175,6 +177,19 @@ def load_workbench(root: str, generation: int) -> Workbench:
     titles = base.select("source_id", "source_title", "source_order").unique("source_id").sort("source_order")
     kinds = tuple(sorted(base["kind"].drop_nulls().unique().to_list()))
     return Workbench(base, dict(zip(titles["source_id"], titles["source_title"])), kinds, base["item_id"].n_unique())
+
+
+@st.cache_resource(show_spinner=False)
+def warm_imports() -> threading.Thread:
+    """Import pandas and pyarrow in the background, once per server process.
+
+    Streamlit's st.dataframe imports them on first use: seconds of a first item's
+    history or a first Progress tab otherwise, while the reviewer waits.
+    """
+    thread = threading.Thread(target=lambda: [importlib.import_module(name) for name in ("pyarrow", "pandas")],
+                              name="satsang-warm-imports", daemon=True)
+    thread.start()
+    return thread
 
 
 @st.cache_resource(show_spinner=False, max_entries=8)
@@ -922,7 +937,7 @@ def progress_view(ctx: ReviewContext) -> None:
             if bins.height == 0:
                 st.caption(f"{label}: no reviewed item has one yet")
             else:
-                st.altair_chart(histogram(bins, label, extent), width="stretch")
+                st.vega_lite_chart(bins, histogram_spec(label, extent), width="stretch")
 
     st.markdown("##### Agreement")
     left, right = st.columns(2, gap="large")
@@ -957,24 +972,27 @@ def progress_view(ctx: ReviewContext) -> None:
             )
 
 
-def histogram(bins: pl.DataFrame, label: str, extent: tuple[float, float]):
-    """Stacked histogram of one score from counted bins (dashboards.queue.score_histogram), coloured by decision state."""
-    import altair as alt
+def histogram_spec(label: str, extent: tuple[float, float]) -> dict[str, Any]:
+    """A Vega-Lite stacked histogram over counted bins (dashboards.queue.score_histogram), coloured by decision state.
 
-    colours = alt.Scale(domain=list(DECISION_STATES), range=["#c9c1b6", "#3a9a57", "#c8553d", "#4a78c2", "#e0a526"])
-    return (
-        alt.Chart(bins.to_pandas(), title=label)
-        .mark_bar()
-        .encode(
-            x=alt.X("bin_start:Q", bin="binned", title=label, scale=alt.Scale(domain=list(extent))),
-            x2="bin_end:Q",
-            y=alt.Y("sum(items):Q", title="items", stack=True),
-            color=alt.Color("decision:N", scale=colours, title="decision"),
-            order=alt.Order("decision:N"),
-            tooltip=[alt.Tooltip("decision:N"), alt.Tooltip("sum(items):Q", title="items")],
-        )
-        .properties(height=220)
-    )
+    A plain spec, not altair: importing altair costs a server process over a second.
+    """
+    return {
+        "title": label,
+        "height": 220,
+        "mark": {"type": "bar"},
+        "encoding": {
+            "x": {"field": "bin_start", "type": "quantitative", "bin": "binned", "title": label,
+                  "scale": {"domain": list(extent)}},
+            "x2": {"field": "bin_end"},
+            "y": {"aggregate": "sum", "field": "items", "type": "quantitative", "title": "items", "stack": True},
+            "color": {"field": "decision", "type": "nominal", "title": "decision",
+                      "scale": {"domain": list(DECISION_STATES), "range": ["#c9c1b6", "#3a9a57", "#c8553d", "#4a78c2", "#e0a526"]}},
+            "order": {"field": "decision", "type": "nominal"},
+            "tooltip": [{"field": "decision", "type": "nominal"},
+                        {"aggregate": "sum", "field": "items", "type": "quantitative", "title": "items"}],
+        },
+    }
 
 
 # ---- the page ------------------------------------------------------------------------
@@ -984,6 +1002,7 @@ def main() -> None:
     st.set_page_config(page_title="Satsang review", page_icon=":material/self_improvement:", layout="wide", initial_sidebar_state="expanded")
     st.markdown(CSS, unsafe_allow_html=True)
     st.html(KEYBOARD_SCRIPT, unsafe_allow_javascript=True, width="content")
+    warm_imports()
     config = app_config()
     try:
         workspace = Workspace.open(config.workspace)
