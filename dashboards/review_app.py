@@ -640,8 +640,9 @@ def review_view(ctx: ReviewContext) -> None:
     left, right = st.columns([1.45, 1], gap="large")
     with left:
         edited = edited_text(row) if row["decision_state"] == "edit" else None
-        st.markdown(item_card(row, edited), unsafe_allow_html=True)
-        if st.session_state["editing"] == row["key"]:
+        editing = st.session_state["editing"] == row["key"]
+        st.markdown(item_card(row, edited, compact=editing), unsafe_allow_html=True)
+        if editing:
             edit_panel(ctx, row)
         else:
             action_bar(ctx, row)
@@ -905,7 +906,7 @@ def progress_view(ctx: ReviewContext) -> None:
     done = ctx.snapshot.done
     numbers = progress_numbers(ctx.snapshot.token, _snapshot=ctx.snapshot, _store=ctx.store)
     cols = st.columns(5)
-    cols[0].metric(f"Reviewed ({done.fraction:.0%})", f"{done.n_reviewed} / {done.n_items}")
+    cols[0].metric(f"Reviewed of {done.n_items:,} ({done.fraction:.0%})", f"{done.n_reviewed:,}")
     cols[1].metric("Accepted", done.by_decision.get("accept", 0))
     cols[2].metric("Rejected", done.by_decision.get("reject", 0))
     cols[3].metric("Edited", done.by_decision.get("edit", 0))

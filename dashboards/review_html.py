@@ -12,7 +12,7 @@ from typing import Any
 
 from dashboards.queue import CHANGED, UNREVIEWED
 
-CONTEXT_BEFORE, CONTEXT_AFTER = 450, 900  # raw source shown before and after an item
+CONTEXT_BEFORE, CONTEXT_AFTER = 200, 900  # raw source shown before and after an item (the window is 300 px high)
 
 CSS = """
 <style>
@@ -21,6 +21,7 @@ CSS = """
 .sat-meta b {color: #3d352c;}
 .sat-card {border: 1px solid #e6dfd3; border-radius: 10px; padding: 1.1rem 1.35rem;
            background: #fffdf8; margin-bottom: 0.6rem; max-height: 40vh; overflow-y: auto;}
+.sat-card.sat-compact {max-height: 16vh;}
 .sat-position {font-size: 0.95rem; color: #3d352c;}
 .sat-refused {color: #9b2c1f; font-size: 0.85rem;}
 /* Toasts at the bottom right: at the top they covered Prev / Next. */
@@ -229,7 +230,8 @@ def original_text(row: dict[str, Any]) -> tuple[str, str]:
     return "", row["text"] or ""
 
 
-def item_card(row: dict[str, Any], edited: tuple[str, str] | None = None) -> str:
+def item_card(row: dict[str, Any], edited: tuple[str, str] | None = None, compact: bool = False) -> str:
+    """The item as a reader sees it; `compact` (while editing, the boxes below hold the text) keeps it short."""
     meta = [f"<b>{esc(row['source_title'])}</b>"]
     if row.get("section"):
         meta.append(esc(row["section"]))
@@ -238,7 +240,8 @@ def item_card(row: dict[str, Any], edited: tuple[str, str] | None = None) -> str
     meta.append(f"turn {row['turn_index']}" if row.get("turn_index") is not None else "")
     # The card names the item and the exact text it shows: what a decision made on it is recorded against.
     parts = [f'<div class="sat-meta">{" · ".join(m for m in meta if m)}</div>',
-             f'<div class="sat-card" data-item-id="{esc(row["item_id"])}" data-content-hash="{esc(row["content_hash"])}">']
+             f'<div class="sat-card{" sat-compact" if compact else ""}" data-item-id="{esc(row["item_id"])}"'
+             f' data-content-hash="{esc(row["content_hash"])}">']
     if row["kind"] == "pair":
         if row.get("context"):
             parts.append(f'<div class="sat-context">{esc(row["context"])}</div>')
