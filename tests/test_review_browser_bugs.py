@@ -498,6 +498,12 @@ def test_reviewer_names_are_normalised_and_the_server_listens_on_loopback(review
     assert normalise_reviewer_name("  Asha   Rao ") == normalise_reviewer_name("asha rao") == "asha rao"
     command = review_command("ws")
     assert command[command.index("--server.address") + 1] == "127.0.0.1"
+    from typer.testing import CliRunner
+
+    from satsang.cli import app
+
+    help_text = CliRunner().invoke(app, ["review", "--help"], env={"COLUMNS": "200"}).output
+    assert "--address" in help_text and "[default: 127.0.0.1]" in help_text
     page = review.open("Asha")
     blur(page)
     page.keyboard.press("a")
