@@ -207,12 +207,15 @@ class Progress:
         return self.n_reviewed / self.n_items if self.n_items else 0.0
 
 
-def progress(frame: pl.DataFrame) -> Progress:
-    """Reviewed / total over distinct item_ids of a frame through `join_decisions` (a decision covers an item in every source)."""
-    distinct = frame.unique(subset=["item_id"], keep="first", maintain_order=True)
-    counts = dict(distinct.group_by("decision_state").len().iter_rows())
+def progress(frame: pl.DataFrame, distinct: bool = False) -> Progress:
+    """Reviewed / total over distinct item_ids of a frame through `join_decisions` (a decision covers an item in every source).
+
+    `distinct=True`: the frame already holds one row per item (the review app keeps that mask), so no unique pass.
+    """
+    distinct_rows = frame if distinct else frame.unique(subset=["item_id"], keep="first", maintain_order=True)
+    counts = dict(distinct_rows.group_by("decision_state").len().iter_rows())
     reviewed = sum(count for state, count in counts.items() if state in DECIDED)
-    return Progress(distinct.height, reviewed, {state: int(counts.get(state, 0)) for state in DECISION_STATES})
+    return Progress(distinct_rows.height, reviewed, {state: int(counts.get(state, 0)) for state in DECISION_STATES})
 
 
 # ---- responses and reviewers ------------------------------------------------------------------

@@ -57,7 +57,7 @@ import streamlit as st
 
 from critic.base import FLAGS
 from curation.responses import REASONS, InvalidResponse, ResponseStore, ResponseStoreError
-from curation.review import Progress, normalise_reviewer_name
+from curation.review import normalise_reviewer_name
 from curation.workspace import Workspace, WorkspaceError, default_workspace_path
 from dashboards.queue import (
     BULK_ACTIONS,
@@ -69,6 +69,7 @@ from dashboards.queue import (
     KEEP,
     UNREVIEWED,
     QueueFilter,
+    Progress,
     QueueView,
     base_queue,
     critic_agreement,
@@ -76,7 +77,6 @@ from dashboards.queue import (
     kappa_words,
     parse_talk_range,
     plan_bulk,
-    progress,
     progress_by_source,
     queue_view,
     reviewer_agreement,
@@ -211,7 +211,7 @@ class Snapshot:
 def load_snapshot(root: str, generation: int, store_location: str, version: int, skipped: tuple[str, ...],
                   _bench: Workbench, _store: ResponseStore) -> Snapshot:
     view = queue_view(_bench.base, _store.state(), skipped)
-    done = progress(view.frame.select("item_id", "decision_state"))
+    done = view.progress()
     token = (root, generation, store_location, version, skipped)
     return Snapshot(token, view, done, tuple(_store.reviewers()))
 
