@@ -105,7 +105,9 @@ def base_queue(items: pl.DataFrame, sources: pl.DataFrame | None = None) -> pl.D
             pl.col("title").alias("source_title"),
             pl.int_range(pl.len(), dtype=pl.Int64).alias("source_order"),
         )
-        queue = queue.join(titles, on="source_id", how="left", maintain_order="left")
+        # Joined on the one column and set beside the items: a join of the wide frame would copy it all.
+        looked_up = queue.select("source_id").join(titles, on="source_id", how="left", maintain_order="left")
+        queue = queue.hstack(looked_up.select("source_title", "source_order").get_columns())
     else:
         queue = queue.with_columns(pl.lit(None, dtype=pl.String).alias("source_title"), pl.lit(None, dtype=pl.Int64).alias("source_order"))
     queue = queue.with_columns(
@@ -449,9 +451,10 @@ def plan_bulk(
 
 def progress_by_source(queue: pl.DataFrame) -> pl.DataFrame:
     """Per source: items (distinct item ids), reviewed, accepted, rejected, edited, and the fraction reviewed."""
-    items = pl.col("item_id")
+    item = "item_number" if "item_number" in queue.columns else "item_id"  # base_queue's integer per item id counts faster
+    items = pl.col(item)
     return (
-        queue.select("source_order", "source_title", "item_id", "decision_state")
+        queue.select("source_order", "source_title", item, "decision_state")
         .group_by("source_order", "source_title")
         .agg(
             items.n_unique().alias("items"),
@@ -471,10 +474,12 @@ def progress_by_source(queue: pl.DataFrame) -> pl.DataFrame:
 
 
 def score_frame(queue: pl.DataFrame) -> pl.DataFrame:
-    """Long frame for score histograms by decision: item_id, score (concept or critic), value, decision."""
-    distinct = queue.select("item_id", "concept_score", "critic_score", "decision_state").unique(
-        subset=["item_id"], keep="first", maintain_order=True
-    )
+    """Long frame for score histograms by decision: item_id, score (concept or critic), value, decision (one row per item)."""
+    columns = ["item_id", "concept_score", "critic_score", "decision_state"]
+    if "first_of_item" in queue.columns:  # base_queue marks each item's first row
+        distinct = queue.select(*columns, "first_of_item").filter(pl.col("first_of_item")).drop("first_of_item")
+    else:
+        distinct = queue.select(columns).unique(subset=["item_id"], keep="first", maintain_order=True)
     parts = []
     for column, label in (("concept_score", "concept score"), ("critic_score", "critic score")):
         parts.append(

@@ -433,19 +433,18 @@ def act_skip(key: str) -> None:
         return
     following = after_decision_key(key)
     st.session_state["skipped"] = [*[k for k in st.session_state["skipped"] if k != key], key]
-    st.session_state["cursor"] = following
-    st.session_state["editing"] = None
+    act_move(following)
 
 
 def act_step(step: int) -> None:
     """Next / previous, from the item this session shows now (so fast presses move one item each)."""
-    st.session_state["cursor"] = stepped(st.session_state.get("cursor"), step)
-    st.session_state["editing"] = None
+    act_move(stepped(st.session_state.get("cursor"), step))
 
 
 def act_move(key: str | None) -> None:
     st.session_state["cursor"] = key
     st.session_state["editing"] = None
+    st.session_state["pending_other"] = None  # a note asked for on the item left is not a reject of the next one
 
 
 def act_undo(config: AppConfig) -> None:
