@@ -652,6 +652,9 @@ def review_view(ctx: ReviewContext) -> None:
     with right:
         for panel in (provenance, suggestions, duplicates, *ITEM_PANELS):
             panel(ctx, row)
+    # Drawn last: the page's keyboard script takes a new marker as "this run's buttons are on screen".
+    st.session_state["run_number"] = st.session_state.get("run_number", 0) + 1
+    st.markdown(f'<div class="sat-run" data-run="{st.session_state["run_number"]}" hidden></div>', unsafe_allow_html=True)
 
 
 def action_bar(ctx: ReviewContext, row: dict[str, Any]) -> None:

@@ -69,6 +69,10 @@ CSS = """
 #   (which commits what was typed) and then "Save edit" is clicked.
 # - window.satsangFocus(selector) puts the caret in a box once it is drawn (after E, the
 #   answer; after reject "other" with no note, the note).
+# - A decision key (A, E, S, 1-6) pressed again before the server has drawn the page once
+#   more is stopped here, with a notice: the press would name a button the server has
+#   already replaced (Streamlit drops such a press without a word). Each run of the page
+#   draws a new `.sat-run` marker after the item and its buttons, which ends the wait.
 KEYBOARD_SCRIPT = """
 <script>
 if (!window.__satsangKeys) {
@@ -93,6 +97,38 @@ if (!window.__satsangKeys) {
     } else if (event.key === "Enter" && box.tagName === "INPUT" && !box.closest('[data-baseweb="select"]')) {
       setTimeout(() => { if (document.activeElement === box) box.blur(); }, 0);
     }
+  }, true);
+  const DECISION_KEYS = new Set(["a", "e", "s", "1", "2", "3", "4", "5", "6"]);
+  const runMarker = () => { const m = document.querySelector(".sat-run"); return m ? m.dataset.run : null; };
+  window.__satsangRefusedKeys = 0;
+  const notice = (text) => {
+    let box = document.getElementById("sat-key-notice");
+    if (!box) {
+      box = document.createElement("div");
+      box.id = "sat-key-notice";
+      box.setAttribute("role", "status");
+      box.style.cssText = "position:fixed;left:50%;bottom:1.2rem;transform:translateX(-50%);z-index:100000;" +
+        "background:#9b2c1f;color:#fff;padding:0.45rem 0.9rem;border-radius:8px;font-size:0.9rem;";
+      document.body.appendChild(box);
+    }
+    box.textContent = text;
+    box.style.display = "block";
+    clearTimeout(box.__hide);
+    box.__hide = setTimeout(() => { box.style.display = "none"; }, 2500);
+  };
+  window.addEventListener("keydown", (event) => {  // the window's capture phase runs before Streamlit's shortcut listener
+    if (event.ctrlKey || event.metaKey || event.altKey || isTextBox(document.activeElement)) return;
+    if (!DECISION_KEYS.has((event.key || "").toLowerCase())) return;
+    const run = runMarker();
+    if (run === null) return;
+    if (window.__satsangPressedInRun === run) {
+      event.preventDefault();
+      event.stopImmediatePropagation();
+      window.__satsangRefusedKeys += 1;
+      notice("Key not sent: the next item is not on screen yet. Press again when it is.");
+      return;
+    }
+    window.__satsangPressedInRun = run;
   }, true);
   window.satsangFocus = (selector) => {
     const started = Date.now();
