@@ -25,9 +25,14 @@ from dashboards.queue import (
     apply_filter,
     build_queue,
     neighbour,
+    base_queue,
+    parse_talk_range,
     plan_bulk,
     progress_by_source,
+    queue_view,
     score_frame,
+    score_histogram,
+    why_expression,
 )
 
 SRC_A = "a" * 64
@@ -400,3 +405,55 @@ def test_score_frame_is_long_by_decision(queue):
     assert set(frame["score"]) == {"concept score", "critic score"}
     assert frame.filter(pl.col("score") == "critic score").height == 3
     assert set(frame["decision"]) == {UNREVIEWED, "accept", "reject"}
+
+
+def test_critic_agreement_leaves_out_rejections_as_duplicates():
+    frame = items_frame([item("a"), item("b", start=1), item("c", start=2)], critic_score=[9.0, 9.0, 2.0])
+    decided = state([("a", "h-a", "ana", "accept", None), ("b", "h-b", "ana", "reject", "duplicate"),
+                     ("c", "h-c", "ana", "reject", "not contemplative")])
+    result = critic_agreement(build_queue(frame, SOURCES, decided))
+    assert result.n_items == 2  # b's rejection says nothing about its quality
+    assert result.agreement == 1.0
+
+
+def test_score_histogram_counts_bins_and_leaves_out_unreviewed_by_default(queue):
+    scores = score_frame(queue).filter(pl.col("score") == "critic score")  # t1 3.0 unreviewed, t2 7.5 accept, t3 8.0 reject
+    bins = score_histogram(scores, 0.5, (0.0, 10.0))
+    assert bins.select("bin_start", "decision", "items").rows() == [(7.5, "accept", 1), (8.0, "reject", 1)]
+    everything = score_histogram(scores, 0.5, (0.0, 10.0), include_unreviewed=True)
+    assert everything["items"].sum() == 3 and (3.0, UNREVIEWED) in everything.select("bin_start", "decision").rows()
+    top = score_histogram(pl.DataFrame({"value": [10.0], "decision": ["accept"]}), 0.5, (0.0, 10.0))
+    assert top.rows() == [(9.5, 10.0, "accept", 1)]  # the top of the range falls in the last bin
+
+
+def test_progress_by_source_counts_items_not_rows():
+    frame = items_frame([item("same"), item("same", start=5), item("other", start=9)])
+    per_source = progress_by_source(build_queue(frame, SOURCES, state([("same", "h-same", "ana", "accept", None)])))
+    assert per_source.select("items", "reviewed", "accepted").rows() == [(2, 1, 1)]
+
+
+def test_queue_view_selects_one_row_per_item_in_queue_order():
+    frame = items_frame([item("x", start=0), item("x", source_id=SRC_B, start=0), item("y", start=5)],
+                        concept_score=[0.9, 0.9, 0.5])
+    view = queue_view(base_queue(frame, SOURCES))
+    ordered = view.ordered()
+    assert ordered["item_id"].to_list() == ["y", "x", "x"]  # y is the unsure one
+    assert view.frame["item_id"].gather(view.select()).to_list() == ["y", "x"]
+    assert view.frame["item_id"].gather(view.select(distinct=False)).to_list() == ["y", "x", "x"]
+    assert view.frame["item_id"].gather(view.select(QueueFilter(sources=(SRC_B,)))).to_list() == ["x"]
+    assert ordered.drop("position").equals(build_queue(frame, SOURCES).drop("position", "why"))
+
+
+def test_why_is_written_with_fixed_decimals():
+    frame = items_frame([item("a")], concept_score=[0.6], critic_score=[7.04], critic_status=["scored"], critic_flags=[["verbosity"]])
+    why = build_queue(frame, SOURCES).select(why_expression()).item()
+    assert why == "concept score unsure (0.60); critic near the keep line (7.0); flagged verbosity"
+
+
+def test_talk_range_is_typed():
+    assert parse_talk_range("300-400") == (300, 400)
+    assert parse_talk_range(" 312 ") == (312, 312)
+    assert parse_talk_range("400 to 300") == (300, 400)
+    assert parse_talk_range("") is None
+    with pytest.raises(ValueError, match="talks: write a range"):
+        parse_talk_range("three hundred")
