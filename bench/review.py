@@ -1,7 +1,7 @@
 """Benchmark the review app at scale: server time per action (AppTest) and keypress to next item (headless Chromium).
 
 Run as: python bench/review.py [--items 50000] [--reviewed 0.06] [--keep DIR] [--repeats 15]
-                               [--baseline REF] [--no-browser] [--screenshots]
+                               [--baseline REF] [--no-browser] [--screenshots] [--team]
 
 The workspace is bench/export.py's: the bundled sample's pairs and passages replicated
 to --items, each copy made distinct, random critic and concept scores, and --reviewed
@@ -22,6 +22,10 @@ before issue 13, 4b33d90), on the same workspace and a fresh copy of its reviews
 
 Prints each figure for both code bases and the ratio baseline / this checkout.
 With --screenshots, saves each screen at 1400x900 to bench/out/ (gitignored).
+With --team, the reviewer "bench" and the workspace's reviewers are put on a reviewer list in
+each copy of reviews.db, so review is blind and the queue is the reviewer's own (assigned items
+first, their decisions in place of the team's): the team features' costliest path. Its
+baseline must know reviewer lists too (--baseline '' or a ref after issue 13's team branch).
 No timed assertions: it reports.
 """
 
@@ -78,8 +82,21 @@ def button(at, name: str):
     raise KeyError(name)
 
 
-def child_apptest(workspace: Path, db_url: str, repeats: int) -> dict:
+def register_team(db_url: str) -> None:
+    """A reviewer list of "bench" and everyone who has decided: review becomes blind, per reviewer."""
+    from curation.responses import ResponseStore
+    from curation.team import add_reviewer
+
+    with ResponseStore.open(Path("."), url=db_url) as store:
+        for name in ("bench", *store.reviewers()):
+            add_reviewer(store, name)
+
+
+def child_apptest(workspace: Path, db_url: str, repeats: int, team: bool = False) -> dict:
     from streamlit.testing.v1 import AppTest
+
+    if team:
+        register_team(db_url)
 
     os.environ["SATSANG_WORKSPACE"] = str(workspace)
     os.environ["SATSANG_DB_URL"] = db_url
@@ -116,8 +133,11 @@ def child_apptest(workspace: Path, db_url: str, repeats: int) -> dict:
 # ---- child: Chromium -----------------------------------------------------------------------------
 
 
-def child_browser(workspace: Path, db_url: str, repeats: int, screenshots: Path | None) -> dict:
+def child_browser(workspace: Path, db_url: str, repeats: int, screenshots: Path | None, team: bool = False) -> dict:
     import urllib.request
+
+    if team:
+        register_team(db_url)
 
     import psutil
     from playwright.sync_api import sync_playwright
@@ -191,13 +211,13 @@ def child_browser(workspace: Path, db_url: str, repeats: int, screenshots: Path 
 # ---- parent --------------------------------------------------------------------------------------
 
 
-def run_child(code: Path, mode: str, workspace: Path, repeats: int, screenshots: Path | None = None) -> dict:
+def run_child(code: Path, mode: str, workspace: Path, repeats: int, screenshots: Path | None = None, team: bool = False) -> dict:
     """One measurement in a child process on `code`'s modules, with a fresh copy of the workspace's reviews.db."""
     with tempfile.TemporaryDirectory(prefix="review-bench-db-") as temp:
         db = Path(temp) / "reviews.db"
         shutil.copyfile(workspace / "reviews.db", db)
         command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--workspace", str(workspace),
-                   "--db", f"sqlite:///{db}", "--repeats", str(repeats)]
+                   "--db", f"sqlite:///{db}", "--repeats", str(repeats)] + (["--team"] if team else [])
         if screenshots:
             command += ["--screenshot-dir", str(screenshots)]
         env = dict(os.environ, PYTHONPATH=str(code))
@@ -242,6 +262,7 @@ def main() -> None:
     parser.add_argument("--baseline", default=DEFAULT_BASELINE, help="git ref to compare with ('' for none)")
     parser.add_argument("--no-browser", action="store_true")
     parser.add_argument("--screenshots", action="store_true", help="save each screen at 1400x900 to bench/out/")
+    parser.add_argument("--team", action="store_true", help="a reviewer list in the database: blind review, the reviewer's own queue")
     parser.add_argument("--child", choices=("apptest", "browser"), help=argparse.SUPPRESS)
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
@@ -249,10 +270,10 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child == "apptest":
-        print(json.dumps(child_apptest(args.workspace, args.db, args.repeats)))
+        print(json.dumps(child_apptest(args.workspace, args.db, args.repeats, args.team)))
         return
     if args.child == "browser":
-        print(json.dumps(child_browser(args.workspace, args.db, args.repeats, args.screenshot_dir)))
+        print(json.dumps(child_browser(args.workspace, args.db, args.repeats, args.screenshot_dir, args.team)))
         return
 
     with tempfile.TemporaryDirectory(prefix="review-bench-") as temp:
@@ -274,16 +295,16 @@ def main() -> None:
             OUT.mkdir(exist_ok=True)
             screenshots = OUT
 
-        mine = run_child(ROOT, "apptest", workspace, args.repeats)
-        theirs = run_child(baseline_code, "apptest", workspace, args.repeats) if baseline_code else None
+        mine = run_child(ROOT, "apptest", workspace, args.repeats, team=args.team)
+        theirs = run_child(baseline_code, "apptest", workspace, args.repeats, team=args.team) if baseline_code else None
         print(f"\nAppTest (server time per action), {args.repeats} repeats; first run {mine['first_run_s']:.1f} s"
               + (f" (baseline {theirs['first_run_s']:.1f} s)" if theirs else "")
               + f"; peak RSS {mine['peak_rss_mb']:.0f} MB" + (f" (baseline {theirs['peak_rss_mb']:.0f} MB)" if theirs else ""))
         report("server time per action", mine, theirs, list(ACTIONS), goal)
 
         if not args.no_browser:
-            mine_b = run_child(ROOT, "browser", workspace, args.repeats, screenshots)
-            theirs_b = run_child(baseline_code, "browser", workspace, args.repeats) if baseline_code else None
+            mine_b = run_child(ROOT, "browser", workspace, args.repeats, screenshots, team=args.team)
+            theirs_b = run_child(baseline_code, "browser", workspace, args.repeats, team=args.team) if baseline_code else None
             report("Chromium: key press until the next item is on screen", mine_b, theirs_b,
                    ["J (next item)", "A (accept, next item)"], goal)
             for view in ("Progress tab", "Bulk actions tab"):

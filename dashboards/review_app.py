@@ -580,7 +580,11 @@ def act_reset_filters() -> None:
 
 
 def act_normalise_reviewer() -> None:
-    st.session_state["reviewer"] = normalise_reviewer_name(st.session_state.get("reviewer"))
+    name = normalise_reviewer_name(st.session_state.get("reviewer"))
+    st.session_state["reviewer"] = name
+    if name != st.session_state.get("queue_reviewer") and team_panels.current() is not None and team_panels.current().registered:
+        st.session_state["cursor"] = None  # with a reviewer list each reviewer has a queue of their own: start at its head
+    st.session_state["queue_reviewer"] = name
 
 
 # ---- sidebar: reviewer and filters ---------------------------------------------------

@@ -457,3 +457,38 @@ def test_talk_range_is_typed():
     assert parse_talk_range("") is None
     with pytest.raises(ValueError, match="talks: write a range"):
         parse_talk_range("three hundred")
+
+
+def test_reviewer_view_over_the_cached_queue_orders_as_order_for_reviewer():
+    """The app's per-reviewer queue (narrow columns beside the team's cached queue, row numbers sorted)
+    is the queue curation.team.order_for_reviewer builds from scratch: same rows, order, states and groups."""
+    from curation.team import TeamSettings, assignment, decisions_per_item, order_for_reviewer
+    from dashboards.queue import reviewer_view
+
+    rows = [item(f"i{n}", source_id=SRC_A if n % 3 else SRC_B, start=10 * n) for n in range(12)]
+    items = items_frame(rows, concept_score=[0.1 * n for n in range(12)], critic_score=[float(11 - n) for n in range(12)])
+    team = state([("i1", "h-i1", "bo", "accept", None), ("i2", "h-i2", "bo", "reject", "off-topic"),
+                  ("i3", "h-i3", "ana", "accept", None)])
+    own = state([("i3", "h-i3", "ana", "accept", None)])
+    done = decisions_per_item(responses([("i1", "bo", "accept"), ("i2", "bo", "reject"), ("i3", "ana", "accept")]))
+    plan = assignment([f"i{n}" for n in range(12)], ["ana", "bo"], TeamSettings())
+    expected = order_for_reviewer(build_queue(items, SOURCES, own), "ana", plan, done, {"i4"})
+    view = reviewer_view(queue_view(base_queue(items, SOURCES), team), "ana", plan, done, ("i4",), own_state=own)
+    actual = view.ordered()
+    columns = ["key", "decision_state", "decided_by", "team_group", "assigned_to_me", "skipped"]
+    assert actual.select(columns).to_dicts() == expected.select(columns).to_dicts()
+    assert set(actual["team_group"]) > {0}  # the groups are exercised, not all alike
+
+
+def test_score_range_and_sort_by_in_the_filter():
+    """The team sidebar's sort and filter by any score ride in QueueFilter, so the app's selection cache keys on them."""
+    rows = [item(f"i{n}", start=10 * n) for n in range(6)]
+    items = items_frame(rows, critic_score=[3.0, None, 9.0, 7.0, 1.0, 7.0])
+    view = queue_view(base_queue(items, SOURCES))
+    ids = view.frame["item_id"]
+    by_critic = ids.gather(view.select(QueueFilter(sort_by=("critic_score", True)))).to_list()
+    assert by_critic[:5] == ["i2", *[i for i in ids.gather(view.order).to_list() if i in ("i3", "i5")], "i0", "i4"]
+    assert by_critic[-1] == "i1"  # no score: last
+    assert ids.gather(view.select(QueueFilter(sort_by=("critic_score", False))))[0] == "i4"
+    in_range = set(ids.gather(view.select(QueueFilter(score_range=("critic_score", 2.0, 7.0)))).to_list())
+    assert in_range == {"i0", "i3", "i5"}
