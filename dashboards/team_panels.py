@@ -6,10 +6,13 @@ agents; mistakes.py: likely mistakes; responses.py: comments, drafts, skips, rev
 module only draws them and wires them to the session. The app calls, each in one line:
 
 - `TeamContext.load(...)` once per run, after the sidebar: reads the plan, the reviewer list,
-  this reviewer's marks; `refuse_unknown_reviewer()` stops the page for a name not on the list;
-  `sidebar_scores(queue)` and `sort_and_filter(selection)`: sort and filter by any score.
-- `review_queue(...)`: this reviewer's queue: blind (their own decisions only), their assigned
-  items first, persisted skips after, and their saved draft restored for the item shown.
+  this reviewer's marks (the responses once per review-state version); `refuse_unknown_reviewer()`
+  stops the page for a name not on the list; `sidebar_scores(queue)` draws the sort and filter by
+  any score, and `filters(chosen)` adds them to the app's QueueFilter (so its caches key on them).
+- `review_key()` and `review_view(token, view)`: this reviewer's queue over the app's cached one:
+  blind (their own decisions only), their assigned items first, persisted skips after
+  (dashboards.queue.reviewer_view, cached); `restore_draft(keys)` puts their saved draft back for
+  the item shown.
 - `shows_others(row)`: whether the history (others' decisions) may be shown; logs the reveal.
 - `item_panels(row)`: guidelines, agents, find similar, draft, comments, keyboard.
 - `duplicate_differences(row, members)`: the duplicates panel's word diff.
