@@ -577,6 +577,7 @@ def act_bulk(config: AppConfig, records: tuple[dict[str, Any], ...], label: str)
 def act_reset_filters() -> None:
     for name, value in FILTER_DEFAULTS.items():
         st.session_state[name] = list(value) if isinstance(value, list) else value
+    team_panels.reset_filters()  # team hook: the score sort and filter
 
 
 def act_normalise_reviewer() -> None:
@@ -1075,7 +1076,7 @@ def main() -> None:
         snapshot = load_snapshot(root, workspace.generation, store.location, version,
                                  tuple(st.session_state["skipped"]), _bench=bench, _store=store)
         filters = sidebar(bench, snapshot.reviewers)
-        team = team_panels.TeamContext.load(config, workspace, store, reviewer_name(), version)  # team hook
+        team = team_panels.TeamContext.load(config, workspace, store, reviewer_name(), version, act_reset_filters)  # team hook
         team.refuse_unknown_reviewer()  # team hook: a name not on the reviewer list stops here
         team.sidebar_scores(snapshot.view.frame)  # team hook: sort and filter by any suggestion score
         filters = team.filters(filters)

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,8 @@ SESSION_KEY = "_team_context"
 TEAM_KEYS = {"draft": "D", "similar": "F", "comment": "Mod+Shift+Enter"}
 SORT_BY_NEED = "queue order (need)"
 NO_SCORE_FILTER = "no score filter"
+# The sidebar widgets this module adds and their "no restriction" values (see reset_filters).
+FILTER_DEFAULTS: dict[str, Any] = {"f_team_sort": SORT_BY_NEED, "f_team_sort_desc": True, "f_team_filter": NO_SCORE_FILTER}
 
 APP_KEYS = [
     ("A", "accept"), ("1–6", "reject with reason (" + ", ".join(REASONS) + ")"), ("E", "edit"),
@@ -100,9 +103,11 @@ class TeamContext:
     score_sort: tuple[str, bool] | None = None
     score_filter: tuple[str, float, float] | None = None
     problems: list[str] = field(default_factory=list)
+    reset_app_filters: Callable[[], None] | None = None  # the app's Reset (its filters and this module's)
 
     @classmethod
-    def load(cls, config: Any, workspace: Any, store: ResponseStore, reviewer: str, version: int = -1) -> TeamContext:
+    def load(cls, config: Any, workspace: Any, store: ResponseStore, reviewer: str, version: int = -1,
+             reset_app_filters: Callable[[], None] | None = None) -> TeamContext:
         """`version`: the store's last response id, so the responses are read once per review-state version."""
         problems = []
         try:
@@ -119,7 +124,7 @@ class TeamContext:
             root=Path(workspace.root), db_url=config.db_url, reviewer=reviewer, settings=settings,
             registered=registered, responses=_responses(store.location, version, _store=store),
             marks=store.marks(reviewer) if reviewer else pl.DataFrame(schema={"item_id": pl.String, "kind": pl.String}),
-            generation=int(getattr(workspace, "generation", 0)), problems=problems,
+            generation=int(getattr(workspace, "generation", 0)), problems=problems, reset_app_filters=reset_app_filters,
         )
         st.session_state[SESSION_KEY] = context
         for problem in problems:
@@ -358,11 +363,21 @@ def act_toggle_similar(key: str) -> None:
     st.session_state["_team_similar_for"] = None if st.session_state.get("_team_similar_for") == key else key
 
 
+def reset_filters() -> None:
+    """Set this module's sidebar widgets back to no restriction (the app's Reset calls it with its own)."""
+    for name, value in FILTER_DEFAULTS.items():
+        st.session_state[name] = value
+    for name in [name for name in st.session_state if name.startswith("f_team_range_")]:
+        del st.session_state[name]  # drawn only with a score filter, which is now off
+
+
 def act_open(key: str) -> None:
     """Open an item in the review view from a list: filters reset to show every state, so it is there."""
-    for name in list(st.session_state):
-        if name.startswith("f_"):
-            del st.session_state[name]
+    context = current()
+    if context is not None and context.reset_app_filters is not None:
+        context.reset_app_filters()  # widgets set to their defaults (deleting their keys leaves the page's old values)
+    else:
+        reset_filters()
     st.session_state["f_states"] = []
     st.session_state["cursor"] = key
     st.session_state["editing"] = None

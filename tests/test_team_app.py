@@ -209,7 +209,9 @@ def test_sort_by_any_score_and_the_duplicates_word_diff(workspace, db_url, monke
     at.slider(key="f_team_range_critic_score").set_value((8.0, top)).run()
     n_high = workspace.items().filter(pl.col("critic_score") >= 8.0)["item_id"].n_unique()  # an item in two sources is one
     assert f"of {n_high:,} in this queue" in text(at) and n_high < workspace.items()["item_id"].n_unique()
-    at.selectbox(key="f_team_filter").set_value("no score filter").run()
+    click(at, "reset_filters")  # Reset sets the team's sort and score filter back too
+    assert (at.selectbox(key="f_team_sort").value, at.selectbox(key="f_team_filter").value) == ("queue order (need)", "no score filter")
+    assert f"of {workspace.items()['item_id'].n_unique():,} in this queue" in text(at)
     at.selectbox(key="f_cluster_mode").set_value("non-representatives").run()
     near = workspace.items().filter(pl.col("dedup_kind") == "near")
     at.session_state["cursor"] = f"{near['source_id'][0]}:{near['item_id'][0]}"
