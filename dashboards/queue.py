@@ -57,7 +57,7 @@ from curation.review import (  # noqa: F401
     reviewer_counts,
 )
 from curation.schema import SUGGESTION_COLUMNS, with_stage_columns
-from curation.team import group_words, team_columns
+from curation.team import team_columns
 
 CONCEPT_MIDPOINT = 0.5
 
