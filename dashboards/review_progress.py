@@ -103,7 +103,7 @@ def progress_view(token: tuple, view: QueueView, done: Progress, store: Response
             st.dataframe(pairs.with_columns(pl.col("kappa").round(3), pl.col("agreement").round(3),
                                             pl.col("kappa").map_elements(kappa_words, return_dtype=pl.String).alias("reads as")),
                          hide_index=True, width="stretch")
-        team_panels.blind_agreement_panel(numbers.responses)  # team hook: kappa on blind overlaps only
+        team_panels.blind_agreement_panel(numbers.responses, numbers.pairs)  # team hook: kappa on blind overlaps only
     with right:
         st.markdown(f"**Critic vs curators** (critic score ≥ {CRITIC_KEEP_THRESHOLD:g} counts as keep; "
                     "rejections as duplicates left out)")

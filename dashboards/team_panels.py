@@ -586,14 +586,19 @@ def mistakes_view(context: TeamContext, queue: pl.DataFrame) -> None:
             st.button("Open for a second look", key=f"team_open_mistake:{mistake['key']}", on_click=act_open, args=(mistake["key"],))
 
 
-def blind_agreement_panel(responses: pl.DataFrame) -> None:
-    """On the progress view: agreement between reviewers on blind overlaps only, beside all overlaps."""
+def blind_agreement_panel(responses: pl.DataFrame, everything: pl.DataFrame | None = None) -> None:
+    """On the progress view: agreement between reviewers on blind overlaps only, beside all overlaps
+    (`everything`: reviewer_agreement(responses), when the caller has it already)."""
     context = current()
     with context.open_store() if context is not None else _no_store() as store:
         blind = store.blind_response_ids() if store is not None else []
     st.markdown("**Between reviewers, blind overlaps only** (each one's decision given before seeing the other's)")
+    if not blind:
+        st.caption("No item has two blind decisions yet.")
+        return
     pairs = blind_reviewer_agreement(responses, blind)
-    everything = reviewer_agreement(responses)
+    if everything is None:
+        everything = reviewer_agreement(responses)
     if pairs.height == 0:
         st.caption("No item has two blind decisions yet.")
         return
