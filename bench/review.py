@@ -10,7 +10,7 @@ With --keep it is built once and reused.
 
 Each code base runs in its own child process (this checkout, and with --baseline a
 git ref of this repository, exported to a temporary directory: default HEAD of main
-before issue 13, 4b33d90), on the same workspace and a fresh copy of its reviews.db:
+before issue 13, 4b33d90), on the same workspace and a fresh database of its responses, written by that code:
 
 - AppTest (Streamlit's in-process runner, so the time is the server's, no browser):
   next item (J), accept (A), a filter change (the critic score range), the Progress tab
@@ -35,7 +35,6 @@ import argparse
 import json
 import os
 import resource
-import shutil
 import statistics
 import subprocess
 import sys
@@ -211,13 +210,34 @@ def child_browser(workspace: Path, db_url: str, repeats: int, screenshots: Path 
 # ---- parent --------------------------------------------------------------------------------------
 
 
+RESPONSE_FIELDS = ("item_id", "content_hash", "reviewer", "decision", "reason", "note", "edited_question", "edited_answer")
+
+
+def export_responses(workspace: Path, into: Path) -> Path:
+    """The workspace's responses as JSON (record_many's dicts): each child writes them into a database of its own
+    code's schema (a baseline may not open a database a newer schema migrated)."""
+    from curation.responses import ResponseStore
+
+    with ResponseStore.open(workspace) as store:
+        rows = store.responses().select(RESPONSE_FIELDS).to_dicts()
+    into.write_text(json.dumps(rows))
+    return into
+
+
+def seed_database(db_url: str, responses_file: Path) -> None:
+    from curation.responses import ResponseStore
+
+    with ResponseStore.open(Path("."), url=db_url) as store:
+        store.record_many(json.loads(responses_file.read_text()))
+
+
 def run_child(code: Path, mode: str, workspace: Path, repeats: int, screenshots: Path | None = None, team: bool = False) -> dict:
-    """One measurement in a child process on `code`'s modules, with a fresh copy of the workspace's reviews.db."""
+    """One measurement in a child process on `code`'s modules, with a fresh database of the workspace's responses."""
     with tempfile.TemporaryDirectory(prefix="review-bench-db-") as temp:
         db = Path(temp) / "reviews.db"
-        shutil.copyfile(workspace / "reviews.db", db)
+        responses = export_responses(workspace, Path(temp) / "responses.json")
         command = [sys.executable, str(Path(__file__).resolve()), "--child", mode, "--workspace", str(workspace),
-                   "--db", f"sqlite:///{db}", "--repeats", str(repeats)] + (["--team"] if team else [])
+                   "--db", f"sqlite:///{db}", "--responses", str(responses), "--repeats", str(repeats)] + (["--team"] if team else [])
         if screenshots:
             command += ["--screenshot-dir", str(screenshots)]
         env = dict(os.environ, PYTHONPATH=str(code))
@@ -266,9 +286,12 @@ def main() -> None:
     parser.add_argument("--child", choices=("apptest", "browser"), help=argparse.SUPPRESS)
     parser.add_argument("--workspace", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--db", help=argparse.SUPPRESS)
+    parser.add_argument("--responses", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--screenshot-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
+    if args.child and args.responses:
+        seed_database(args.db, args.responses)
     if args.child == "apptest":
         print(json.dumps(child_apptest(args.workspace, args.db, args.repeats, args.team)))
         return
