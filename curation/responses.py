@@ -407,6 +407,12 @@ class ResponseStore:
             rows = self._execute(f"SELECT {', '.join(RESPONSE_COLUMNS)} FROM responses ORDER BY id").fetchall()
         return pl.DataFrame(rows, schema=RESPONSE_SCHEMA, orient="row")
 
+    def last_id(self) -> int:
+        """The id of the newest response (0 if none): responses are only appended, so it changes with every write."""
+        with self._guard("last_id"):
+            row = self._execute("SELECT max(id) FROM responses").fetchone()
+        return int(row[0] or 0)
+
     def reviewers(self) -> list[str]:
         """Everyone who has recorded a response, sorted."""
         with self._guard("reviewers"):

@@ -226,12 +226,15 @@ class Progress:
         return self.n_reviewed / self.n_items if self.n_items else 0.0
 
 
-def progress(frame: pl.DataFrame) -> Progress:
-    """Reviewed / total over distinct item_ids of a frame through `join_decisions` (a decision covers an item in every source)."""
-    distinct = frame.unique(subset=["item_id"], keep="first", maintain_order=True)
-    counts = dict(distinct.group_by("decision_state").len().iter_rows())
+def progress(frame: pl.DataFrame, distinct: bool = False) -> Progress:
+    """Reviewed / total over distinct item_ids of a frame through `join_decisions` (a decision covers an item in every source).
+
+    `distinct=True`: the frame already holds one row per item (the review app keeps that mask), so no unique pass.
+    """
+    distinct_rows = frame if distinct else frame.unique(subset=["item_id"], keep="first", maintain_order=True)
+    counts = dict(distinct_rows.group_by("decision_state").len().iter_rows())
     reviewed = sum(count for state, count in counts.items() if state in DECIDED)
-    return Progress(distinct.height, reviewed, {state: int(counts.get(state, 0)) for state in DECISION_STATES})
+    return Progress(distinct_rows.height, reviewed, {state: int(counts.get(state, 0)) for state in DECISION_STATES})
 
 
 # ---- responses and reviewers ------------------------------------------------------------------
@@ -433,9 +436,13 @@ class CriticAgreement:
 def critic_agreement(frame: pl.DataFrame, threshold: float = CRITIC_KEEP_THRESHOLD) -> CriticAgreement:
     """The critic against the curators over items both judged (distinct item_ids of a frame through `join_decisions`).
 
-    An item whose text changed since review has no standing curator label.
+    An item whose text changed since review has no standing curator label. A rejection
+    as a "duplicate" says nothing about the item's quality, which is all the critic
+    judges, so those items are left out.
     """
-    judged = frame.filter(pl.col("critic_score").is_not_null() & is_decided()).unique(
+    reason = pl.col("decision_reason").fill_null("") if "decision_reason" in frame.columns else pl.lit("")
+    duplicate = (pl.col("decision_state") == "reject") & (reason == "duplicate")
+    judged = frame.filter(pl.col("critic_score").is_not_null() & is_decided() & ~duplicate).unique(
         subset=["item_id"], keep="first", maintain_order=True
     )
     critic = [KEEP if score >= threshold else DROP for score in judged["critic_score"].to_list()]

@@ -201,25 +201,22 @@ def decisions_per_item(responses: pl.DataFrame | None) -> pl.DataFrame:
     return standing.group_by("item_id").agg(pl.col("reviewer").n_unique().cast(pl.Int64).alias("reviewers_done"))
 
 
-def order_for_reviewer(
+def team_columns(
     queue: pl.DataFrame,
     reviewer: str,
     plan: pl.DataFrame,
     done: pl.DataFrame,
     skipped_item_ids: Iterable[str] = (),
 ) -> pl.DataFrame:
-    """A queue built on the reviewer's own decisions (`reviewer_state`), re-ordered for them.
+    """For each row of `queue` (item_id, skipped, decision_state; order kept): assigned_to_me, reviewers_needed,
+    reviewers_done, skipped (the queue's or persisted) and team_group, the reviewer's group (MINE ... DONE_BY_ME).
 
-    First the items assigned to them, then items that still need a reviewer, then those they
-    skipped, then items that already have all the decisions they need, then their own decided
-    ones; within a group by need, as the queue orders (so the queue may be the team's, with
-    this reviewer's decisions joined in its place: `curation.review.join_decisions`). Adds assigned_to_me,
-    reviewers_needed, reviewers_done, team_group and puts the group's words first in `why`.
+    Narrow, so the review app can put them beside its cached queue and sort row numbers only.
     """
     me = normalise_reviewer_name(reviewer)
     skipped = pl.Series(list(skipped_item_ids), dtype=pl.String).implode()
     with_plan = (
-        queue.drop([c for c in ("assigned_to_me", "reviewers_needed", "reviewers_done", "team_group") if c in queue.columns])
+        queue.select("item_id", "skipped", "decision_state")
         .join(plan.select("item_id", "reviewers_needed", pl.col("assignees").list.contains(me).alias("assigned_to_me")),
               on="item_id", how="left", maintain_order="left")
         .join(done, on="item_id", how="left", maintain_order="left")
@@ -238,11 +235,35 @@ def order_for_reviewer(
         .when(pl.col("reviewers_done") < pl.col("reviewers_needed")).then(NEEDS_MORE)
         .otherwise(COMPLETE)
     )
-    words = pl.col("team_group").replace_strict(GROUP_WORDS, return_dtype=pl.String)
+    return with_plan.select("assigned_to_me", "reviewers_needed", "reviewers_done", "skipped",
+                            group.cast(pl.Int64).alias("team_group"))
+
+
+def group_words() -> pl.Expr:
+    """The words for a row's team_group, as `why` starts with them."""
+    return pl.col("team_group").replace_strict(GROUP_WORDS, return_dtype=pl.String)
+
+
+def order_for_reviewer(
+    queue: pl.DataFrame,
+    reviewer: str,
+    plan: pl.DataFrame,
+    done: pl.DataFrame,
+    skipped_item_ids: Iterable[str] = (),
+) -> pl.DataFrame:
+    """A queue built on the reviewer's own decisions (`reviewer_state`), re-ordered for them.
+
+    First the items assigned to them, then items that still need a reviewer, then those they
+    skipped, then items that already have all the decisions they need, then their own decided
+    ones; within a group by need, as the queue orders (so the queue may be the team's, with
+    this reviewer's decisions joined in its place: `curation.review.join_decisions`). Adds assigned_to_me,
+    reviewers_needed, reviewers_done, team_group and puts the group's words first in `why`.
+    """
+    columns = team_columns(queue, reviewer, plan, done, skipped_item_ids)
+    with_plan = queue.drop([c for c in columns.columns if c in queue.columns]).hstack(columns.get_columns())
     order_by, descending = _within_group_order(with_plan)
     return (
-        with_plan.with_columns(group.cast(pl.Int64).alias("team_group"))
-        .with_columns(pl.concat_str([words, pl.col("why")], separator="; ", ignore_nulls=True).alias("why"))
+        with_plan.with_columns(pl.concat_str([group_words(), pl.col("why")], separator="; ", ignore_nulls=True).alias("why"))
         .sort(order_by, descending=descending, maintain_order=True, nulls_last=True)
         .drop("position")
         .with_row_index("position")

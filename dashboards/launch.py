@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 APP_PATH = Path(__file__).with_name("review_app.py")
+DEFAULT_ADDRESS = "127.0.0.1"  # loopback: the app has no login, so serving other machines must be asked for
 DB_URL_ENV = "SATSANG_DB_URL"
 
 
@@ -35,7 +36,7 @@ def review_command(
     db_url: str | None = None,
     port: int | None = None,
     headless: bool = True,
-    address: str | None = None,
+    address: str = DEFAULT_ADDRESS,
 ) -> list[str]:
     """The `python -m streamlit run` command line that serves the review app on `workspace`.
 
@@ -45,8 +46,7 @@ def review_command(
     command = [sys.executable, "-m", "streamlit", "run", str(APP_PATH)]
     if port is not None:
         command += ["--server.port", str(port)]
-    if address is not None:
-        command += ["--server.address", address]
+    command += ["--server.address", address or DEFAULT_ADDRESS]
     command += [
         "--server.headless", "true" if headless else "false",
         "--browser.gatherUsageStats", "false",
@@ -66,7 +66,7 @@ def launch(
     db_url: str | None = None,
     port: int | None = None,
     headless: bool = True,
-    address: str | None = None,
+    address: str = DEFAULT_ADDRESS,
     wait: bool = True,
     env: dict[str, str] | None = None,
     stdout: Any = None,
@@ -74,7 +74,8 @@ def launch(
 ) -> int | subprocess.Popen:
     """Serve the review app on `workspace`: blocks and returns Streamlit's exit status, or with wait=False the Popen.
 
-    `db_url` (else $SATSANG_DB_URL, else SQLite in the workspace) names the decisions database.
+    `db_url` (else $SATSANG_DB_URL, else SQLite in the workspace) names the decisions database;
+    `address` the interface to listen on (default loopback; "0.0.0.0" serves every interface).
     Ctrl-C while waiting stops the server and returns 0. `env` replaces the child's
     environment (default: this one); `stdout`/`stderr` go to subprocess.Popen.
     """

@@ -6,10 +6,13 @@ agents; mistakes.py: likely mistakes; responses.py: comments, drafts, skips, rev
 module only draws them and wires them to the session. The app calls, each in one line:
 
 - `TeamContext.load(...)` once per run, after the sidebar: reads the plan, the reviewer list,
-  this reviewer's marks; `refuse_unknown_reviewer()` stops the page for a name not on the list;
-  `sidebar_scores(queue)` and `sort_and_filter(selection)`: sort and filter by any score.
-- `review_queue(...)`: this reviewer's queue: blind (their own decisions only), their assigned
-  items first, persisted skips after, and their saved draft restored for the item shown.
+  this reviewer's marks (the responses once per review-state version); `refuse_unknown_reviewer()`
+  stops the page for a name not on the list; `sidebar_scores(queue)` draws the sort and filter by
+  any score, and `filters(chosen)` adds them to the app's QueueFilter (so its caches key on them).
+- `review_key()` and `review_view(token, view)`: this reviewer's queue over the app's cached one:
+  blind (their own decisions only), their assigned items first, persisted skips after
+  (dashboards.queue.reviewer_view, cached); `restore_draft(keys)` puts their saved draft back for
+  the item shown.
 - `shows_others(row)`: whether the history (others' decisions) may be shown; logs the reveal.
 - `item_panels(row)`: guidelines, agents, find similar, draft, comments, keyboard.
 - `duplicate_differences(row, members)`: the duplicates panel's word diff.
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import html
 import json
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -34,15 +38,14 @@ import streamlit as st
 from curation.finding import (
     agent_summary,
     agents,
-    filter_by_score,
     item_body,
     most_similar,
     score_columns,
     search,
-    sort_by_score,
     word_diff,
 )
 from curation.guidelines import TERMS, load_guidelines
+from dashboards.queue import QueueFilter, QueueView, reviewer_view
 from curation.responses import REASONS, ResponseStore
 from curation.review import (
     blind_reviewer_agreement,
@@ -57,7 +60,6 @@ from curation.team import (
     blind_ids,
     decisions_per_item,
     may_see_others,
-    order_for_reviewer,
     read_team_settings,
     refusal,
 )
@@ -68,6 +70,8 @@ SESSION_KEY = "_team_context"
 TEAM_KEYS = {"draft": "D", "similar": "F", "comment": "Mod+Shift+Enter"}
 SORT_BY_NEED = "queue order (need)"
 NO_SCORE_FILTER = "no score filter"
+# The sidebar widgets this module adds and their "no restriction" values (see reset_filters).
+FILTER_DEFAULTS: dict[str, Any] = {"f_team_sort": SORT_BY_NEED, "f_team_sort_desc": True, "f_team_filter": NO_SCORE_FILTER}
 
 APP_KEYS = [
     ("A", "accept"), ("1–6", "reject with reason (" + ", ".join(REASONS) + ")"), ("E", "edit"),
@@ -95,16 +99,16 @@ class TeamContext:
     registered: list[str]
     responses: pl.DataFrame
     marks: pl.DataFrame  # this reviewer's standing drafts, skips, reveals
-    items: pl.DataFrame | None = None
-    sources: pl.DataFrame | None = None
     generation: int = 0
     score_sort: tuple[str, bool] | None = None
     score_filter: tuple[str, float, float] | None = None
     problems: list[str] = field(default_factory=list)
+    reset_app_filters: Callable[[], None] | None = None  # the app's Reset (its filters and this module's)
 
     @classmethod
-    def load(cls, config: Any, workspace: Any, store: ResponseStore, reviewer: str,
-             items: pl.DataFrame | None = None, sources: pl.DataFrame | None = None) -> TeamContext:
+    def load(cls, config: Any, workspace: Any, store: ResponseStore, reviewer: str, version: int = -1,
+             reset_app_filters: Callable[[], None] | None = None) -> TeamContext:
+        """`version`: the store's last response id, so the responses are read once per review-state version."""
         problems = []
         try:
             settings = read_team_settings(workspace.root)
@@ -118,9 +122,9 @@ class TeamContext:
             settings = replace(settings, blind=False)
         context = cls(
             root=Path(workspace.root), db_url=config.db_url, reviewer=reviewer, settings=settings,
-            registered=registered, responses=store.responses(),
+            registered=registered, responses=_responses(store.location, version, _store=store),
             marks=store.marks(reviewer) if reviewer else pl.DataFrame(schema={"item_id": pl.String, "kind": pl.String}),
-            items=items, sources=sources, generation=int(getattr(workspace, "generation", 0)), problems=problems,
+            generation=int(getattr(workspace, "generation", 0)), problems=problems, reset_app_filters=reset_app_filters,
         )
         st.session_state[SESSION_KEY] = context
         for problem in problems:
@@ -166,33 +170,40 @@ class TeamContext:
                     self.score_filter = (column, float(picked[0]), float(picked[1]))
             self.score_sort = None if sort == SORT_BY_NEED else (sort, descending)
 
-    def sort_and_filter(self, selection: pl.DataFrame) -> pl.DataFrame:
-        if self.score_filter is not None:
-            selection = filter_by_score(selection, *self.score_filter)
-        if self.score_sort is not None:
-            selection = sort_by_score(selection, *self.score_sort)
-        return selection
+    def filters(self, chosen: QueueFilter) -> QueueFilter:
+        """The sidebar's filters with the score sort and filter chosen in `sidebar_scores`."""
+        return chosen.with_(score_range=self.score_filter, sort_by=self.score_sort)
 
     # ---- this reviewer's queue ---------------------------------------------------------------------
 
-    def review_queue(self, queue: pl.DataFrame, chosen: Any, apply_filter: Any) -> tuple[pl.DataFrame, pl.DataFrame]:
-        """(queue, selection) for the review view: blind and in this reviewer's order when there is a
-        reviewer; the draft saved for the item about to be shown is put back in the note and edit boxes."""
-        if self.reviewer and self.items is not None and (self.settings.blind or self.registered or self.marked("skip")):
-            others_decided = self.responses.filter(pl.col("reviewer") != self.reviewer).height > 0
-            if self.settings.blind and others_decided:  # else the team's state is this reviewer's own
-                # this reviewer's own decisions in place of the team's (cheaper than building the queue again)
-                queue = join_decisions(queue, reviewer_state(self.responses, self.reviewer))
-            plan = _plan(str(self.root), self.generation, tuple(self.registered), json.dumps(asdict(self.settings)), queue["item_id"])
-            queue = order_for_reviewer(queue, self.reviewer, plan, decisions_per_item(self.responses), self.marked("skip"))
-        selection = self.sort_and_filter(apply_filter(queue, chosen))
-        self._restore_draft(selection)
-        return queue, selection
+    def applies(self) -> bool:
+        """Whether this reviewer's queue differs from the team's: blind, a reviewer list, or persisted skips."""
+        return bool(self.reviewer) and bool(self.settings.blind or self.registered or self.marked("skip"))
 
-    def _restore_draft(self, selection: pl.DataFrame) -> None:
-        keys = selection["key"] if selection.height else pl.Series(dtype=pl.String)
+    def review_key(self) -> tuple | None:
+        """What this reviewer's queue is built from besides the review state; None when it is the team's queue."""
+        if not self.applies():
+            return None
+        return ("reviewer", self.reviewer, tuple(self.registered), json.dumps(asdict(self.settings)),
+                tuple(sorted(self.marked("skip"))))
+
+    def review_view(self, token: tuple, view: QueueView) -> QueueView:
+        """This reviewer's queue over the team's `view` (built on the review state `token` names): blind (their
+        own decisions only), their assigned items first, persisted skips after. Cached per token, reviewer,
+        reviewer list, settings and skips, so a run that changes none of them costs nothing."""
+        if not self.applies():
+            return view
+        skips = tuple(sorted(self.marked("skip")))
+        return _reviewer_view(token, self.reviewer, tuple(self.registered), json.dumps(asdict(self.settings)), skips,
+                              str(self.root), self.generation, _view=view, _responses=self.responses)
+
+    def restore_draft(self, keys: pl.Series) -> None:
+        """The draft saved for the item about to be shown (of `keys`, the selection) back in the note and edit boxes."""
+        self._restore_draft(keys)
+
+    def _restore_draft(self, keys: pl.Series) -> None:
         cursor = st.session_state.get("cursor")
-        current = cursor if cursor is not None and cursor in set(keys.to_list()) else (keys[0] if len(keys) else None)
+        current = cursor if cursor is not None and keys.index_of(cursor) is not None else (keys[0] if len(keys) else None)
         if current is None or st.session_state.get("_team_restored") == current:
             return
         st.session_state["_team_restored"] = current
@@ -204,7 +215,7 @@ class TeamContext:
         if not str(st.session_state.get("note") or "").strip() and saved.get("note"):
             st.session_state["note"] = saved["note"]
         if saved.get("edit_question") is not None or saved.get("edit_answer") is not None:
-            st.session_state["editing"] = True
+            st.session_state["editing"] = current  # the app's editing names the key of the item edited
             st.session_state["edit_question"] = saved.get("edit_question") or ""
             st.session_state["edit_answer"] = saved.get("edit_answer") or ""
         st.session_state["flash"] = ("Your draft on this item is back in the boxes.", ":material/draft:")
@@ -245,6 +256,23 @@ def item_id_of(row: dict[str, Any]) -> str:
 
 def current() -> TeamContext | None:
     return st.session_state.get(SESSION_KEY)
+
+
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _responses(location: str, version: int, _store: ResponseStore) -> pl.DataFrame:
+    """Every response, read once per review-state version (the store's last response id)."""
+    return _store.responses()
+
+
+@st.cache_resource(show_spinner=False, max_entries=8)
+def _reviewer_view(token: tuple, reviewer: str, registered: tuple[str, ...], settings_json: str, skips: tuple[str, ...],
+                   root: str, generation: int, _view: QueueView, _responses: pl.DataFrame) -> QueueView:
+    settings = TeamSettings(**json.loads(settings_json))
+    others_decided = _responses.filter(pl.col("reviewer") != reviewer).height > 0
+    # Blind: this reviewer's own decisions in place of the team's (else the team's state is theirs already).
+    own = reviewer_state(_responses, reviewer) if settings.blind and others_decided else None
+    plan = _plan(root, generation, registered, settings_json, _view.frame["item_id"])
+    return reviewer_view(_view, reviewer, plan, decisions_per_item(_responses), skips, own_state=own)
 
 
 @st.cache_resource(show_spinner=False, max_entries=4)  # shared, never changed: no copy per run
@@ -335,14 +363,24 @@ def act_toggle_similar(key: str) -> None:
     st.session_state["_team_similar_for"] = None if st.session_state.get("_team_similar_for") == key else key
 
 
+def reset_filters() -> None:
+    """Set this module's sidebar widgets back to no restriction (the app's Reset calls it with its own)."""
+    for name, value in FILTER_DEFAULTS.items():
+        st.session_state[name] = value
+    for name in [name for name in st.session_state if name.startswith("f_team_range_")]:
+        del st.session_state[name]  # drawn only with a score filter, which is now off
+
+
 def act_open(key: str) -> None:
     """Open an item in the review view from a list: filters reset to show every state, so it is there."""
-    for name in list(st.session_state):
-        if name.startswith("f_"):
-            del st.session_state[name]
+    context = current()
+    if context is not None and context.reset_app_filters is not None:
+        context.reset_app_filters()  # widgets set to their defaults (deleting their keys leaves the page's old values)
+    else:
+        reset_filters()
     st.session_state["f_states"] = []
     st.session_state["cursor"] = key
-    st.session_state["editing"] = False
+    st.session_state["editing"] = None
     st.session_state["view"] = "Review"
 
 
@@ -548,14 +586,19 @@ def mistakes_view(context: TeamContext, queue: pl.DataFrame) -> None:
             st.button("Open for a second look", key=f"team_open_mistake:{mistake['key']}", on_click=act_open, args=(mistake["key"],))
 
 
-def blind_agreement_panel(responses: pl.DataFrame) -> None:
-    """On the progress view: agreement between reviewers on blind overlaps only, beside all overlaps."""
+def blind_agreement_panel(responses: pl.DataFrame, everything: pl.DataFrame | None = None) -> None:
+    """On the progress view: agreement between reviewers on blind overlaps only, beside all overlaps
+    (`everything`: reviewer_agreement(responses), when the caller has it already)."""
     context = current()
     with context.open_store() if context is not None else _no_store() as store:
         blind = store.blind_response_ids() if store is not None else []
     st.markdown("**Between reviewers, blind overlaps only** (each one's decision given before seeing the other's)")
+    if not blind:
+        st.caption("No item has two blind decisions yet.")
+        return
     pairs = blind_reviewer_agreement(responses, blind)
-    everything = reviewer_agreement(responses)
+    if everything is None:
+        everything = reviewer_agreement(responses)
     if pairs.height == 0:
         st.caption("No item has two blind decisions yet.")
         return

@@ -25,9 +25,14 @@ from dashboards.queue import (
     apply_filter,
     build_queue,
     neighbour,
+    base_queue,
+    parse_talk_range,
     plan_bulk,
     progress_by_source,
+    queue_view,
     score_frame,
+    score_histogram,
+    why_expression,
 )
 
 SRC_A = "a" * 64
@@ -400,3 +405,90 @@ def test_score_frame_is_long_by_decision(queue):
     assert set(frame["score"]) == {"concept score", "critic score"}
     assert frame.filter(pl.col("score") == "critic score").height == 3
     assert set(frame["decision"]) == {UNREVIEWED, "accept", "reject"}
+
+
+def test_critic_agreement_leaves_out_rejections_as_duplicates():
+    frame = items_frame([item("a"), item("b", start=1), item("c", start=2)], critic_score=[9.0, 9.0, 2.0])
+    decided = state([("a", "h-a", "ana", "accept", None), ("b", "h-b", "ana", "reject", "duplicate"),
+                     ("c", "h-c", "ana", "reject", "not contemplative")])
+    result = critic_agreement(build_queue(frame, SOURCES, decided))
+    assert result.n_items == 2  # b's rejection says nothing about its quality
+    assert result.agreement == 1.0
+
+
+def test_score_histogram_counts_bins_and_leaves_out_unreviewed_by_default(queue):
+    scores = score_frame(queue).filter(pl.col("score") == "critic score")  # t1 3.0 unreviewed, t2 7.5 accept, t3 8.0 reject
+    bins = score_histogram(scores, 0.5, (0.0, 10.0))
+    assert bins.select("bin_start", "decision", "items").rows() == [(7.5, "accept", 1), (8.0, "reject", 1)]
+    everything = score_histogram(scores, 0.5, (0.0, 10.0), include_unreviewed=True)
+    assert everything["items"].sum() == 3 and (3.0, UNREVIEWED) in everything.select("bin_start", "decision").rows()
+    top = score_histogram(pl.DataFrame({"value": [10.0], "decision": ["accept"]}), 0.5, (0.0, 10.0))
+    assert top.rows() == [(9.5, 10.0, "accept", 1)]  # the top of the range falls in the last bin
+
+
+def test_progress_by_source_counts_items_not_rows():
+    frame = items_frame([item("same"), item("same", start=5), item("other", start=9)])
+    per_source = progress_by_source(build_queue(frame, SOURCES, state([("same", "h-same", "ana", "accept", None)])))
+    assert per_source.select("items", "reviewed", "accepted").rows() == [(2, 1, 1)]
+
+
+def test_queue_view_selects_one_row_per_item_in_queue_order():
+    frame = items_frame([item("x", start=0), item("x", source_id=SRC_B, start=0), item("y", start=5)],
+                        concept_score=[0.9, 0.9, 0.5])
+    view = queue_view(base_queue(frame, SOURCES))
+    ordered = view.ordered()
+    assert ordered["item_id"].to_list() == ["y", "x", "x"]  # y is the unsure one
+    assert view.frame["item_id"].gather(view.select()).to_list() == ["y", "x"]
+    assert view.frame["item_id"].gather(view.select(distinct=False)).to_list() == ["y", "x", "x"]
+    assert view.frame["item_id"].gather(view.select(QueueFilter(sources=(SRC_B,)))).to_list() == ["x"]
+    assert ordered.drop("position").equals(build_queue(frame, SOURCES).drop("position", "why"))
+
+
+def test_why_is_written_with_fixed_decimals():
+    frame = items_frame([item("a")], concept_score=[0.6], critic_score=[7.04], critic_status=["scored"], critic_flags=[["verbosity"]])
+    why = build_queue(frame, SOURCES).select(why_expression()).item()
+    assert why == "concept score unsure (0.60); critic near the keep line (7.0); flagged verbosity"
+
+
+def test_talk_range_is_typed():
+    assert parse_talk_range("300-400") == (300, 400)
+    assert parse_talk_range(" 312 ") == (312, 312)
+    assert parse_talk_range("400 to 300") == (300, 400)
+    assert parse_talk_range("") is None
+    with pytest.raises(ValueError, match="talks: write a range"):
+        parse_talk_range("three hundred")
+
+
+def test_reviewer_view_over_the_cached_queue_orders_as_order_for_reviewer():
+    """The app's per-reviewer queue (narrow columns beside the team's cached queue, row numbers sorted)
+    is the queue curation.team.order_for_reviewer builds from scratch: same rows, order, states and groups."""
+    from curation.team import TeamSettings, assignment, decisions_per_item, order_for_reviewer
+    from dashboards.queue import reviewer_view
+
+    rows = [item(f"i{n}", source_id=SRC_A if n % 3 else SRC_B, start=10 * n) for n in range(12)]
+    items = items_frame(rows, concept_score=[0.1 * n for n in range(12)], critic_score=[float(11 - n) for n in range(12)])
+    team = state([("i1", "h-i1", "bo", "accept", None), ("i2", "h-i2", "bo", "reject", "off-topic"),
+                  ("i3", "h-i3", "ana", "accept", None)])
+    own = state([("i3", "h-i3", "ana", "accept", None)])
+    done = decisions_per_item(responses([("i1", "bo", "accept"), ("i2", "bo", "reject"), ("i3", "ana", "accept")]))
+    plan = assignment([f"i{n}" for n in range(12)], ["ana", "bo"], TeamSettings())
+    expected = order_for_reviewer(build_queue(items, SOURCES, own), "ana", plan, done, {"i4"})
+    view = reviewer_view(queue_view(base_queue(items, SOURCES), team), "ana", plan, done, ("i4",), own_state=own)
+    actual = view.ordered()
+    columns = ["key", "decision_state", "decided_by", "team_group", "assigned_to_me", "skipped"]
+    assert actual.select(columns).to_dicts() == expected.select(columns).to_dicts()
+    assert set(actual["team_group"]) > {0}  # the groups are exercised, not all alike
+
+
+def test_score_range_and_sort_by_in_the_filter():
+    """The team sidebar's sort and filter by any score ride in QueueFilter, so the app's selection cache keys on them."""
+    rows = [item(f"i{n}", start=10 * n) for n in range(6)]
+    items = items_frame(rows, critic_score=[3.0, None, 9.0, 7.0, 1.0, 7.0])
+    view = queue_view(base_queue(items, SOURCES))
+    ids = view.frame["item_id"]
+    by_critic = ids.gather(view.select(QueueFilter(sort_by=("critic_score", True)))).to_list()
+    assert by_critic[:5] == ["i2", *[i for i in ids.gather(view.order).to_list() if i in ("i3", "i5")], "i0", "i4"]
+    assert by_critic[-1] == "i1"  # no score: last
+    assert ids.gather(view.select(QueueFilter(sort_by=("critic_score", False))))[0] == "i4"
+    in_range = set(ids.gather(view.select(QueueFilter(score_range=("critic_score", 2.0, 7.0)))).to_list())
+    assert in_range == {"i0", "i3", "i5"}

@@ -152,3 +152,10 @@ def test_the_data_card_and_the_dashboard_agree_on_agreement(tmp_path: Path, monk
     per_reviewer = next(frame for frame in frames if "responses" in frame.columns)
     for reviewer, n_items, accept, reject, edit, responses in per_reviewer.itertuples(index=False):
         assert f"| {reviewer} | {n_items} | {accept} | {reject} | {edit} | {responses} |" in card
+
+
+def test_reviewer_names_are_normalised():
+    from curation.review import normalise_reviewer_name
+
+    assert normalise_reviewer_name("  Asha \t Rao ") == normalise_reviewer_name("asha rao") == "asha rao"
+    assert normalise_reviewer_name(None) == ""

@@ -14,19 +14,20 @@ def review(
     workspace: WorkspaceOption = None,
     db: DbOption = None,
     port: Annotated[Optional[int], typer.Option(help="Port to serve on. (default: Streamlit's, 8501)", show_default=False)] = None,
+    address: Annotated[str, typer.Option(help="Interface to listen on; 0.0.0.0 serves other machines too (the app has no login).")] = "127.0.0.1",
 ) -> None:
     """Open the review dashboard: accept, reject with a reason, or edit items; decisions go to the review database.
 
     Keys: A accept, 1-6 reject with a reason, E edit, S skip, U undo, J/K next/previous.
 
-    Example: satsang review --workspace ./satsang-workspace --port 8501
+    Example: satsang review --workspace ./satsang-workspace --port 8501 --address 127.0.0.1
     """
     from curation.workspace import Workspace
     from dashboards.launch import launch
 
     with one_line_errors():
         ws = Workspace.open(workspace)
-    raise typer.Exit(launch(ws.root, db, port=port))
+    raise typer.Exit(launch(ws.root, db, port=port, address=address))
 
 
 @app.command()
