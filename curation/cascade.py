@@ -1,0 +1,157 @@
+"""The scoring cascade: a cheap engine scores every text, the full one only the texts the cheap one is unsure of.
+
+Two concept scorers over the same exemplars (`curation.score.ConceptScorer`): `cheap`
+runs a fast engine (`ScoreConfig.cascade`: the static model2vec table or int8 ONNX),
+`full` the configured backend. Where the cheap score is decisive it is kept; inside
+the *uncertain band* [lo, hi] of cheap scores the full model scores the text again.
+
+The band is measured, not guessed: both scorers score the held-out exemplars (each
+fitted without them) and a calibration sample of the texts being scored (a fixed
+share, chosen by the sha256 of the text, so the same texts are chosen in every run and
+on every worker); the band is the narrowest interval of cheap scores that holds every
+calibration text whose two scores differ by more than half the tolerance
+(`cascade_tolerance`, 0.05). Outside it, no calibration text was off by even half the
+tolerance; bench/score.py checks the whole Talks against the full model. Calibration
+texts are always scored by the full model. Where the cheap engine tracks the full one
+badly (the static table on the Talks' answers), the band widens until nearly every
+text goes to the full model: slower, never less exact.
+
+Every item's `concept_agent` says which engine decided its score (`decided_by`) and
+the band in force.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from curation.embedding_store import text_key
+
+CHEAP, FULL = 0, 1  # indices into CascadeScorer.agents()
+
+
+@dataclass(frozen=True)
+class Band:
+    """Cheap scores in [lo, hi] are uncertain: the full model scores those texts."""
+
+    lo: float
+    hi: float
+    n_calibration: int  # texts (held-out exemplars + sample) that set it
+    max_error_outside: float  # the largest |cheap - full| among calibration texts outside the band
+
+    def uncertain(self, cheap_scores: np.ndarray) -> np.ndarray:
+        return (cheap_scores >= self.lo) & (cheap_scores <= self.hi)
+
+
+def fit_band(cheap_scores: np.ndarray, full_scores: np.ndarray, tolerance: float) -> Band:
+    """The narrowest band holding every calibration text whose scores differ by more than tolerance / 2."""
+    cheap_scores, full_scores = np.asarray(cheap_scores, np.float64), np.asarray(full_scores, np.float64)
+    error = np.abs(cheap_scores - full_scores)
+    off = cheap_scores[error > tolerance / 2]
+    if not len(off):  # the cheap engine agreed everywhere: an empty band (lo > hi)
+        return Band(1.0, 0.0, len(error), float(error.max(initial=0.0)))
+    band = Band(float(off.min()), float(off.max()), len(error), 0.0)
+    outside = ~band.uncertain(cheap_scores)
+    return dataclasses.replace(band, max_error_outside=float(error[outside].max(initial=0.0)))
+
+
+def in_calibration_sample(text: str, share: float) -> bool:
+    """Whether `text` is among the calibration share: decided by its sha256, so the same in every run."""
+    return int(text_key(text)[:8], 16) < share * 0x1_0000_0000
+
+
+class CascadeScorer:
+    """The cheap scorer decides where it is sure; the full scorer the rest. Same interface as ConceptScorer."""
+
+    def __init__(self, cheap: Any, full: Any, tolerance: float, calibration_share: float):
+        self.cheap, self.full = cheap, full
+        self.config = full.config
+        self.tolerance = tolerance
+        self.calibration_share = calibration_share
+        self.band: Band | None = None
+        self._pairs: tuple[list[float], list[float]] = ([], [])  # calibration (cheap, full) scores
+        self._holdouts: tuple[Any, Any] | None = None
+
+    @property
+    def exemplars(self) -> Any:
+        return self.full.exemplars
+
+    @property
+    def n_extra(self) -> int:
+        return self.full.n_extra
+
+    @property
+    def n_encoded(self) -> int:
+        return self.cheap.n_encoded + self.full.n_encoded
+
+    def use_workspace(self, root: Any) -> None:
+        self.cheap.use_workspace(root)
+        self.full.use_workspace(root)
+
+    def fit(self, extra_texts: Sequence[str] = (), extra_labels: Sequence[str] = ()) -> CascadeScorer:
+        self.cheap.fit(extra_texts, extra_labels)
+        self.full.fit(extra_texts, extra_labels)
+        self.band, self._holdouts, self._pairs = None, None, ([], [])
+        return self
+
+    def calibrate(self, texts: Sequence[str]) -> Band:
+        """Set the band from the held-out exemplars and the calibration share of `texts` (scored by both)."""
+        cheap_holdout, full_holdout = self._both_holdouts()
+        sample = list(dict.fromkeys(t for t in texts if in_calibration_sample(t, self.calibration_share)))
+        cheap_scores = list(cheap_holdout.scores) + self.cheap.score(sample).tolist()
+        full_scores = list(full_holdout.scores) + self.full.score(sample).tolist()
+        self._pairs = (cheap_scores, full_scores)
+        self.band = fit_band(np.array(cheap_scores), np.array(full_scores), self.tolerance)
+        return self.band
+
+    def decide(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """(scores, decided_by): each text's score and which scorer made it (CHEAP or FULL)."""
+        texts = list(texts)
+        if self.band is None:
+            self.calibrate(texts)
+        scores = np.asarray(self.cheap.score(texts), dtype=np.float64)
+        rescore = self.band.uncertain(scores) if len(texts) else np.zeros(0, bool)
+        rescore |= np.array([in_calibration_sample(t, self.calibration_share) for t in texts], dtype=bool)
+        decided_by = np.where(rescore, FULL, CHEAP)
+        if rescore.any():
+            scores[rescore] = self.full.score([t for t, r in zip(texts, rescore) if r])
+        return scores, decided_by
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        return self.decide(texts)[0]
+
+    def holdout(self) -> Any:
+        """The held-out exemplars scored as the cascade scores: cheap where sure, full in the band."""
+        cheap_holdout, full_holdout = self._both_holdouts()
+        if self.band is None:
+            self.calibrate([])
+        cheap_scores, full_scores = np.array(cheap_holdout.scores), np.array(full_holdout.scores)
+        scores = np.where(self.band.uncertain(cheap_scores), full_scores, cheap_scores)
+        return type(full_holdout).of(full_holdout.labels, scores)
+
+    def agent(self) -> dict[str, Any]:
+        """The cascade as a whole: the full scorer's agent, with the cheap engine and the band."""
+        band = self.band
+        return {
+            **self.full.agent(),
+            "cascade": {
+                "cheap": self.cheap.agent()["model_key"],
+                "band": None if band is None else [round(band.lo, 6), round(band.hi, 6)],
+                "n_calibration": None if band is None else band.n_calibration,
+                "tolerance": self.tolerance,
+            },
+        }
+
+    def agents(self) -> list[dict[str, Any]]:
+        """One agent per decider, indexed by `decide`'s decided_by: what each item's concept_agent records."""
+        whole = self.agent()
+        return [{**whole, "decided_by": self.cheap.agent()["model_key"]}, {**whole, "decided_by": whole["model_key"]}]
+
+    def _both_holdouts(self) -> tuple[Any, Any]:
+        if self._holdouts is None:
+            self._holdouts = (self.cheap.holdout(), self.full.holdout())
+        return self._holdouts
