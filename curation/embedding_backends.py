@@ -162,7 +162,10 @@ def _export_float(model_dir: Path, target: Path) -> None:
             return self.inner(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids).last_hidden_state
 
     axes = {name: {0: "batch", 1: "tokens"} for name in [*names, "last_hidden_state"]}
-    with torch.no_grad():
+    import warnings
+
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on shape checks that this fixed-architecture graph keeps
         # The TorchScript exporter: the dynamo one needs onnxscript, and this graph has nothing it would do better.
         torch.onnx.export(
             LastHiddenState(model), tuple(example[name] for name in names), str(target), input_names=names,
@@ -180,21 +183,25 @@ def _quantize(source: Path, target: Path) -> None:
 class OnnxEncoder:
     """A sentence-transformers model run by ONNX Runtime: tokenizer, transformer graph, mean pooling, normalising.
 
-    Batches as `SentenceTransformer.encode` does (longest text first, `batch_size` at a
-    time, each batch padded to its longest member), so each batch's padding is small and
-    the distributed encoder's batches are the same as a local encode's.
+    Length-bucketed batches: texts are tokenized first, sorted longest first, and cut into
+    batches of at most `batch_size` texts and at most `batch_tokens` padded tokens, so a
+    batch of long texts is small and one of short texts large. On one core this is about
+    twice as fast as sentence-transformers' fixed 64 texts a batch (bench/score.py): a
+    batch's activations stay in cache. `batch_tokens=0`: fixed batches of `batch_size`.
     """
 
-    def __init__(self, model_dir: str | os.PathLike[str], onnx_file: str | os.PathLike[str], threads: int | None = None):
+    def __init__(self, model_dir: str | os.PathLike[str], onnx_file: str | os.PathLike[str], threads: int | None = None,
+                 batch_tokens: int = 0):
         import onnxruntime as ort
         from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
         self.max_seq_length, self.normalises = _sentence_config(model_dir)
+        self.batch_tokens = batch_tokens
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(self.max_seq_length)
-        pad_id = self.tokenizer.token_to_id("[PAD]") or 0
-        self.tokenizer.enable_padding(pad_id=pad_id, pad_token=self.tokenizer.id_to_token(pad_id) or "[PAD]")
+        self.tokenizer.no_padding()  # padded per batch, below
+        self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         options = ort.SessionOptions()
         if threads:
             options.intra_op_num_threads = threads
@@ -202,27 +209,43 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
 
+    def batches(self, lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
+        """Row indices of each batch: longest first, at most batch_size rows and batch_tokens padded tokens."""
+        order = np.argsort(-np.asarray(lengths), kind="stable")
+        out: list[np.ndarray] = []
+        start = 0
+        while start < len(order):
+            longest = max(int(lengths[order[start]]), 1)  # sorted: the first row sets the padded length
+            size = batch_size if not self.batch_tokens else max(1, min(batch_size, self.batch_tokens // longest))
+            out.append(order[start : start + size])
+            start += size
+        return out
+
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, **_: Any) -> np.ndarray:
-        texts = list(texts)
-        order = np.argsort([-len(text) for text in texts], kind="stable")
-        out: np.ndarray | None = None
-        for start in range(0, len(texts), batch_size):
-            rows = order[start : start + batch_size]
-            vectors = self._encode_batch([texts[i] for i in rows])
-            if out is None:
-                out = np.empty((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
-        if out is None:
+        # sentence-transformers strips each text before tokenizing; so do we (same ids, same embeddings).
+        encodings = self.tokenizer.encode_batch([text.strip() for text in texts])
+        if not encodings:
             return np.zeros((0, 0), np.float32)
+        lengths = [len(e.ids) for e in encodings]
+        out: np.ndarray | None = None
+        for rows in self.batches(lengths, batch_size):
+            vectors = self._encode_batch([encodings[i] for i in rows])
+            if out is None:
+                out = np.empty((len(encodings), vectors.shape[1]), dtype=np.float32)
+            out[rows] = vectors
+        assert out is not None
         if normalize_embeddings or self.normalises:
             out /= np.clip(np.linalg.norm(out, axis=1, keepdims=True), 1e-12, None)
         return out
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        encodings = self.tokenizer.encode_batch(texts)
-        ids = np.array([e.ids for e in encodings], dtype=np.int64)
-        mask = np.array([e.attention_mask for e in encodings], dtype=np.int64)
+    def _encode_batch(self, encodings: list[Any]) -> np.ndarray:
+        width = max(len(e.ids) for e in encodings)
+        ids = np.full((len(encodings), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(encodings), width), dtype=np.int64)
+        for row, encoding in enumerate(encodings):
+            ids[row, : len(encoding.ids)] = encoding.ids
+            mask[row, : len(encoding.ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         hidden = self.session.run(None, {k: v for k, v in feeds.items() if k in self.input_names})[0]
         weights = mask[..., None].astype(np.float32)
@@ -236,10 +259,17 @@ def distill_static(model_dir: str | os.PathLike[str], cache: str | os.PathLike[s
     """A model2vec static model distilled from the local model (offline), made once into the cache."""
 
     def make(staging: Path) -> None:
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")  # a local directory: nothing to ask a hub about
         from model2vec.distill import distill
 
-        distill(str(Path(model_dir)), pca_dims=STATIC_DIMS).save_pretrained(str(staging))
+        before = os.environ.get("HF_HUB_OFFLINE")
+        os.environ["HF_HUB_OFFLINE"] = "1"  # a local directory: nothing to ask a hub about, ever
+        try:
+            distill(str(Path(model_dir)), pca_dims=STATIC_DIMS).save_pretrained(str(staging))
+        finally:
+            if before is None:
+                os.environ.pop("HF_HUB_OFFLINE", None)
+            else:
+                os.environ["HF_HUB_OFFLINE"] = before
 
     return _make_once(derived_dir(model_dir, cache) / STATIC_DIR, make)
 
@@ -268,8 +298,12 @@ class StaticEncoder:
 # ---- choosing -------------------------------------------------------------------------------
 
 
-def load_encoder(model_dir_or_id: str, backend: str, device: str | None = None, threads: int | None = None) -> Any:
-    """The engine for `backend` over the model (a local directory, or for "torch" also a Hugging Face id)."""
+def load_encoder(model_dir_or_id: str, backend: str, device: str | None = None, threads: int | None = None,
+                 batch_tokens: int = 0) -> Any:
+    """The engine for `backend` over the model (a local directory, or for "torch" also a Hugging Face id).
+
+    threads and batch_tokens: the ONNX engines' (see OnnxEncoder); torch uses torch's threads.
+    """
     if backend == TORCH:
         from sentence_transformers import SentenceTransformer
 
@@ -278,7 +312,7 @@ def load_encoder(model_dir_or_id: str, backend: str, device: str | None = None, 
         if device not in (None, "cpu"):
             raise BackendError(f"backend {backend!r} runs on the CPU only, not {device!r}: use backend 'torch'")
         _require("onnxruntime", backend)
-        return OnnxEncoder(model_dir_or_id, export_onnx(model_dir_or_id, backend == ONNX_INT8), threads)
+        return OnnxEncoder(model_dir_or_id, export_onnx(model_dir_or_id, backend == ONNX_INT8), threads, batch_tokens)
     if backend == STATIC:
         _require("model2vec", backend)
         return StaticEncoder(distill_static(model_dir_or_id))

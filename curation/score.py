@@ -91,7 +91,13 @@ class ScoreConfig:
                           f" offline), a local directory, or a Hugging Face id. Default: ${MODEL_ENV}, else"
                           f" {PACKAGED_MODEL!r}."},
     )
-    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass of the model."})
+    batch_size: int = field(default=64, metadata={"help": "Texts per forward pass of the model (at most)."})
+    batch_tokens: int = field(
+        default=512,
+        metadata={"help": "ONNX engines: length-bucketed batches of at most this many padded tokens (long texts"
+                          " in small batches, short in large; ~2x faster per core than fixed batches). 0: fixed"
+                          " batches of batch_size."},
+    )
     classifier_c: float = field(
         default=10.0,
         metadata={"help": "Inverse regularisation of the logistic regression (larger: fits the exemplars closer)."},
@@ -207,7 +213,9 @@ class Embedder:
     def model(self) -> Any:
         if self._model is None:
             config = self.config
-            self._model = load_encoder(resolve_model(config.model), config.backend, config.device, config.threads)
+            self._model = load_encoder(
+                resolve_model(config.model), config.backend, config.device, config.threads, config.batch_tokens
+            )
         return self._model
 
     def encode(self, texts: Sequence[str]) -> np.ndarray:
