@@ -7,14 +7,14 @@ the *uncertain band* [lo, hi] of cheap scores the full model scores the text aga
 
 The band is measured, not guessed: both scorers score the held-out exemplars (each
 fitted without them) and a calibration sample of the texts being scored (a fixed
-share, chosen by the sha256 of the text, so the same texts are chosen in every run and
-on every worker); the band is the narrowest interval of cheap scores that holds every
-calibration text whose two scores differ by more than half the tolerance
-(`cascade_tolerance`, 0.05). Outside it, no calibration text was off by even half the
-tolerance; bench/score.py checks the whole Talks against the full model. Calibration
-texts are always scored by the full model. Where the cheap engine tracks the full one
-badly (the static table on the Talks' answers), the band widens until nearly every
-text goes to the full model: slower, never less exact.
+share, at least 300 texts, chosen by the sha256 of the text, so the same texts are
+chosen in every run and on every worker); the band is the narrowest interval of cheap
+scores that holds every calibration text whose two scores differ by more than half
+the tolerance (`cascade_tolerance`, 0.05), and a side of it is trusted only with at
+least 30 corpus texts beyond it. Calibration texts are always scored by the full
+model. Where the cheap engine tracks the full one badly (the static table on the
+Talks' answers), the band widens until nearly every text goes to the full model:
+slower, not less exact. bench/score.py checks every decision against the full model.
 
 Every item's `concept_agent` says which engine decided its score (`decided_by`) and
 the band in force.
@@ -47,14 +47,30 @@ class Band:
         return (cheap_scores >= self.lo) & (cheap_scores <= self.hi)
 
 
-def fit_band(cheap_scores: np.ndarray, full_scores: np.ndarray, tolerance: float) -> Band:
-    """The narrowest band holding every calibration text whose scores differ by more than tolerance / 2."""
+def fit_band(
+    cheap_scores: np.ndarray, full_scores: np.ndarray, tolerance: float, in_corpus: np.ndarray | None = None,
+    min_support: int = 0,
+) -> Band:
+    """The narrowest band holding every calibration text whose scores differ by more than tolerance / 2.
+
+    in_corpus marks the calibration texts drawn from the corpus being scored (the rest are
+    held-out exemplars, easier than the corpus). A side of the band is kept only if at
+    least `min_support` corpus texts lie beyond it (all within tolerance / 2, by
+    construction); otherwise the band reaches 0 (or 1) there and the cheap engine decides
+    nothing on that side: an overconfident cheap engine (static on the Talks) is not
+    trusted on the strength of a few texts.
+    """
     cheap_scores, full_scores = np.asarray(cheap_scores, np.float64), np.asarray(full_scores, np.float64)
+    in_corpus = np.ones(len(cheap_scores), bool) if in_corpus is None else np.asarray(in_corpus, bool)
     error = np.abs(cheap_scores - full_scores)
     off = cheap_scores[error > tolerance / 2]
-    if not len(off):  # the cheap engine agreed everywhere: an empty band (lo > hi)
-        return Band(1.0, 0.0, len(error), float(error.max(initial=0.0)))
-    band = Band(float(off.min()), float(off.max()), len(error), 0.0)
+    lo, hi = (float(off.min()), float(off.max())) if len(off) else (0.5, 0.5)
+    corpus = cheap_scores[in_corpus]
+    if (corpus < lo).sum() < min_support:
+        lo = 0.0
+    if (corpus > hi).sum() < min_support:
+        hi = 1.0
+    band = Band(lo, hi, len(error), 0.0)
     outside = ~band.uncertain(cheap_scores)
     return dataclasses.replace(band, max_error_outside=float(error[outside].max(initial=0.0)))
 
@@ -64,8 +80,22 @@ def in_calibration_sample(text: str, share: float) -> bool:
     return int(text_key(text)[:8], 16) < share * 0x1_0000_0000
 
 
+def calibration_sample(texts: Sequence[str], share: float, at_least: int) -> list[str]:
+    """The distinct texts in the calibration share, or if fewer, the `at_least` with the smallest sha256."""
+    distinct = list(dict.fromkeys(texts))
+    chosen = [t for t in distinct if in_calibration_sample(t, share)]
+    if len(chosen) >= at_least:
+        return chosen
+    return sorted(distinct, key=text_key)[:at_least]
+
+
 class CascadeScorer:
     """The cheap scorer decides where it is sure; the full scorer the rest. Same interface as ConceptScorer."""
+
+    # Why these: a 5% share of a small corpus is a handful of texts; and a side of the band trusted on fewer
+    # than 30 in-corpus texts let the static engine decide Talks answers 0.46 off the full model (bench/score.py).
+    min_calibration = 300
+    min_support = 30
 
     def __init__(self, cheap: Any, full: Any, tolerance: float, calibration_share: float):
         self.cheap, self.full = cheap, full
@@ -73,6 +103,7 @@ class CascadeScorer:
         self.tolerance = tolerance
         self.calibration_share = calibration_share
         self.band: Band | None = None
+        self._calibration: set[str] = set()  # the corpus texts the full model scores to set the band
         self._pairs: tuple[list[float], list[float]] = ([], [])  # calibration (cheap, full) scores
         self._holdouts: tuple[Any, Any] | None = None
 
@@ -95,17 +126,19 @@ class CascadeScorer:
     def fit(self, extra_texts: Sequence[str] = (), extra_labels: Sequence[str] = ()) -> CascadeScorer:
         self.cheap.fit(extra_texts, extra_labels)
         self.full.fit(extra_texts, extra_labels)
-        self.band, self._holdouts, self._pairs = None, None, ([], [])
+        self.band, self._holdouts, self._pairs, self._calibration = None, None, ([], []), set()
         return self
 
     def calibrate(self, texts: Sequence[str]) -> Band:
         """Set the band from the held-out exemplars and the calibration share of `texts` (scored by both)."""
         cheap_holdout, full_holdout = self._both_holdouts()
-        sample = list(dict.fromkeys(t for t in texts if in_calibration_sample(t, self.calibration_share)))
+        sample = calibration_sample(texts, self.calibration_share, self.min_calibration)
+        self._calibration = set(sample)
         cheap_scores = list(cheap_holdout.scores) + self.cheap.score(sample).tolist()
         full_scores = list(full_holdout.scores) + self.full.score(sample).tolist()
+        in_corpus = np.arange(len(cheap_scores)) >= len(cheap_holdout.scores)
         self._pairs = (cheap_scores, full_scores)
-        self.band = fit_band(np.array(cheap_scores), np.array(full_scores), self.tolerance)
+        self.band = fit_band(np.array(cheap_scores), np.array(full_scores), self.tolerance, in_corpus, self.min_support)
         return self.band
 
     def decide(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -115,7 +148,7 @@ class CascadeScorer:
             self.calibrate(texts)
         scores = np.asarray(self.cheap.score(texts), dtype=np.float64)
         rescore = self.band.uncertain(scores) if len(texts) else np.zeros(0, bool)
-        rescore |= np.array([in_calibration_sample(t, self.calibration_share) for t in texts], dtype=bool)
+        rescore |= np.array([t in self._calibration for t in texts], dtype=bool)
         decided_by = np.where(rescore, FULL, CHEAP)
         if rescore.any():
             scores[rescore] = self.full.score([t for t, r in zip(texts, rescore) if r])
