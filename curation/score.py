@@ -37,6 +37,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -45,8 +46,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import polars as pl
 
-# PACKAGED_MODEL, resolve_model, EMBEDDINGS_DIR, EmbeddingStore, ScoreError, model_key and text_key are
-# imported from here by callers of this module: the scoring stage's one public face.
+# Callers import PACKAGED_MODEL, resolve_model, EmbeddingStore, ScoreError, model_key, text_key from here.
 from curation.embedding_backends import BACKENDS, ONNX, PACKAGED_MODEL, STATIC, load_encoder, resolve_model
 from curation.embedding_store import EMBEDDINGS_DIR, EmbeddingStore, ScoreError, model_key, store_key, text_key
 from curation.schema import STAGE_COLUMNS
@@ -566,10 +566,9 @@ def run_score(
 
     measured = new.filter(pl.col("concept_basis").is_in([BASIS_ANSWER, BASIS_PASSAGE]))
     decided_by: dict[str, int] = {}
-    for agent_json in measured["concept_agent"].to_list():
-        agent = json.loads(agent_json)
-        name = agent.get("decided_by", agent["model_key"])
-        decided_by[name] = decided_by.get(name, 0) + 1
+    for agent_json, n in Counter(measured["concept_agent"].to_list()).items():  # a few distinct agents
+        name = json.loads(agent_json).get("decided_by", json.loads(agent_json)["model_key"])
+        decided_by[name] = decided_by.get(name, 0) + n
     pair_scores = new.filter(pl.col("concept_basis") == BASIS_ANSWER)["concept_score"].to_numpy()
     passage_scores = new.filter(pl.col("concept_basis") == BASIS_PASSAGE)["concept_score"].to_numpy()
     groups = {
