@@ -1,6 +1,6 @@
-"""Scale-out benchmark: ingest + MinHash/LSH dedup of a large synthetic corpus, local executor vs Ray.
+"""Scale-out benchmark: the whole path (ingest, MinHash/LSH dedup, score, export) of a synthetic corpus, local vs Ray.
 
-Run as: python bench/scale.py [--mb 500] [--cpus 2] [--executors local,ray[,partitioned]] [--corpus DIR] [--keep]
+Run as: python bench/scale.py [--mb 500] [--cpus 2] [--executors local,ray[,partitioned]] [--stages ingest,dedup,score,export] [--corpus DIR] [--keep]
 
 The corpus (default 500 MB of UTF-8 text, in books of 0.5-4 MB) is assembled from
 the sentences of the real books in ../shared/data/books: shuffled into paragraphs
@@ -19,7 +19,14 @@ Each executor runs in its own child process, on a fresh workspace:
 - partitioned (not run by default): the same two functions with `LocalExecutor`,
   in one process: tells the partitioned algorithm's share of the gain from Ray's.
 
-Printed per executor: seconds and MB/s for ingest, dedup and both; the peak memory
+Then (with --stages, default all four) `run_score` / `run_score_distributed` with the
+default ScoreConfig (the engine it names; threads = --cpus) and `export_version` of a
+pretrain version of every representative passage (unreviewed included). Scoring is
+by far the slowest stage (tens of passages a second per core): at 500 MB it takes
+hours; `--stages ingest,dedup` gives the old figures.
+
+Printed per executor: seconds and MB/s for each stage and the whole path, and MB/s per
+core for the whole path (--cpus cores: both executors may use them all); the peak memory
 of the whole process tree (the child and, for Ray, every Ray process it started:
 GCS, raylet, workers), sampled with psutil, as the sum of RSS and the sum of PSS
 (shared pages, such as Ray's object store, counted once); the driver's own peak
@@ -144,7 +151,34 @@ def make_corpus(directory: Path, megabytes: int, seed: int, processes: int) -> l
 # ---- one executor, in a child process ------------------------------------------------------------
 
 
-def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path) -> dict:
+def score_and_export(workspace, executor, cpus: int, stages: tuple[str, ...]) -> dict[str, float]:
+    """The last two stages of the path, timed: score (locally, or on the executor's workers) and export."""
+    from curation.export import export_version
+    from curation.score import ScoreConfig, run_score
+    from curation.selection import ExportConfig
+
+    timings = {}
+    if "score" in stages:
+        import torch
+
+        torch.set_num_threads(cpus)
+        config = ScoreConfig(threads=cpus)
+        started = time.perf_counter()
+        if executor is None:
+            run_score(workspace, config)
+        else:
+            from curation.distributed import run_score_distributed
+
+            run_score_distributed(workspace, config, executor)
+        timings["score"] = time.perf_counter() - started
+    if "export" in stages:
+        started = time.perf_counter()
+        export_version(workspace, ExportConfig(name="scale", kind="pretrain", include_unreviewed=True))
+        timings["export"] = time.perf_counter() - started
+    return timings
+
+
+def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages: tuple[str, ...]) -> dict:
     import hashlib
 
     import polars as pl
@@ -178,6 +212,8 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path) -> dic
         dedup_report = run_dedup_distributed(workspace, executor=executor,
                                               progress=lambda m: print(f"  {executor_name} dedup {m}", flush=True))
         timings["dedup"] = time.perf_counter() - started
+    timings.update(score_and_export(workspace, None if executor_name == "local" else executor, cpus, stages))
+    if executor_name != "local":
         executor.close()
     items = workspace.items().sort("source_id", "item_id")
     digest = hashlib.sha256(items.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
@@ -245,10 +281,10 @@ class TreeMemory:
         self._thread.join()
 
 
-def run_executor(name: str, corpus: Path, cpus: int, workdir: Path) -> dict:
+def run_executor(name: str, corpus: Path, cpus: int, workdir: Path, stages: str) -> dict:
     output = workdir / f"result-{name}.json"
     command = [sys.executable, __file__, "--child", name, "--corpus", str(corpus), "--cpus", str(cpus),
-               "--workdir", str(workdir), "--result", str(output)]
+               "--workdir", str(workdir), "--result", str(output), "--stages", stages]
     started = time.perf_counter()
     child = subprocess.Popen(command)
     memory = TreeMemory(child.pid)
@@ -265,35 +301,40 @@ def run_executor(name: str, corpus: Path, cpus: int, workdir: Path) -> dict:
     return result
 
 
-def report(results: list[dict]) -> None:
+STAGES = ("ingest", "dedup", "score", "export")
+
+
+def report(results: list[dict], cpus: int) -> None:
+    stages = [stage for stage in STAGES if stage in results[0]["timings"]]
     print()
-    print(f"{'executor':<8} {'MB':>6} {'items':>8} {'ingest s':>9} {'dedup s':>8} {'total s':>8} "
-          f"{'ingest MB/s':>11} {'dedup MB/s':>10} {'MB/s':>6} {'tree RSS MB':>11} {'tree PSS MB':>11} "
-          f"{'driver MB':>9} {'procs':>5}")
+    print(f"{'executor':<8} {'MB':>6} {'items':>8} " + " ".join(f"{stage + ' s':>9}" for stage in stages)
+          + f" {'total s':>8} " + " ".join(f"{stage + ' MB/s':>11}" for stage in stages)
+          + f" {'MB/s':>6} {'MB/s/core':>9} {'tree RSS MB':>11} {'tree PSS MB':>11} {'driver MB':>9} {'procs':>5}")
     for r in results:
         t = r["timings"]
-        total = t["ingest"] + t["dedup"]
-        print(f"{r['executor']:<8} {r['megabytes']:>6.0f} {r['items']:>8} {t['ingest']:>9.1f} {t['dedup']:>8.1f} "
-              f"{total:>8.1f} {r['megabytes'] / t['ingest']:>11.2f} {r['megabytes'] / t['dedup']:>10.2f} "
-              f"{r['megabytes'] / total:>6.2f} {r['peak_tree_rss_mb']:>11.0f} {r['peak_tree_pss_mb']:>11.0f} "
-              f"{r['driver_maxrss_mb']:>9.0f} {r['peak_processes']:>5}")
+        whole = total(r)
+        print(f"{r['executor']:<8} {r['megabytes']:>6.0f} {r['items']:>8} "
+              + " ".join(f"{t[stage]:>9.1f}" for stage in stages) + f" {whole:>8.1f} "
+              + " ".join(f"{r['megabytes'] / t[stage]:>11.3f}" for stage in stages)
+              + f" {r['megabytes'] / whole:>6.3f} {r['megabytes'] / whole / cpus:>9.4f} {r['peak_tree_rss_mb']:>11.0f}"
+              f" {r['peak_tree_pss_mb']:>11.0f} {r['driver_maxrss_mb']:>9.0f} {r['peak_processes']:>5}")
     for r in results:
         print(f"{r['executor']}: dedup {r['dedup']}; Ray start {r['timings']['ray_start']:.1f} s (not counted)"
               if r["executor"] == "ray" else f"{r['executor']}: dedup {r['dedup']}")
     by_name = {r["executor"]: r for r in results}
-
-    def total(r: dict) -> float:
-        return r["timings"]["ingest"] + r["timings"]["dedup"]
-
     if "local" in by_name:
         local = by_name["local"]
         for name, other in by_name.items():
             if name == "local":
                 continue
-            print(f"\nthroughput ratio {name}/local: ingest {local['timings']['ingest'] / other['timings']['ingest']:.2f}x, "
-                  f"dedup {local['timings']['dedup'] / other['timings']['dedup']:.2f}x, "
-                  f"ingest + dedup {total(local) / total(other):.2f}x; "
-                  f"identical items (dedup columns included): {local['digest'] == other['digest']}")
+            print(f"\nthroughput ratio {name}/local: "
+                  + ", ".join(f"{stage} {local['timings'][stage] / other['timings'][stage]:.2f}x" for stage in stages)
+                  + f", whole path {total(local) / total(other):.2f}x; "
+                  f"identical items (dedup and score columns included): {local['digest'] == other['digest']}")
+
+
+def total(r: dict) -> float:
+    return sum(seconds for stage, seconds in r["timings"].items() if stage in STAGES)
 
 
 def main() -> None:
@@ -301,6 +342,7 @@ def main() -> None:
     parser.add_argument("--mb", type=int, default=500, help="corpus size in MB (default 500)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs for Ray and for writing the corpus")
     parser.add_argument("--executors", default="local,ray")
+    parser.add_argument("--stages", default=",".join(STAGES), help="the stages timed, in order; ingest,dedup always run")
     parser.add_argument("--corpus", type=Path, help="where the corpus is (or is written); default: a temp dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the workspaces and a temporary corpus")
@@ -310,7 +352,7 @@ def main() -> None:
     args = parser.parse_args()
 
     if args.child:
-        result = run_child(args.child, args.corpus, args.cpus, args.workdir)
+        result = run_child(args.child, args.corpus, args.cpus, args.workdir, tuple(args.stages.split(",")))
         args.result.write_text(json.dumps(result))
         return
 
@@ -324,7 +366,7 @@ def main() -> None:
     try:
         for name in args.executors.split(","):
             print(f"running {name} ...", flush=True)
-            results.append(run_executor(name.strip(), corpus, args.cpus, workdir))
+            results.append(run_executor(name.strip(), corpus, args.cpus, workdir, args.stages))
             print(f"  {name}: {json.dumps(results[-1])}", flush=True)  # kept in the log if a later run fails
             if not args.keep:
                 shutil.rmtree(workdir / f"ws-{name.strip()}", ignore_errors=True)
@@ -333,7 +375,7 @@ def main() -> None:
             shutil.rmtree(workdir, ignore_errors=True)
             if temporary:
                 shutil.rmtree(corpus, ignore_errors=True)
-    report(results)
+    report(results, args.cpus)
 
 
 if __name__ == "__main__":

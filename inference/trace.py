@@ -53,7 +53,7 @@ from typing import Any
 
 import numpy as np
 
-from curation.files import TMP_PREFIX, exclusive_lock, sha256_file
+from curation.files import TMP_PREFIX, cache_dir, exclusive_lock, sha256_file
 from curation.versions import MANIFEST_NAME, PARQUET_DIR, read_manifest_header
 from training.lineage import LINEAGE_NAME, TrainingError, lineage_chain, read_lineage
 
@@ -183,11 +183,11 @@ def workspace_of(version_dir: Path) -> Path | None:
 
 
 def default_cache_root(version_dir: Path) -> Path:
-    """<workspace>/cache/trace for a version in a workspace's versions/, else $XDG_CACHE_HOME/satsang/trace."""
+    """<workspace>/cache/trace for a version in a workspace's versions/, else trace/ in satsang's cache directory."""
     workspace = workspace_of(version_dir)
     if workspace is not None:
         return workspace.joinpath(*CACHE_DIR)
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "satsang" / "trace"
+    return cache_dir() / "trace"
 
 
 def build_index(version_dir: str | Path, cache_root: str | Path | None = None, progress: Progress | None = None) -> Path:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -36,6 +37,7 @@ from curation.score import (
     curator_examples,
     item_embeddings,
     load_exemplars,
+    make_scorer,
     model_key,
     nearest,
     plot_score_distributions,
@@ -49,6 +51,8 @@ from satsang.render.stages import render_score_report
 DATA = Path(__file__).parent / "data"
 TALKS = DATA / "talks-19-24.txt"  # talks 19-24 of Talks with Sri Ramana Maharshi: D.:/M.: dialogue
 NAN_YAR = DATA / "nan-yar-excerpt.txt"  # the opening paragraphs of Nan Yar?: prose
+# The engine of the `model` fixture (tests hand that loaded model to the scorer): its store key follows the backend.
+TORCH = ScoreConfig(backend="torch")
 
 
 class CountingModel:
@@ -78,13 +82,13 @@ def model():
 def exemplar_store(tmp_path_factory, model) -> Path:
     """A store file already holding the exemplars' embeddings, to seed workspaces with (it is only a cache)."""
     store = EmbeddingStore(tmp_path_factory.mktemp("store") / f"{PACKAGED_MODEL}.parquet")
-    ConceptScorer(ScoreConfig(), store=store, model=model).fit()
+    ConceptScorer(TORCH, store=store, model=model).fit()
     return store.path
 
 
 @pytest.fixture(scope="module")
 def scorer(model, exemplar_store) -> ConceptScorer:
-    return ConceptScorer(ScoreConfig(), store=EmbeddingStore(exemplar_store), model=model).fit()
+    return ConceptScorer(TORCH, store=EmbeddingStore(exemplar_store), model=model).fit()
 
 
 @pytest.fixture
@@ -171,8 +175,8 @@ def test_scores_are_probabilities(scorer):
 def test_fit_with_curator_examples_moves_the_concept(model, exemplar_store):
     # A curator's rejected style, taught many times, pulls texts like it toward "conversational".
     store = EmbeddingStore(exemplar_store)
-    plain = ConceptScorer(ScoreConfig(), store=store, model=model).fit()
-    taught = ConceptScorer(ScoreConfig(), store=store, model=model).fit(
+    plain = ConceptScorer(TORCH, store=store, model=model).fit()
+    taught = ConceptScorer(TORCH, store=store, model=model).fit(
         ["Meditate on the light between the eyebrows for an hour each dawn."] * 40, [CONVERSATIONAL] * 40
     )
     probe = ["Meditate on the light between the eyebrows at dawn."]
@@ -211,11 +215,11 @@ def test_stored_texts_are_never_encoded_again(tmp_path, model):
     counting = CountingModel(model)
     path = tmp_path / "m.parquet"
     texts = ["Who am I?", "Here are three tips.", "Who am I?"]
-    first = Embedder(ScoreConfig(), EmbeddingStore(path), counting).embed(texts)
+    first = Embedder(TORCH, EmbeddingStore(path), counting).embed(texts)
     assert (counting.calls, counting.texts) == (1, 2)  # the repeated text is encoded once
     assert first.shape == (3, 384) and np.allclose(np.linalg.norm(first, axis=1), 1, atol=1e-5)
 
-    later = Embedder(ScoreConfig(), EmbeddingStore(path), counting)  # a new process, the same file
+    later = Embedder(TORCH, EmbeddingStore(path), counting)  # a new process, the same file
     assert np.array_equal(later.embed(texts), first)
     assert counting.calls == 1
     later.embed(["Who am I?", "Stay as you are."])
@@ -228,7 +232,7 @@ def test_stored_texts_are_never_encoded_again(tmp_path, model):
 def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
     before = workspace.items()
     counting = CountingModel(model)
-    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    report = run_score(workspace, scorer=ConceptScorer(TORCH, model=counting))
     after = workspace.items()
 
     assert after.select(list(ITEM_SCHEMA)).equals(before)  # the item table's own columns, unchanged
@@ -252,30 +256,30 @@ def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
     agent = json.loads(after["concept_agent"][0])
     assert agent["model"] == PACKAGED_MODEL and agent["n_curator_examples"] == 0
     assert agent["exemplars_sha256"] == load_exemplars().sha256
-    assert agent["config"] == json.loads(ScoreConfig().to_json())
+    assert agent["config"] == json.loads(TORCH.to_json())
     assert report.holdout_auc >= 0.95
     assert {"pair answers", "passages", "held-out conversational exemplars"} <= set(report.distributions)
     assert "held-out AUC" in render_score_report(report).plain
 
 
 def test_rescoring_unchanged_items_encodes_nothing_and_commits_nothing(workspace, model):
-    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    run_score(workspace, scorer=ConceptScorer(TORCH, model=model))
     generation, items = workspace.generation, workspace.items()
 
     counting = CountingModel(model)
-    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    report = run_score(workspace, scorer=ConceptScorer(TORCH, model=counting))
     assert counting.calls == 0 and report.n_encoded == 0
     assert report.generation is None and workspace.generation == generation
     assert workspace.items().equals(items)
 
 
 def test_new_items_only_are_encoded(workspace, model):
-    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    run_score(workspace, scorer=ConceptScorer(TORCH, model=model))
     n_scored = workspace.items().height
     extra = DATA / "prose-ulladu-narpadu.txt"
     workspace.ingest([extra], "prose", title="Ulladu Narpadu")
     counting = CountingModel(model)
-    report = run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=counting))
+    report = run_score(workspace, scorer=ConceptScorer(TORCH, model=counting))
     n_new = workspace.items().height - n_scored
     assert n_new > 0 and counting.calls == 1 and 0 < counting.texts <= n_new
     assert workspace.items()["concept_score"].is_not_null().sum() == report.n_scored
@@ -283,7 +287,7 @@ def test_new_items_only_are_encoded(workspace, model):
 
 def test_learn_needs_decisions_then_uses_them(workspace, model):
     with pytest.raises(ScoreError, match="nothing to learn from"):
-        run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))
+        run_score(workspace, learn=True, scorer=ConceptScorer(TORCH, model=model))
 
     # Curators' decisions, in the workspace's review database: every third pair rejected
     # (every other one of those as not contemplative), the rest accepted.
@@ -302,7 +306,7 @@ def test_learn_needs_decisions_then_uses_them(workspace, model):
     texts, labels = curator_examples(workspace.items(), load_review_state(workspace.root).decisions)
     assert labels.count(CONTEMPLATIVE) > 0 and labels.count(CONVERSATIONAL) > 0
     assert curator_examples(workspace.items()) == ([], [])  # decisions come from the review store, never the items
-    report = run_score(workspace, learn=True, scorer=ConceptScorer(ScoreConfig(), model=model))  # reads the store
+    report = run_score(workspace, learn=True, scorer=ConceptScorer(TORCH, model=model))  # reads the store
     assert report.n_curator_examples == len(texts)
     assert json.loads(workspace.items()["concept_agent"][0])["n_curator_examples"] == len(texts)
 
@@ -312,7 +316,7 @@ def test_learn_needs_decisions_then_uses_them(workspace, model):
         {"item_id": [pair["item_id"]], "decision": ["edit"], "reason": [None], "edited_answer": ["Who asks?"]},
         schema={"item_id": pl.String, "decision": pl.String, "reason": pl.String, "edited_answer": pl.String},
     )
-    report = run_score(workspace, learn=True, decisions=state, scorer=ConceptScorer(ScoreConfig(), model=model))
+    report = run_score(workspace, learn=True, decisions=state, scorer=ConceptScorer(TORCH, model=model))
     assert report.n_curator_examples == 1
 
 
@@ -351,21 +355,21 @@ def test_curator_examples_reads_decisions():
 
 
 def test_nearest_finds_an_item_by_meaning(workspace, model):
-    run_score(workspace, scorer=ConceptScorer(ScoreConfig(), model=model))
+    run_score(workspace, scorer=ConceptScorer(TORCH, model=model))
     items = workspace.items()
     answer = items.filter(pl.col("concept_basis") == BASIS_ANSWER)["answer"][0]
     counting = CountingModel(model)
-    found = nearest(workspace, answer, k=3, embedder=Embedder(ScoreConfig(), model=counting))
+    found = nearest(workspace, answer, k=3, embedder=Embedder(TORCH, model=counting))
     assert found.height == 3 and found["answer"][0] == answer and found["similarity"][0] == pytest.approx(1, abs=1e-5)
     assert found["similarity"].is_sorted(descending=True)
     assert counting.calls == 0  # the query is a stored text
 
-    found = nearest(workspace, "Is solitude to be found in the forest?", k=2, embedder=Embedder(ScoreConfig(), model=counting))
+    found = nearest(workspace, "Is solitude to be found in the forest?", k=2, embedder=Embedder(TORCH, model=counting))
     assert counting.calls == 1 and "solitude" in found["answer"][0].lower()
     store = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL)
     assert text_key("Is solitude to be found in the forest?") not in store  # queries are not stored
 
-    embedded, matrix = item_embeddings(workspace)
+    embedded, matrix = item_embeddings(workspace, TORCH)
     assert embedded.height == matrix.shape[0] == items.filter(pl.col("concept_basis") != BASIS_SILENCE).height
     assert matrix.shape[1] == 384 and matrix.dtype == np.float32
 
@@ -406,3 +410,145 @@ def test_importing_the_module_loads_no_heavy_library():
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+# ---- engines and the cascade --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def model_cache(tmp_path_factory):
+    """A fresh model cache for the module: ONNX exports and the static model are made here from the shipped model."""
+    from curation.embedding_backends import CACHE_ENV
+
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = str(tmp_path_factory.mktemp("model-cache"))
+    yield Path(os.environ[CACHE_ENV])
+    if before is None:
+        os.environ.pop(CACHE_ENV, None)
+    else:
+        os.environ[CACHE_ENV] = before
+
+
+@pytest.fixture(scope="module")
+def excerpt_texts() -> list[str]:
+    """The test excerpts' answers (talks 19-24) and passages (Nan Yar), as the score stage judges them."""
+    from curation.dialogue import parse_dialogue
+    from curation.prose import split_prose
+
+    rows = parse_dialogue(TALKS.read_text(encoding="utf-8"), "a" * 64).items
+    texts = [row["answer"] for row in rows if not row["is_silence"] and row["answer"].strip()]
+    texts += [row["text"] for row in split_prose(NAN_YAR.read_text(encoding="utf-8"), "b" * 64, title="")]
+    return list(dict.fromkeys(texts))
+
+
+@pytest.fixture(scope="module")
+def reference(scorer, excerpt_texts):
+    """The torch engine's embeddings and scores of the excerpts, and its held-out AUC: what every engine is held to."""
+    return scorer.embedder.encode(excerpt_texts), scorer.score(excerpt_texts), scorer.holdout().auc
+
+
+# The stated tolerances (README, scoring): ONNX float32 is the same network, to rounding; int8 weights move
+# embeddings a little (cosine >= 0.95 on every text) and so scores (by up to ~0.2 on the Talks), but not the AUC.
+@pytest.mark.parametrize("backend, min_cosine, max_score_difference", [("onnx", 0.9999, 0.002), ("onnx-int8", 0.95, 0.25)])
+def test_each_backend_agrees_with_torch_on_the_excerpts(
+    backend, min_cosine, max_score_difference, model_cache, exemplar_store, excerpt_texts, reference, tmp_path
+):
+    vectors, scores, auc = reference
+    config = ScoreConfig(backend=backend, threads=1)
+    engine = ConceptScorer(config, store=EmbeddingStore(tmp_path / "store.parquet")).fit()
+    theirs = engine.embedder.encode(excerpt_texts)
+    assert theirs.shape == vectors.shape and theirs.dtype == np.float32
+    assert np.allclose(np.linalg.norm(theirs, axis=1), 1, atol=1e-5)
+    assert (theirs * vectors).sum(axis=1).min() >= min_cosine
+    assert np.abs(engine.score(excerpt_texts) - scores).max() <= max_score_difference
+    assert abs(engine.holdout().auc - auc) <= 0.005
+    assert engine.agent()["model_key"] == f"{PACKAGED_MODEL}.{backend}" and engine.agent()["backend"] == backend
+
+
+def test_engines_are_made_once_from_the_local_model(model_cache, tmp_path):
+    from curation.embedding_backends import BackendError, derived_dir, export_onnx, load_encoder
+
+    first = export_onnx(resolve_model(PACKAGED_MODEL), quantized=True)
+    made = first.stat().st_mtime_ns
+    assert first.is_relative_to(model_cache) and first.parent.parent == derived_dir(resolve_model(PACKAGED_MODEL))
+    assert export_onnx(resolve_model(PACKAGED_MODEL), quantized=True).stat().st_mtime_ns == made  # reused
+    assert not [p for p in first.parent.parent.iterdir() if p.name.startswith(".tmp")]  # nothing half-made left
+    with pytest.raises(BackendError, match="local model directory"):
+        load_encoder("sentence-transformers/all-mpnet-base-v2", "onnx")
+    with pytest.raises(BackendError, match="CPU only"):
+        load_encoder(resolve_model(PACKAGED_MODEL), "onnx", device="cuda")
+    assert load_encoder(resolve_model(PACKAGED_MODEL), "onnx", threads=1).encode([]).shape[0] == 0
+
+
+def test_static_model_is_distilled_offline_and_scores_the_concept(model_cache, tmp_path, excerpt_texts, reference):
+    config = ScoreConfig(backend="static")
+    engine = ConceptScorer(config, store=EmbeddingStore(tmp_path / "store.parquet")).fit()
+    vectors = engine.embedder.encode(excerpt_texts)
+    assert vectors.shape == (len(excerpt_texts), 256) and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
+    assert (model_cache.glob("*/static/model.safetensors")).__next__().exists()
+    assert engine.holdout().auc >= 0.95  # a fair concept on its own; the cascade uses it only where it agrees
+    assert engine.score(excerpt_texts).shape == reference[1].shape
+
+
+def test_cascade_band_holds_every_calibration_text_off_by_half_the_tolerance():
+    from curation.cascade import calibration_sample, fit_band, in_calibration_sample
+
+    cheap = np.array([0.01, 0.02, 0.30, 0.50, 0.70, 0.97, 0.99])
+    full = np.array([0.015, 0.10, 0.31, 0.45, 0.72, 0.80, 0.985])  # off by > 0.025 at 0.02, 0.50 and 0.97
+    band = fit_band(cheap, full, tolerance=0.05)
+    assert (band.lo, band.hi) == (0.02, 0.97) and band.n_calibration == 7
+    assert list(band.uncertain(cheap)) == [False, True, True, True, True, True, False]
+    assert band.max_error_outside == pytest.approx(0.005)
+    empty = fit_band(cheap, cheap, tolerance=0.05)
+    assert empty.uncertain(cheap).sum() <= 1  # agreement everywhere: (almost) nothing left to the full model
+    # A side is trusted only with enough corpus texts beyond it: exemplars alone do not count.
+    exemplars_only = fit_band(cheap, full, 0.05, in_corpus=np.zeros(7, bool), min_support=1)
+    assert exemplars_only.uncertain(cheap).all() and (exemplars_only.lo, exemplars_only.hi) == (0.0, 1.0)
+    one_sided = fit_band(cheap, full, 0.05, in_corpus=np.array([0, 0, 0, 0, 0, 0, 1], bool), min_support=1)
+    assert (one_sided.lo, one_sided.hi) == (0.0, 0.97)
+
+    texts = [f"text {i}" for i in range(2000)]
+    chosen = [t for t in texts if in_calibration_sample(t, 0.1)]
+    assert 150 < len(chosen) < 250 and calibration_sample(texts, 0.1, 100) == chosen
+    small = calibration_sample(texts[:50], 0.1, 20)  # too few in the share: the 20 of smallest hash
+    assert len(small) == 20 and calibration_sample(list(reversed(texts[:50])), 0.1, 20) == small
+
+
+def test_cascade_stamps_the_engine_that_decided_and_keeps_to_the_tolerance(workspace, model, scorer, model_cache):
+    config = ScoreConfig(backend="torch", cascade="onnx-int8", threads=1)
+    cascade = make_scorer(config, models=[model])
+    # The excerpts are 21 items: calibrate on 8 of them and trust a side of the band on 1 (the defaults, 300
+    # and 30, are for corpora; with them every item here would go to the full model).
+    cascade.min_calibration, cascade.min_support = 8, 1
+    report = run_score(workspace, config, scorer=cascade)
+    items = workspace.items().filter(pl.col("concept_basis").is_in([BASIS_ANSWER, BASIS_PASSAGE]))
+    texts = [a if k == "pair" else t for k, a, t in zip(items["kind"], items["answer"], items["text"])]
+    full_scores = scorer.score(texts)  # the torch engine alone
+    agents = [json.loads(a) for a in items["concept_agent"]]
+    decided = np.array([a["decided_by"] for a in agents])
+    cheap_key = f"{PACKAGED_MODEL}.onnx-int8"
+    assert set(decided) <= {cheap_key, PACKAGED_MODEL} and (decided == cheap_key).any()
+    assert report.decided_by == {key: int((decided == key).sum()) for key in set(decided)}
+    by_cheap = decided == cheap_key
+    difference = np.abs(items["concept_score"].to_numpy() - full_scores)
+    assert difference[by_cheap].max() <= config.cascade_tolerance
+    assert difference[~by_cheap].max() < 1e-5  # the full model's own scores (to float32 rounding: other batches)
+    band = agents[0]["cascade"]["band"]
+    cheap_scores = cascade.cheap.score([t for t, d in zip(texts, by_cheap) if d])
+    assert ((cheap_scores < band[0]) | (cheap_scores > band[1])).all()
+    assert all(a["cascade"] == agents[0]["cascade"] for a in agents)
+    again = make_scorer(config, models=[model])
+    again.min_calibration, again.min_support = 8, 1
+    assert run_score(workspace, config, scorer=again).generation is None  # the same band, the same decisions
+
+
+def test_backend_and_cascade_settings_are_checked():
+    from curation.embedding_store import store_key
+
+    with pytest.raises(ScoreError, match="backend 'tensorrt'"):
+        ScoreConfig(backend="tensorrt")
+    with pytest.raises(ScoreError, match="cascade 'onnx'"):
+        ScoreConfig(backend="onnx", cascade="onnx")
+    assert ScoreConfig().backend == "onnx" and not ScoreConfig().cascade
+    assert len({store_key(PACKAGED_MODEL, b) for b in ("torch", "onnx", "onnx-int8", "static")}) == 4
+    assert store_key(PACKAGED_MODEL, "torch") == model_key(PACKAGED_MODEL)  # existing workspaces' stores keep their name
