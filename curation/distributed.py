@@ -49,8 +49,8 @@ Files, under a work directory every worker can read (shared storage on a cluster
    representative rule to them. The result equals `dedup(items)` column for column.
 
 Scoring (`ExecutorEmbedder`, `run_score_distributed`): texts are cut into the
-batches sentence-transformers itself would form (longest first, `batch_size`
-at a time) and each batch is encoded whole by a worker that loaded the model
+batches the configured engine itself would form (`engine_batches`: ONNX's token-length
+buckets, sentence-transformers' longest-first batches for torch) and each batch is encoded whole by a worker that loaded the model
 once, so every embedding, and so every score, is identical to a local encode.
 """
 
@@ -493,21 +493,18 @@ def _dedup_in_partitions(
 
 @dataclass(frozen=True)
 class ModelLoader:
-    """Builds a worker's state: the sentence-transformers model named by the config (each worker loads it once)."""
+    """Builds a worker's state: the config's engine on its model (`ScoreConfig.backend`; each worker loads it once)."""
 
-    model: str
-    device: str | None = None
+    config: ScoreConfig
 
     def __call__(self) -> Any:
-        from sentence_transformers import SentenceTransformer
+        from curation.score import load_embedding_model
 
-        from curation.score import resolve_model
-
-        return SentenceTransformer(resolve_model(self.model), device=self.device)
+        return load_embedding_model(self.config)
 
 
 def encode_batches(model: Any, batches: tuple[int, list[list[str]]]) -> list[np.ndarray]:
-    """Encode each batch in its own call, as one forward pass: the batch sentence-transformers would form."""
+    """Encode each batch in its own call, as one forward pass: the batch the engine itself would form."""
     batch_size, texts = batches
     return [
         np.asarray(
@@ -527,6 +524,19 @@ def sentence_transformer_batches(texts: Sequence[str], batch_size: int) -> list[
     """
     order = np.argsort([-len(text) for text in texts])
     return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
+def engine_batches(config: ScoreConfig, texts: Sequence[str]) -> list[np.ndarray]:
+    """The batches the config's engine forms when it encodes `texts` in one call (indices, in its order).
+
+    ONNX engines: length-bucketed by token count (`curation.embedding_backends.onnx_batches`);
+    torch and static: sentence-transformers' batches.
+    """
+    from curation.embedding_backends import ONNX, ONNX_INT8, onnx_batches, resolve_model
+
+    if config.backend in (ONNX, ONNX_INT8):
+        return onnx_batches(resolve_model(config.model), texts, config.batch_size, config.batch_tokens)
+    return sentence_transformer_batches(texts, config.batch_size)
 
 
 class ExecutorEmbedder(Embedder):
@@ -559,7 +569,7 @@ class ExecutorEmbedder(Embedder):
         if not texts:
             return np.zeros((0, 0), np.float32)
         batch_size = self.config.batch_size
-        batches = sentence_transformer_batches(texts, batch_size)
+        batches = engine_batches(self.config, texts)
         groups = chunks(batches, self.batches_per_task)
         work = [(batch_size, [[texts[i] for i in batch] for batch in group]) for group in groups]
         results = self._workers(len(groups)).map(encode_batches, work)
@@ -576,7 +586,7 @@ class ExecutorEmbedder(Embedder):
                 self._pool = self.executor.workers(lambda: loaded)
             else:
                 n = self.n_workers or min(self.executor.parallelism, max(n_tasks, 1))
-                self._pool = self.executor.workers(ModelLoader(self.config.model, self.config.device), n)
+                self._pool = self.executor.workers(ModelLoader(self.config), n)
         return self._pool
 
     def close(self) -> None:
@@ -596,17 +606,19 @@ def run_score_distributed(
 ) -> ScoreReport:
     """The score stage on `executor`: `curation.score.run_score`, the model's encoding done by its workers.
 
-    No executor: `run_score` in this process. The scores are identical either way.
+    The workers run the configured engine (`ScoreConfig.backend`) into that engine's store, so the
+    scores and each item's `concept_agent` are what `run_score` gives. With a cascade, only the full
+    engine is distributed; the cheap one runs here. No executor: `run_score` in this process.
     """
-    from curation.score import ConceptScorer, EmbeddingStore, ScoreConfig, run_score
+    from curation.score import EmbeddingStore, ScoreConfig, make_scorer, run_score
 
     if executor is None:
         return run_score(workspace, config, learn, decisions=decisions)
     config = config or ScoreConfig()
-    store = EmbeddingStore.for_workspace(workspace.root, config.model)
-    scorer = ConceptScorer(config, store=store)
+    scorer = make_scorer(config)
+    store = EmbeddingStore.for_workspace(workspace.root, config.model, config.backend)
     embedder = ExecutorEmbedder(config, store, executor, workers=workers)
-    scorer.embedder = embedder
+    scorer.full.embedder = embedder
     try:
         return run_score(workspace, config, learn, decisions=decisions, scorer=scorer)
     finally:

@@ -180,6 +180,46 @@ def _quantize(source: Path, target: Path) -> None:
     quantize_dynamic(str(source), str(target), per_channel=True, weight_type=QuantType.QInt8)
 
 
+def onnx_tokenizer(model_dir: str | os.PathLike[str]) -> Any:
+    """The model's fast tokenizer as `OnnxEncoder` runs it: truncated at max_seq_length, not padded."""
+    from tokenizers import Tokenizer
+
+    model_dir = Path(model_dir)
+    tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
+    tokenizer.enable_truncation(_sentence_config(model_dir)[0])
+    tokenizer.no_padding()  # padded per batch, by OnnxEncoder
+    return tokenizer
+
+
+def tokenize(tokenizer: Any, texts: Sequence[str]) -> list[Any]:
+    # sentence-transformers strips each text before tokenizing; so do we (same ids, same embeddings).
+    return tokenizer.encode_batch([text.strip() for text in texts])
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, batch_tokens: int) -> list[np.ndarray]:
+    """Row indices of each batch: longest first, at most batch_size rows and batch_tokens padded tokens."""
+    order = np.argsort(-np.asarray(lengths), kind="stable")
+    out: list[np.ndarray] = []
+    start = 0
+    while start < len(order):
+        longest = max(int(lengths[order[start]]), 1)  # sorted: the first row sets the padded length
+        size = batch_size if not batch_tokens else max(1, min(batch_size, batch_tokens // longest))
+        out.append(order[start : start + size])
+        start += size
+    return out
+
+
+def onnx_batches(model_dir: str | os.PathLike[str], texts: Sequence[str], batch_size: int,
+                 batch_tokens: int) -> list[np.ndarray]:
+    """The batches an `OnnxEncoder` of `model_dir` forms to encode `texts` in one call, from the tokenizer alone.
+
+    Each batch, encoded on its own in this order, is one batch again (its first text is its
+    longest and sets the same size), so a distributed encode gives the local embeddings bit for bit.
+    """
+    lengths = [len(e.ids) for e in tokenize(onnx_tokenizer(model_dir), texts)]
+    return length_batches(lengths, batch_size, batch_tokens)
+
+
 class OnnxEncoder:
     """A sentence-transformers model run by ONNX Runtime: tokenizer, transformer graph, mean pooling, normalising.
 
@@ -193,14 +233,11 @@ class OnnxEncoder:
     def __init__(self, model_dir: str | os.PathLike[str], onnx_file: str | os.PathLike[str], threads: int | None = None,
                  batch_tokens: int = 0):
         import onnxruntime as ort
-        from tokenizers import Tokenizer
 
         model_dir = Path(model_dir)
         self.max_seq_length, self.normalises = _sentence_config(model_dir)
         self.batch_tokens = batch_tokens
-        self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
-        self.tokenizer.enable_truncation(self.max_seq_length)
-        self.tokenizer.no_padding()  # padded per batch, below
+        self.tokenizer = onnx_tokenizer(model_dir)
         self.pad_id = self.tokenizer.token_to_id("[PAD]") or 0
         options = ort.SessionOptions()
         if threads:
@@ -211,20 +248,11 @@ class OnnxEncoder:
 
     def batches(self, lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
         """Row indices of each batch: longest first, at most batch_size rows and batch_tokens padded tokens."""
-        order = np.argsort(-np.asarray(lengths), kind="stable")
-        out: list[np.ndarray] = []
-        start = 0
-        while start < len(order):
-            longest = max(int(lengths[order[start]]), 1)  # sorted: the first row sets the padded length
-            size = batch_size if not self.batch_tokens else max(1, min(batch_size, self.batch_tokens // longest))
-            out.append(order[start : start + size])
-            start += size
-        return out
+        return length_batches(lengths, batch_size, self.batch_tokens)
 
     def encode(self, texts: Sequence[str], batch_size: int = 32, normalize_embeddings: bool = False,
                convert_to_numpy: bool = True, show_progress_bar: bool = False, **_: Any) -> np.ndarray:
-        # sentence-transformers strips each text before tokenizing; so do we (same ids, same embeddings).
-        encodings = self.tokenizer.encode_batch([text.strip() for text in texts])
+        encodings = tokenize(self.tokenizer, texts)
         if not encodings:
             return np.zeros((0, 0), np.float32)
         lengths = [len(e.ids) for e in encodings]
