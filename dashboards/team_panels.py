@@ -427,11 +427,12 @@ def agents_panel(row: dict[str, Any]) -> None:
 
 
 @st.cache_resource(show_spinner=False, max_entries=2)
-def _embeddings(root: str, generation: int, model: str | None, mtime: float) -> tuple[list[str], np.ndarray]:
+def _embeddings(root: str, generation: int, model: str | None, backend: str | None, mtime: float) -> tuple[list[str], np.ndarray]:
     from curation.score import ScoreConfig, item_embeddings
     from curation.workspace import Workspace
 
-    config = ScoreConfig(model=model) if model else ScoreConfig()
+    # The store of the model and engine that scored the items (engines' embeddings are never mixed).
+    config = ScoreConfig(**{name: value for name, value in (("model", model), ("backend", backend)) if value})
     items, matrix = item_embeddings(Workspace.open(root), config)
     return items["item_id"].to_list(), matrix
 
@@ -441,12 +442,13 @@ def stored_embeddings(context: TeamContext, queue: pl.DataFrame) -> tuple[list[s
     from curation.score import EMBEDDINGS_DIR
 
     agent = next((a for a in queue["concept_agent"].drop_nulls().head(1).to_list()), None) if "concept_agent" in queue.columns else None
-    model = json.loads(agent).get("model") if agent else None
+    scored_by = json.loads(agent) if agent else {}
+    model, backend = scored_by.get("model"), scored_by.get("backend")
     folder = context.root / EMBEDDINGS_DIR
     files = sorted(folder.glob("*.parquet")) if folder.is_dir() else []
     if not files:
         return None
-    ids, matrix = _embeddings(str(context.root), context.generation, model, max(f.stat().st_mtime for f in files))
+    ids, matrix = _embeddings(str(context.root), context.generation, model, backend, max(f.stat().st_mtime for f in files))
     return (ids, matrix) if len(ids) else None
 
 

@@ -107,7 +107,8 @@ def embedded(new_workspace):
     items = workspace.items()
     texts = sorted({t for t in scored_texts(items)[0] if t is not None})
     model = SentenceTransformer(resolve_model(PACKAGED_MODEL), device="cpu")
-    store = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL)
+    # The default engine's store, where `satsang score` leaves them (ONNX float32 gives torch's vectors).
+    store = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL, ScoreConfig().backend)
     store.add([text_key(t) for t in texts], model.encode(texts, normalize_embeddings=True))
     store.save()
     return workspace

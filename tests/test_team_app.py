@@ -221,12 +221,13 @@ def test_likely_mistakes_view_lists_decisions_the_classifier_contradicts(workspa
 
     from sentence_transformers import SentenceTransformer
 
-    from curation.score import PACKAGED_MODEL, EmbeddingStore, resolve_model, scored_texts, text_key
+    from curation.score import PACKAGED_MODEL, EmbeddingStore, ScoreConfig, resolve_model, scored_texts, text_key
 
     items = workspace.items()
     texts = sorted({t for t in scored_texts(items)[0] if t is not None})
     model = SentenceTransformer(resolve_model(PACKAGED_MODEL), device="cpu")
-    store_path = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL).path
+    # The default engine's store, where `satsang score` leaves them (ONNX float32 gives torch's vectors).
+    store_path = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL, ScoreConfig().backend).path
     store = EmbeddingStore(store_path)
     store.add([text_key(t) for t in texts], model.encode(texts, normalize_embeddings=True))
     store.save()
