@@ -136,8 +136,12 @@ def test_the_index_is_built_once_in_the_workspace_cache_and_outside_a_workspace_
 
     moved = tmp_path / "elsewhere" / trained.sft.name
     shutil.copytree(trained.sft, moved)
+    # Outside a workspace: satsang's cache directory, $SATSANG_CACHE_DIR, else $XDG_CACHE_HOME/satsang.
+    monkeypatch.delenv("SATSANG_CACHE_DIR", raising=False)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
     assert build_index(moved).parent == tmp_path / "xdg" / "satsang" / "trace"
+    monkeypatch.setenv("SATSANG_CACHE_DIR", str(tmp_path / "cache"))
+    assert build_index(moved).parent == tmp_path / "cache" / "trace"
 
 
 def test_a_checkpoint_without_lineage_or_with_a_lost_version_says_which_file(trained, tmp_path):
