@@ -14,9 +14,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import time
 import urllib.parse
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -33,12 +31,12 @@ from dashboards.launch import free_port, launch, review_command
 from dashboards.queue import UNREVIEWED, CHANGED, QueueFilter, apply_filter, build_queue, progress_by_source
 
 sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed: pip install playwright")
-CHROMIUM = Path("/usr/bin/chromium")
+from browser import CHROMIUM, CHROMIUM_ARGS, wait_until_serving  # noqa: E402  (tests/browser.py: what the browser tests share)
+from browser import wait_for as wait_a_while  # noqa: E402
+
 if not CHROMIUM.exists():
     pytest.skip(f"{CHROMIUM} is missing: apt-get install chromium", allow_module_level=True)
 
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 DATA = Path(__file__).parent / "data"
 VIEWPORT = {"width": 1400, "height": 900}
 
@@ -122,18 +120,7 @@ def review(workspace, browser, tmp_path):
     with open(log, "wb") as log_file:
         server = launch(workspace.root, db_url=db_url, port=port, wait=False, env=env, stdout=log_file, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"the review server exited with {server.returncode}:\n{log.read_text()}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health", timeout=1) as reply:
-                    if reply.read() == b"ok":
-                        break
-            except OSError:
-                if time.monotonic() > deadline:
-                    pytest.fail(f"the review server did not answer:\n{log.read_text()}")
-                time.sleep(0.2)
+        wait_until_serving(port, server, log)
         yield Review(workspace, db_url, port, browser)
     finally:
         server.terminate()
@@ -143,14 +130,9 @@ def review(workspace, browser, tmp_path):
             server.kill()
 
 
-def wait_for(condition, timeout_s: float = 15.0, step_s: float = 0.2):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(step_s)
-    return condition()
+def wait_for(condition, timeout_s: float = 15.0):
+    """tests/browser.py's wait_for, with this module's 15 s."""
+    return wait_a_while(condition, timeout_s)
 
 
 def settle(page, quiet_ms: int = 700) -> None:
