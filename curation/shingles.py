@@ -43,8 +43,19 @@ def _fmix32(h: np.ndarray) -> np.ndarray:
     return h ^ (h >> np.uint32(16))
 
 
-def _word_hash(word: str) -> int:
+def word_hash(word: str) -> int:
+    """A word's 64-bit hash (blake2b): what dedup's shingles and trace's windows are made of."""
     return int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little")
+
+
+def window_hashes(hashes: np.ndarray, n: int) -> np.ndarray:
+    """A polynomial hash (mod 2^64) of every n-long window of uint64 `hashes`: result[i] covers hashes[i:i+n]."""
+    count = max(len(hashes) - n + 1, 0)
+    window = hashes[:count].copy()
+    with np.errstate(over="ignore"):
+        for j in range(1, n):
+            window = window * _POLY + hashes[j : j + count]
+    return window
 
 
 @dataclass
@@ -88,16 +99,12 @@ def shingle_texts(texts: Sequence[str], shingle_size: int) -> ShingledTexts:
         if 0 < len(ids) < k:
             flat.extend([0] * (k - len(ids)))
         lengths[i] = max(len(ids), k) if ids else 0
-    word_hashes = np.fromiter((_word_hash(w) for w in vocabulary), dtype=np.uint64, count=len(vocabulary))
+    word_hashes = np.fromiter((word_hash(w) for w in vocabulary), dtype=np.uint64, count=len(vocabulary))
     hashed = word_hashes[np.asarray(flat, dtype=np.int64)]
 
     # Polynomial hash of every window of k words in the flat array, then keep the
     # windows that lie inside one text.
-    n_windows = max(len(hashed) - k + 1, 0)
-    window = hashed[:n_windows].copy()
-    for j in range(1, k):
-        window = window * _POLY + hashed[j : j + n_windows]
-    window = _fmix64(window)
+    window = _fmix64(window_hashes(hashed, k))
     counts = np.maximum(lengths - k + 1, 0)
     offsets = np.zeros(len(texts) + 1, dtype=np.int64)
     np.cumsum(counts, out=offsets[1:])

@@ -40,7 +40,6 @@ word by word against words.npy: time grows with the text and the hits, not with 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -54,6 +53,7 @@ from typing import Any
 import numpy as np
 
 from curation.files import TMP_PREFIX, cache_dir, exclusive_lock, sha256_file
+from curation.shingles import window_hashes, word_hash
 from curation.versions import MANIFEST_NAME, PARQUET_DIR, read_manifest_header
 from training.lineage import LINEAGE_NAME, TrainingError, lineage_chain, read_lineage
 
@@ -63,7 +63,6 @@ MIN_WORDS = 6
 CACHE_DIR = ("cache", "trace")
 MAX_HITS_EXTENDED = 20_000  # occurrences of one window extended word by word; more are counted, not extended
 WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
-_MULTIPLIER = np.uint64(0x9E3779B97F4A7C15)
 _EMPTY_HASH = 1  # word hashes avoid 0, the separator between parts
 
 Progress = Callable[[str], None]
@@ -84,21 +83,9 @@ def words_of(text: str) -> list[tuple[str, int, int]]:
 def _word_hash(word: str, cache: dict[str, int]) -> int:
     value = cache.get(word)
     if value is None:
-        value = int.from_bytes(hashlib.blake2b(word.encode("utf-8"), digest_size=8).digest(), "little") or _EMPTY_HASH
+        value = word_hash(word) or _EMPTY_HASH
         cache[word] = value
     return value
-
-
-def _window_hashes(words: np.ndarray, n: int) -> np.ndarray:
-    """A polynomial hash (mod 2^64) of every n-word window: windows[i] covers words[i:i+n]."""
-    if len(words) < n:
-        return np.zeros(0, dtype=np.uint64)
-    count = len(words) - n + 1
-    hashes = np.zeros(count, dtype=np.uint64)
-    with np.errstate(over="ignore"):
-        for offset in range(n):
-            hashes = hashes * _MULTIPLIER + words[offset : offset + count]
-    return hashes
 
 
 # ---- the index of one version -----------------------------------------------------------------
@@ -222,7 +209,7 @@ def build_index(version_dir: str | Path, cache_root: str | Path | None = None, p
             hashes.append(0)
         starts[len(texts)] = len(hashes)
         words = np.array(hashes, dtype=np.uint64)
-        grams = _window_hashes(words, INDEX_NGRAM)
+        grams = window_hashes(words, INDEX_NGRAM)
         # A window that holds a separator crosses two parts: not indexed.
         separators = np.concatenate([[0], np.cumsum(words == 0)])
         inside = separators[INDEX_NGRAM : INDEX_NGRAM + len(grams)] - separators[: len(grams)] == 0
@@ -302,7 +289,7 @@ class VersionIndex:
         runs past every match before it (else 0: inside an earlier span, not maximal), the corpus
         positions reaching that length (up to MAX_HITS_EXTENDED of them), and how many times the window occurs."""
         n = self.ngram
-        windows = _window_hashes(query, n)
+        windows = window_hashes(query, n)
         lengths = np.zeros(len(windows), dtype=np.int64)
         where: list[np.ndarray] = [np.zeros(0, np.int64)] * len(windows)
         counts = np.zeros(len(windows), dtype=np.int64)
