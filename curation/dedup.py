@@ -38,8 +38,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -527,44 +528,95 @@ def _reason(ranked: list[int], rank, n_words: int, source_position: int, start: 
     return f"tied on length ({n_words} words), source and position; then smallest item_id"
 
 
-def summarise(deduped: pl.DataFrame) -> dict[str, int]:
-    """Counts over a deduped frame: items, clusters, duplicate clusters, exact, near and contained dups, cross-source clusters."""
-    followers = deduped.filter(~pl.col("dedup_is_representative"))
-    per_cluster = deduped.group_by("dedup_cluster").agg(
-        pl.len().alias("size"), pl.col("source_id").n_unique().alias("n_sources")
-    )
-    return {
-        "n_items": deduped.height,
-        "n_clusters": per_cluster.height,
-        "n_duplicate_clusters": per_cluster.filter(pl.col("size") > 1).height,
+def summarise(deduped: pl.DataFrame | Iterable[pl.DataFrame]) -> dict[str, int]:
+    """Counts over a deduped table, whole or in parts: items, clusters, duplicate clusters, exact, near and
+    contained dups, cross-source clusters."""
+    return combine_counts([count_part(part) for part in ([deduped] if isinstance(deduped, pl.DataFrame) else deduped)])
+
+
+def count_part(part: pl.DataFrame) -> tuple[dict[str, int], pl.DataFrame]:
+    """One part's additive counts, and its rows in clusters of two or more (the clusters that can span sources)."""
+    representatives = part.filter(pl.col("dedup_is_representative"))
+    followers = part.filter(~pl.col("dedup_is_representative"))
+    counts = {
+        "n_items": part.height,
+        "n_clusters": representatives.height,  # one representative per cluster
+        "n_duplicate_clusters": representatives.filter(pl.col("dedup_cluster_size") > 1).height,
         "n_exact_duplicates": followers.filter(pl.col("dedup_kind") == "exact").height,
         "n_near_duplicates": followers.filter(pl.col("dedup_kind") == "near").height,
         "n_contained": followers.filter(pl.col("dedup_kind") == "contained").height,
-        "n_cross_source_clusters": per_cluster.filter(pl.col("n_sources") > 1).height,
     }
+    return counts, part.filter(pl.col("dedup_cluster_size") > 1).select("dedup_cluster", "source_id")
+
+
+def combine_counts(counted: Sequence[tuple[dict[str, int], pl.DataFrame]]) -> dict[str, int]:
+    totals = {name: sum(counts[name] for counts, _ in counted) for name in (counted[0][0] if counted else {})}
+    clustered = pl.concat([rows for _, rows in counted]) if counted else pl.DataFrame(
+        schema={"dedup_cluster": pl.String, "source_id": pl.String})
+    spanning = clustered.group_by("dedup_cluster").agg(pl.col("source_id").n_unique().alias("n"))
+    empty = dict.fromkeys(("n_items", "n_clusters", "n_duplicate_clusters", "n_exact_duplicates",
+                           "n_near_duplicates", "n_contained"), 0)
+    return {**empty, **totals, "n_cross_source_clusters": spanning.filter(pl.col("n") > 1).height}
+
+
+# Why: up to one part's worth of items, dedup in memory is quickest (no partition files); beyond, memory
+# would grow with the corpus, so the items go through the partitioned algorithm a part at a time.
+IN_MEMORY_ROWS = 50_000
+
+
+@dataclass(frozen=True)
+class _Columns:
+    """Dedup's columns for every row, computed in memory: given out a part at a time as the partitioned ones are."""
+
+    columns: pl.DataFrame
+
+    def for_rows(self, offset: int, items: pl.DataFrame) -> pl.DataFrame:
+        return self.columns.slice(offset, items.height)
 
 
 def run_dedup(
-    workspace: Any, config: DedupConfig | None = None, progress: bool | None = None, *, compute: Any = None
+    workspace: Any,
+    config: DedupConfig | None = None,
+    progress: bool | None = None,
+    *,
+    executor: Any = None,
+    work_dir: str | Path | None = None,
+    say: Callable[[str], None] | None = None,
+    rows_per_partition: int | None = None,
 ) -> DedupReport:
     """Dedup the workspace's items and commit the columns as a new generation (replacing any earlier run's).
 
-    compute: what gives the items with their columns, `compute(items, config, source_order)`
-    (default: `dedup` in this process; curation.distributed passes its partitioned dedup on an executor).
+    Up to IN_MEMORY_ROWS items, `dedup` in this process, in memory; more, or with an
+    `executor` (curation.executors: this process or Ray), the partitioned algorithm
+    (`curation.distributed.dedup_columns`) over the workspace's parts, with its work files in
+    `work_dir` (default: a temporary directory): memory follows the part size, not the
+    corpus. Both give the same columns (tests/test_dedup.py, tests/test_ray.py). The columns
+    are committed part by part (`Workspace.map_items`). `say`: the partitioned run's progress lines.
     """
     config = config or DedupConfig()
     source_order = workspace.sources()["source_id"].to_list()
     started = time.perf_counter()
-    result: dict[str, pl.DataFrame] = {}
+    computed: list[Any] = []
+    counted: list[tuple[dict[str, int], pl.DataFrame]] = []
 
-    def transform(items: pl.DataFrame) -> pl.DataFrame:
-        if compute is None:
-            result["items"] = dedup(items, config, source_order=source_order, progress=progress)
+    def prepare(parts: list[Any]) -> None:
+        from curation.generations import read_parts
+
+        if executor is None and sum(part.rows for part in parts) <= IN_MEMORY_ROWS:
+            deduped = dedup(read_parts(parts), config, source_order=source_order, progress=progress)
+            computed.append(_Columns(deduped.select(list(DEDUP_COLUMNS))))
         else:
-            result["items"] = compute(items, config, source_order)
-        return result["items"]
+            from curation.distributed import dedup_columns
 
-    generation = workspace.update_items(transform)
+            options = {} if rows_per_partition is None else {"rows_per_partition": rows_per_partition}
+            computed.append(dedup_columns(parts, config, source_order, executor, work_dir, progress=say, **options))
+
+    def transform(items: pl.DataFrame, part: Any) -> pl.DataFrame:
+        columns = computed[0].for_rows(part.offset, items)
+        counted.append(count_part(pl.concat([items.select("source_id"), columns], how="horizontal")))
+        return items.drop([name for name in DEDUP_COLUMNS if name in items.columns]).hstack(columns)
+
+    generation = workspace.map_items(transform, prepare)
     return DedupReport(
-        **summarise(result["items"]), generation=generation, seconds=time.perf_counter() - started, config=config
+        **combine_counts(counted), generation=generation, seconds=time.perf_counter() - started, config=config
     )

@@ -65,7 +65,6 @@ import time
 import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -119,7 +118,7 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
     from curation.schema import normalise
 
     work = plan.work_dir
-    frame = pl.read_parquet(_part(os.path.join(work, "input"), partition))
+    frame = pl.read_parquet(_part(os.path.join(work, "input"), partition), columns=["row", "kind", "text"])
     kinds = frame["kind"].to_list()
     normalised = [normalise(text or "") for text in frame["text"].to_list()]
     keys = [_text_key(kind, text) for kind, text in zip(kinds, normalised)]
@@ -316,37 +315,108 @@ def dedup_partitioned(
 
     work_dir: where the partition files go; on a cluster, a directory every node
     reads and writes at the same path (default: a new temporary directory, removed
-    afterwards unless keep_work_dir).
+    afterwards unless keep_work_dir). A workspace's parts go through `dedup_columns` instead.
     """
-    from curation.dedup import DEDUP_COLUMNS, DedupConfig, dedup
+    from curation.dedup import DEDUP_COLUMNS, dedup
+    from curation.generations import ItemPart
+
+    frame = items.collect() if isinstance(items, pl.LazyFrame) else items
+    frame = frame.drop([name for name in DEDUP_COLUMNS if name in frame.columns])
+    if frame.height == 0:
+        return dedup(frame, config)
+    created = work_dir is None
+    work = Path(work_dir) if work_dir is not None else Path(tempfile.mkdtemp(prefix="satsang-dedup-"))
+    try:
+        work.mkdir(parents=True, exist_ok=True)
+        whole = work / "items.parquet"
+        frame.select(_DEDUP_INPUT_COLUMNS).write_parquet(whole)
+        columns = dedup_columns([ItemPart(whole, 0, frame.height)], config, source_order, executor, work,
+                                rows_per_partition, progress)
+        return pl.concat([frame, columns.for_rows(0, frame)], how="horizontal")
+    finally:
+        if created and not keep_work_dir:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+@dataclass(frozen=True)
+class DedupColumns:
+    """The partitioned dedup's answer, given out a part at a time (`for_rows`), never for every row at once.
+
+    clustered: row and DEDUP_COLUMNS of the rows in clusters of two or more (the few);
+    alone: the columns `curation.dedup.dedup` gives a lone item, less its own ids.
+    """
+
+    n_rows: int
+    clustered: pl.DataFrame
+    alone: dict[str, Any]
+
+    def for_rows(self, offset: int, items: pl.DataFrame) -> pl.DataFrame:
+        """DEDUP_COLUMNS of `items`, the rows offset .. offset + height of the deduped table, in order."""
+        from curation.dedup import DEDUP_COLUMNS
+
+        alone = self.alone
+        rows = items.select(
+            pl.int_range(offset, offset + items.height, dtype=pl.Int64).alias("row"),
+            pl.col("item_id").alias("dedup_cluster"),
+            pl.col("item_id").alias("dedup_representative"),
+            pl.col("source_id").alias("dedup_representative_source"),
+            pl.lit(True).alias("dedup_is_representative"),
+            pl.lit(alone["dedup_kind"]).alias("dedup_kind"),
+            pl.lit(alone["dedup_jaccard"], dtype=pl.Float64).alias("dedup_jaccard"),
+            pl.lit(alone["dedup_containment"], dtype=pl.Float64).alias("dedup_containment"),
+            pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
+            pl.lit(alone["dedup_reason"]).alias("dedup_reason"),
+            pl.lit(alone["dedup_agent"]).alias("dedup_agent"),
+        ).cast(DEDUP_COLUMNS)
+        members = self.clustered.filter(pl.col("row").is_between(offset, offset + items.height - 1))
+        if members.height:
+            rows = rows.update(members, on="row", include_nulls=True)
+        return rows.select(list(DEDUP_COLUMNS))
+
+
+def dedup_columns(
+    parts: Sequence[Any],
+    config: DedupConfig | None = None,
+    source_order: Sequence[str] | None = None,
+    executor: Executor | None = None,
+    work_dir: str | os.PathLike[str] | None = None,
+    rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
+    progress: Callable[[str], None] | None = None,
+) -> DedupColumns:
+    """Dedup's columns for the items in `parts` (`curation.generations.ItemPart`s, in order), partition by partition.
+
+    Memory holds one part while the input partitions are written, then what the phases
+    above hold (one partition, one band, one shard), then the clustered rows: not the corpus.
+    work_dir: the partition files (default: a temporary directory, removed after).
+    """
+    from curation.dedup import DedupConfig
 
     config = config or DedupConfig()
     executor = executor or LocalExecutor()
     say = progress or (lambda message: None)
-    frame = items.collect() if isinstance(items, pl.LazyFrame) else items
-    frame = frame.drop([name for name in DEDUP_COLUMNS if name in frame.columns])
-    n = frame.height
-    if n == 0:
-        return dedup(frame, config)
     if rows_per_partition < 1:
         raise ValueError(f"rows_per_partition must be >= 1, got {rows_per_partition}")
-    order = list(dict.fromkeys([*(source_order or []), *frame["source_id"].to_list()]))
-
     created = work_dir is None
     work = str(work_dir) if work_dir is not None else tempfile.mkdtemp(prefix="satsang-dedup-")
     os.makedirs(work, exist_ok=True)
     try:
-        bands, rows = config.lsh_params()
-        n_partitions = -(-n // rows_per_partition)
-        plan = _DedupPlan(work, config, bands, rows, n_shards=max(n_partitions, executor.parallelism))
-
         started = time.perf_counter()
-        indexed = frame.select(pl.int_range(n, dtype=pl.Int64).alias("row"), "kind", "text")
-        for partition in range(n_partitions):
-            _write_atomic(indexed.slice(partition * rows_per_partition, rows_per_partition),
-                          _part(os.path.join(work, "input"), partition))
+        order = list(source_order or [])
+        n_partitions = 0
+        for part in parts:  # the input partitions: row, and what the phases read, a part at a time
+            frame = part.read(list(_DEDUP_INPUT_COLUMNS))
+            order.extend(frame["source_id"].unique(maintain_order=True).to_list())
+            indexed = frame.select(pl.int_range(part.offset, part.offset + frame.height, dtype=pl.Int64).alias("row"),
+                                   *_DEDUP_INPUT_COLUMNS)
+            for start in range(0, indexed.height, rows_per_partition):
+                _write_atomic(indexed.slice(start, rows_per_partition), _part(os.path.join(work, "input"), n_partitions))
+                n_partitions += 1
+        n = sum(part.rows for part in parts)
+        order = list(dict.fromkeys(order))
         say(f"input: {n} rows in {n_partitions} partitions ({time.perf_counter() - started:.1f}s)")
 
+        bands, rows = config.lsh_params()
+        plan = _DedupPlan(work, config, bands, rows, n_shards=max(n_partitions, executor.parallelism))
         started = time.perf_counter()
         counts = executor.map(sign_partition, range(n_partitions), shared=plan)
         say(f"signatures: {sum(c['distinct'] for c in counts)} distinct texts ({time.perf_counter() - started:.1f}s)")
@@ -367,21 +437,20 @@ def dedup_partitioned(
             say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
 
         started = time.perf_counter()
-        result = _assemble(frame, work, config, order, executor, rows_per_partition)
+        result = _assemble(n, work, config, order, executor, rows_per_partition)
         say(f"clusters ({time.perf_counter() - started:.1f}s)")
         return result
     finally:
-        if created and not keep_work_dir:
+        if created:
             shutil.rmtree(work, ignore_errors=True)
 
 
 def _assemble(
-    frame: pl.DataFrame, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
-) -> pl.DataFrame:
-    """Components over exact keys and confirmed edges; dedup's columns for every row, in row order."""
+    n: int, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
+) -> DedupColumns:
+    """Components over exact keys and confirmed edges; dedup's columns for the rows of clusters of two or more."""
     from curation.dedup import DEDUP_COLUMNS, UnionFind, dedup
 
-    n = frame.height
     row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
     edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet")).select("a", "b")
     if config.containment > 0.0:  # each contained text's link to its best container joins them too
@@ -401,52 +470,37 @@ def _assemble(
         .with_columns(pl.len().over("label").alias("size"))
         .sort("row")
     )
+    del row_keys
     if rows.height != n or not rows["row"].equals(pl.Series("row", range(n), dtype=pl.Int64)):
         raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
 
     # Rows of clusters of two or more: whole clusters per batch, each batch deduped by dedup() itself.
-    indexed = frame.select(pl.int_range(n, dtype=pl.Int64).alias("row"), *_DEDUP_INPUT_COLUMNS)
+    shared_rows = rows.filter(pl.col("size") > 1).select("row", "label")
+    del rows
+    input_files = os.path.join(work, "input", "part-*.parquet")
     batches: list[pl.DataFrame] = []
-    shared_rows = rows.filter(pl.col("size") > 1)
     if shared_rows.height:
-        by_cluster = shared_rows.group_by("label", maintain_order=True).agg("row")
-        batch_of_row = np.full(n, -1, dtype=np.int64)
+        members_of = shared_rows.group_by("label", maintain_order=True).agg("row")["row"].to_list()
+        batch_of_row: dict[int, int] = {}
         current, n_batches = 0, 0
-        for members in by_cluster["row"].to_list():
-            batch_of_row[members] = n_batches
+        for members in members_of:
+            for row in members:
+                batch_of_row[row] = n_batches
             current += len(members)
             if current >= rows_per_batch:
                 current, n_batches = 0, n_batches + 1
-        n_batches += current > 0
-        batch_column = pl.Series("batch", batch_of_row)
-        grouped = indexed.with_columns(batch_column).filter(pl.col("batch") >= 0)
+        batch_column = pl.DataFrame({"row": list(batch_of_row), "batch": list(batch_of_row.values())},
+                                    schema={"row": pl.Int64, "batch": pl.Int64})
+        grouped = (pl.scan_parquet(input_files).join(batch_column.lazy(), on="row", how="inner")
+                   .sort("row").collect())
         batches = [part.drop("batch") for part in grouped.partition_by("batch", maintain_order=True)]
     clustered = executor.map(dedup_clusters, batches, shared=(config, order)) if batches else []
-
     # A lone row gets what dedup gives a lone item (its reason and agent too): ask dedup once.
-    alone = dedup(indexed.head(1), config, source_order=order, progress=False).row(0, named=True)
-    singles = (
-        indexed.select("row", "item_id", "source_id")
-        .filter(rows["size"] == 1)
-        .select(
-            "row",
-            pl.col("item_id").alias("dedup_cluster"),
-            pl.col("item_id").alias("dedup_representative"),
-            pl.col("source_id").alias("dedup_representative_source"),
-            pl.lit(True).alias("dedup_is_representative"),
-            pl.lit(alone["dedup_kind"]).alias("dedup_kind"),
-            pl.lit(alone["dedup_jaccard"], dtype=pl.Float64).alias("dedup_jaccard"),
-            pl.lit(alone["dedup_containment"], dtype=pl.Float64).alias("dedup_containment"),
-            pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
-            pl.lit(alone["dedup_reason"]).alias("dedup_reason"),
-            pl.lit(alone["dedup_agent"]).alias("dedup_agent"),
-        )
-        .cast(DEDUP_COLUMNS)
-    )
-    added = pl.concat([singles, *(part.cast(DEDUP_COLUMNS) for part in clustered)], how="vertical").sort("row")
-    if added.height != n:
-        raise RuntimeError(f"dedup columns for {added.height} rows, expected {n}")
-    return pl.concat([frame, added.select(list(DEDUP_COLUMNS))], how="horizontal")
+    first = pl.read_parquet(_part(os.path.join(work, "input"), 0), n_rows=1).drop("row")
+    alone = dedup(first, config, source_order=order, progress=False).row(0, named=True)
+    empty = pl.DataFrame(schema={"row": pl.Int64, **DEDUP_COLUMNS})
+    return DedupColumns(n, pl.concat([empty, *(part.cast(DEDUP_COLUMNS) for part in clustered)], how="vertical")
+                        .sort("row"), alone)
 
 
 def run_dedup_distributed(
@@ -457,9 +511,9 @@ def run_dedup_distributed(
     rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
     progress: Callable[[str], None] | None = None,
 ) -> DedupReport:
-    """The dedup stage on `executor`: `curation.dedup.run_dedup`, its columns computed by `dedup_partitioned`.
+    """The dedup stage on `executor`: `curation.dedup.run_dedup`, its columns computed by `dedup_columns`.
 
-    No executor: `run_dedup` in this process, in memory (`satsang dedup --executor local`).
+    No executor: `run_dedup` in this process (`satsang dedup --executor local`).
     scratch_dir: where the partition files go (default `<workspace>/scratch/dedup-<id>`, on the
     workspace's storage, which a cluster's nodes share); removed when done.
     """
@@ -468,10 +522,9 @@ def run_dedup_distributed(
     if executor is None:
         return run_dedup(workspace, config)
     work = Path(scratch_dir) if scratch_dir is not None else workspace.root / "scratch" / f"dedup-{uuid.uuid4().hex[:12]}"
-    compute = partial(_dedup_in_partitions, executor=executor, work_dir=work, rows_per_partition=rows_per_partition,
-                      progress=progress)
     try:
-        return run_dedup(workspace, config, compute=compute)
+        return run_dedup(workspace, config, executor=executor, work_dir=work, say=progress,
+                         rows_per_partition=rows_per_partition)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if scratch_dir is None:
@@ -479,13 +532,6 @@ def run_dedup_distributed(
                 work.parent.rmdir()  # only if no other run is using it
             except OSError:
                 pass
-
-
-def _dedup_in_partitions(
-    items: pl.DataFrame, config: DedupConfig, source_order: Sequence[str], **options: Any
-) -> pl.DataFrame:
-    """`run_dedup`'s compute: `dedup_partitioned`, keeping the work directory for the caller to remove."""
-    return dedup_partitioned(items, config, source_order, keep_work_dir=True, **options)
 
 
 # ---- scoring: embeddings encoded by workers that load the model once -------------------------

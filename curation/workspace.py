@@ -6,15 +6,20 @@ Layout::
     HEAD                             {"generation": N, "previous": N-1}: the committed tables
     lock                             flock'ed by every writer
     sources/<sha256>.txt             each ingested file, byte for byte
-    tables/<generation>/items.parquet
+    tables/<generation>/items/part-00000.parquet ...   the items, in parts (curation.generations)
     tables/<generation>/sources.parquet
+    staging/<id>/                    an ingest's parsed items, written before it commits
 
 Why generations: a command that fails or is killed must leave the workspace
 exactly as it was. A writer builds a complete new generation beside the current
 one, then switches HEAD with a single atomic rename; readers only ever follow
 HEAD. What a killed writer leaves behind (a generation HEAD never pointed to,
-temp files, sources copied for a commit that never happened) is invisible to
-readers and swept by the next writer, under the lock.
+temp files, sources copied for a commit that never happened, an ingest's staging
+directory) is invisible to readers and swept by the next writer, under the lock.
+
+Why parts: stages go through the items one part at a time (`item_parts`, `map_items`),
+so memory follows the part size, not the corpus; `items()` still gives the whole table
+to what is small enough to hold it (the review app, status, tests).
 
 Reading, validating and parsing a file into a book is curation.sources (`parse_book`);
 `Workspace.add_sources` commits books here.
@@ -22,13 +27,16 @@ Reading, validating and parsing a file into a book is curation.sources (`parse_b
 
 from __future__ import annotations
 
+import dataclasses
+import fcntl
 import json
 import os
 import shutil
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -36,8 +44,19 @@ from typing import TYPE_CHECKING, Any, Literal
 import polars as pl
 
 from curation.errors import WorkspaceError
-from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, fsync, utc_now, write_error_reason
-from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_items, empty_sources, with_added_columns
+from curation.files import TMP_PREFIX, atomic_write, exclusive_lock, utc_now, write_error_reason
+from curation.generations import (
+    PART_ROWS,
+    SOURCES_TABLE,
+    DamagedTable,
+    GenerationWriter,
+    ItemPart,
+    batches,
+    generation_parts,
+    read_parts,
+    scan_parts,
+)
+from curation.schema import ITEM_SCHEMA, SCHEMA_VERSION, SOURCE_SCHEMA, empty_sources, with_added_columns
 from curation.sources import SOURCE_KINDS, BookTask, IngestError, ParsedBook, SourceKind, parse_book, store_source
 
 if TYPE_CHECKING:
@@ -52,8 +71,7 @@ HEAD = "HEAD"
 LOCK = "lock"
 SOURCES_DIR = "sources"
 TABLES_DIR = "tables"
-ITEMS_TABLE = "items.parquet"
-SOURCES_TABLE = "sources.parquet"
+STAGING_DIR = "staging"
 
 # Tests set this to a pause point's name to SIGKILL a writer at that exact moment.
 PAUSE_ENV = "SATSANG_TEST_PAUSE_AT"
@@ -161,7 +179,7 @@ def init_workspace(path: str | os.PathLike[str] | None = None) -> Workspace:
     for directory in (root, root / SOURCES_DIR, root / TABLES_DIR):
         directory.mkdir(parents=True, exist_ok=True)
     (root / LOCK).touch()
-    _write_generation(root / TABLES_DIR, 0, empty_items(), empty_sources())
+    GenerationWriter(root / TABLES_DIR, 0).publish(empty_sources())
     atomic_write(root / HEAD, _head_json(_Head(0, None)))
     # The manifest goes last: until it exists the directory is not a workspace, so an
     # init killed half-way leaves nothing that `open` would take for one.
@@ -175,6 +193,8 @@ class Workspace:
 
     # How long a writer waits for another command's lock before giving up with an error.
     lock_timeout_s: float = 60.0
+    # Rows per item part that a writer makes (curation.generations; tests make it small to get many parts).
+    part_rows: int = PART_ROWS
 
     def __init__(self, root: Path):
         self.root = Path(root)
@@ -208,7 +228,22 @@ class Workspace:
         return self._head().generation
 
     def items(self) -> pl.DataFrame:
+        """The whole items table in memory: for what is small enough to hold it; stages use `item_parts`."""
         return self.snapshot()[1]
+
+    def item_parts(self) -> tuple[int, list[ItemPart]]:
+        """HEAD's generation and its item parts, in order: to go through the items a part at a time."""
+        for _ in range(5):
+            head = self._head()
+            try:
+                return head.generation, self._parts(head)
+            except FileNotFoundError:
+                continue  # pruned after two commits by writers since we read HEAD: read it again
+        raise WorkspaceError(f"{self.root}: generation {head.generation} named by {HEAD} is missing")
+
+    def scan_items(self) -> pl.LazyFrame:
+        """HEAD's items as a lazy frame: a query reads only the columns and rows it needs."""
+        return scan_parts(self.item_parts()[1])
 
     def sources(self) -> pl.DataFrame:
         return self.snapshot()[2]
@@ -225,14 +260,16 @@ class Workspace:
         """
         from curation.review import load_review_state
 
-        generation, items, sources = self.snapshot()
+        generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
         if review is None:
             review = load_review_state(self.root, db_url)
         reviewed = pl.col("item_id").is_in(review.reviewed_item_ids().implode())
+        items = scan_parts(parts)
         counts = (
-            items.with_columns(_stage_expression(items.columns, reviewed).alias("stage"))
+            items.with_columns(_stage_expression(items.collect_schema().names(), reviewed).alias("stage"))
             .group_by("source_id", "kind", "stage")
             .agg(pl.len().cast(pl.Int64).alias("n_items"))
+            .collect()
         )
         stage_order = pl.Enum([stage.name for stage in STAGES])
         # Left join from sources so that a source which yielded no items still shows.
@@ -288,8 +325,10 @@ class Workspace:
         as `kind` and titled by file name. All or nothing: a rejected file raises its
         IngestError and nothing is committed, unless `skip_rejected`, which leaves
         rejected files out and lists them. Parsing runs outside the writer lock (it
-        may take long, and may run on other machines). Progress: (path, "parsed")
-        per book, in order, then (None, "committing").
+        may take long, and may run on other machines); each book's items are written to
+        this ingest's staging directory as it arrives (`StagedItems`), so memory holds a
+        part's worth of items, not the corpus. Progress: (path, "parsed") per book, in
+        order, then (None, "committing").
         """
         from curation.executors import LocalExecutor
 
@@ -303,26 +342,37 @@ class Workspace:
         known = frozenset(self.sources()["source_id"].to_list())
         parsed: list[ParsedBook] = []
         rejected: list[IngestError] = []
-        for book in (executor or LocalExecutor()).imap(parse_book, tasks, shared=known):
-            notify(Path(book.task.path), "parsed")
-            if book.error is not None:
-                error = IngestError(*book.error)
-                if not skip_rejected:
-                    raise error
-                rejected.append(error)
-                continue
-            parsed.append(book)
-        return BooksIngest(self.add_sources(parsed, progress=notify), tuple(rejected))
+        with self._staging() as directory:
+            staged = StagedItems(directory, self.part_rows)
+            for book in (executor or LocalExecutor()).imap(parse_book, tasks, shared=known):
+                notify(Path(book.task.path), "parsed")
+                if book.error is not None:
+                    error = IngestError(*book.error)
+                    if not skip_rejected:
+                        raise error
+                    rejected.append(error)
+                    continue
+                parsed.append(staged.add(book))
+            return BooksIngest(self.add_sources(parsed, progress=notify, staged=staged), tuple(rejected))
 
-    def add_sources(self, books: Iterable[ParsedBook], progress: ProgressCallback | None = None) -> IngestReport:
+    def add_sources(
+        self, books: Iterable[ParsedBook], progress: ProgressCallback | None = None, staged: StagedItems | None = None
+    ) -> IngestReport:
         """Commit parsed books (`parse_book`'s results) as one generation: their sources and items.
 
         Under the writer lock, on the workspace as it is then: a book whose source was
         ingested meanwhile (or twice in `books`) is "already ingested", and each file must
         still hold the bytes that were parsed, else IngestError and nothing is committed.
+        staged: where the books' items were written (`StagedItems.add` took them off the
+        books); without it the books carry their items, and they are staged here.
         """
-        with self._writer_lock():
-            _, items, sources = self.snapshot()
+        books = list(books)
+        with self._writer_lock(), (self._staging() if staged is None else nullcontext()) as directory:
+            if staged is None:
+                staged = StagedItems(directory, self.part_rows)
+                books = [staged.add(book) for book in books]
+            staged.flush()
+            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
             known = set(sources["source_id"].to_list())
             reports: list[FileReport] = []
             new: list[ParsedBook] = []
@@ -344,6 +394,7 @@ class Workspace:
                 progress(None, "committing")
             written: list[Path] = []
             writing = self.root / SOURCES_DIR
+            writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)
             try:
                 for book in new:
                     writing = self.root / _stored_path(book.source_id)
@@ -357,11 +408,12 @@ class Workspace:
                     schema=SOURCE_SCHEMA,
                 )
                 writing = self.root / TABLES_DIR
-                generation = self._commit(
-                    pl.concat([items, *(book.items for book in new)], how="diagonal"),
-                    pl.concat([sources, new_sources], how="vertical"),
-                )
+                for part in parts:
+                    writer.link(part)
+                staged.commit_into(writer, {book.source_id for book in new})
+                generation = self._publish(writer, pl.concat([sources, new_sources], how="vertical"))
             except BaseException as error:
+                writer.discard()
                 for stored in written:  # committed state never names them: a failed ingest leaves nothing behind
                     stored.unlink(missing_ok=True)
                 if is_write_failure(error):
@@ -370,26 +422,63 @@ class Workspace:
             return IngestReport(tuple(reports), generation)
 
     def update_items(self, transform: Callable[[pl.DataFrame], pl.DataFrame]) -> int:
-        """Commit `transform(items)` as a new generation; the hook later stages add their columns through.
+        """Commit `transform(items)`, the whole table at once, as a new generation (`map_items` goes part by part).
 
         The fixed ITEM_SCHEMA columns must come back unchanged in name and type.
         Returns the generation committed, or the current one when the update changes nothing
         (a stage re-run on unchanged input leaves the workspace as it was).
         """
         with self._writer_lock():
-            generation, items, sources = self.snapshot()
+            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+            items = self._guarded(lambda: read_parts(parts))
             updated = transform(items)
-            wrong = {name: dtype for name, dtype in ITEM_SCHEMA.items() if updated.schema.get(name) != dtype}
-            if wrong:
-                raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
+            self._check_schema(updated)
             if set(updated.columns) == set(items.columns) and updated.select(items.columns).equals(items):
                 return generation  # same content; a stage that re-adds its columns may reorder them
+            del items
+            writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)
+            return self._write_and_publish(writer, sources, lambda: [writer.write(b) for b in batches(updated, self.part_rows)])
+
+    def map_items(
+        self,
+        transform: Callable[[pl.DataFrame, ItemPart], pl.DataFrame],
+        prepare: Callable[[list[ItemPart]], None] | None = None,
+    ) -> int:
+        """Commit `transform(part's items, part)` for every part, one part at a time, as a new generation.
+
+        Memory holds one part (and whatever `transform` keeps), not the table. Under the
+        writer lock: `prepare(parts)` first, for what needs every part (dedup's clusters),
+        on exactly the parts that `transform` then gets. A part that comes back unchanged is
+        linked, not rewritten; when none changes, nothing is committed and the current
+        generation is returned. A transform may return any number of rows (a part of 0
+        rows is left out): the rows of the new generation are the parts' results in order.
+        """
+        with self._writer_lock():
+            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+            if prepare is not None:
+                prepare(parts)
+            writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)
+
+            def write_parts() -> None:
+                for part in parts:
+                    items = self._guarded(part.read)
+                    updated = transform(items, part)
+                    self._check_schema(updated)
+                    if updated.columns == items.columns and updated.equals(items):
+                        writer.link(part)
+                    else:
+                        for batch in batches(updated, self.part_rows):
+                            writer.write(batch)
+
             try:
-                return self._commit(updated, sources)
-            except Exception as error:
-                if is_write_failure(error):
-                    raise write_failure(error, self.root / TABLES_DIR) from None
+                write_parts()
+            except BaseException:
+                writer.discard()
                 raise
+            if writer.n_written == 0 and writer.n_parts == len(parts):
+                writer.discard()
+                return generation
+            return self._write_and_publish(writer, sources, lambda: None)
 
     # ---- internals -----------------------------------------------------------------
 
@@ -404,46 +493,82 @@ class Workspace:
 
     def snapshot(self) -> tuple[int, pl.DataFrame, pl.DataFrame]:
         """Both tables from one generation, so items and sources always agree."""
+        return self._consistent(lambda head: (self._guarded(lambda: read_parts(self._parts(head)), head),
+                                              self._sources(head)))
+
+    def _consistent(self, read: Callable[[_Head], tuple[Any, Any]]) -> tuple[int, Any, Any]:
+        """(generation, *read(head)) from one generation, read again if it is pruned meanwhile."""
         for _ in range(5):
             head = self._head()
-            generation = head.generation
-            directory = self.root / TABLES_DIR / _generation_name(generation)
             try:
-                return (
-                    generation,
-                    self._read_table(directory / ITEMS_TABLE, ITEM_SCHEMA, head),
-                    self._read_table(directory / SOURCES_TABLE, SOURCE_SCHEMA, head),
-                )
+                return (head.generation, *read(head))
             except FileNotFoundError:
                 # Writers keep HEAD and the generation before it; a reader this slow can
                 # find its generation pruned after two commits. HEAD has moved: read again.
                 continue
-        raise WorkspaceError(f"{self.root}: generation {generation} named by {HEAD} is missing")
+        raise WorkspaceError(f"{self.root}: generation {head.generation} named by {HEAD} is missing")
 
-    def _read_table(self, path: Path, schema: dict[str, Any], head: _Head) -> pl.DataFrame:
-        """One committed table; a damaged one is a WorkspaceError naming it and the way back to the generation before."""
+    def _generation_dir(self, generation: int) -> Path:
+        return self.root / TABLES_DIR / _generation_name(generation)
+
+    def _parts(self, head: _Head) -> list[ItemPart]:
+        return self._guarded(lambda: generation_parts(self._generation_dir(head.generation)), head)
+
+    def _sources(self, head: _Head) -> pl.DataFrame:
+        path = self._generation_dir(head.generation) / SOURCES_TABLE
+
+        def read() -> pl.DataFrame:
+            try:
+                return with_added_columns(pl.read_parquet(path), SOURCE_SCHEMA)
+            except FileNotFoundError:
+                raise
+            except (pl.exceptions.PolarsError, OSError) as error:
+                raise DamagedTable(path, " ".join(str(error).split())[:160]) from None
+
+        return self._guarded(read, head)
+
+    def _guarded(self, read: Callable[[], Any], head: _Head | None = None) -> Any:
+        """read(); a damaged table is a WorkspaceError naming it and the way back to the generation before."""
         try:
-            return with_added_columns(pl.read_parquet(path), schema)
-        except FileNotFoundError:
-            raise
-        except (pl.exceptions.PolarsError, OSError) as error:
-            why = " ".join(str(error).split())[:160]
-            previous = head.previous
-            if isinstance(previous, int) and (self.root / TABLES_DIR / _generation_name(previous)).is_dir():
+            return read()
+        except DamagedTable as damaged:
+            previous = (head or self._head()).previous
+            shared = isinstance(previous, int) and any(
+                path.is_file() and os.path.samefile(path, damaged.path) for path in self._generation_dir(previous).rglob("*")
+            )
+            if shared:  # a part the later generation left as it was is one file, linked into both
+                back = f"; the previous generation {previous} holds this same part (hard-linked), so it is damaged too"
+            elif isinstance(previous, int) and self._generation_dir(previous).is_dir():
                 back = (
-                    f"; the previous generation {previous} is intact in {self.root / TABLES_DIR / _generation_name(previous)}:"
+                    f"; the previous generation {previous} is intact in {self._generation_dir(previous)}:"
                     f" to roll back to it, write {_head_json(_Head(previous, None)).decode().strip()} into {self.root / HEAD}"
                 )
             else:
                 back = "; no earlier generation is kept to roll back to"
-            raise WorkspaceError(f"{path}: damaged ({why}){back}") from None
+            raise WorkspaceError(f"{damaged.path}: damaged ({damaged.why}){back}") from None
 
-    def _commit(self, items: pl.DataFrame, sources: pl.DataFrame) -> int:
-        """Write a new generation and point HEAD at it. The caller holds the writer lock."""
+    def _check_schema(self, updated: pl.DataFrame) -> None:
+        wrong = {name: dtype for name, dtype in ITEM_SCHEMA.items() if updated.schema.get(name) != dtype}
+        if wrong:
+            raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
+
+    def _write_and_publish(self, writer: GenerationWriter, sources: pl.DataFrame, write: Callable[[], Any]) -> int:
+        """write() parts into `writer`, then publish it; a full disk is one line, and nothing is committed."""
+        try:
+            write()
+            return self._publish(writer, sources)
+        except BaseException as error:
+            writer.discard()
+            if is_write_failure(error):
+                raise write_failure(error, self.root / TABLES_DIR) from None
+            raise
+
+    def _publish(self, writer: GenerationWriter, sources: pl.DataFrame) -> int:
+        """Rename the writer's generation into place and point HEAD at it. The caller holds the writer lock."""
         head = self._head()
-        generation = head.generation + 1
-        _write_generation(self.root / TABLES_DIR, generation, items, sources)
+        writer.publish(sources)
         pause_if_testing("before-head")
+        generation = int(writer.final.name)
         atomic_write(self.root / HEAD, _head_json(_Head(generation, head.generation)))
         self._sweep()
         return generation
@@ -455,10 +580,30 @@ class Workspace:
             self._sweep()
             yield
 
+    @contextmanager
+    def _staging(self) -> Iterator[Path]:
+        """A directory of this process' own, kept while it runs (its lock file held), removed after.
+
+        A writer's sweep removes a staging directory only when it can take its lock: its owner is gone.
+        """
+        staging = self.root / STAGING_DIR
+        staging.mkdir(exist_ok=True)
+        name = uuid.uuid4().hex[:16]
+        with open(staging / f"{name}.lock", "ab") as owner:
+            fcntl.flock(owner, fcntl.LOCK_EX)  # a new file: nobody else holds it
+            directory = staging / name
+            directory.mkdir()
+            try:
+                yield directory
+            finally:
+                shutil.rmtree(directory, ignore_errors=True)
+                (staging / f"{name}.lock").unlink(missing_ok=True)
+
     def _sweep(self) -> None:
         """Remove what no committed state refers to: leftovers of a killed or failed writer, old generations.
 
-        Keeps HEAD's generation and the one before it, and every source either of them lists.
+        Keeps HEAD's generation and the one before it, every source either of them lists,
+        and the staging directories of ingests still running.
         """
         head = self._head()
         kept = {_generation_name(g) for g in (head.generation, head.previous) if g is not None}
@@ -481,6 +626,80 @@ class Workspace:
                 entry.unlink()
         for entry in self.root.glob(f"{TMP_PREFIX}*"):
             entry.unlink()
+        _sweep_staging(self.root / STAGING_DIR)
+
+
+class StagedItems:
+    """Parsed books' items, written to part files in an ingest's staging directory as the books arrive.
+
+    `add` takes a book's items (returning the book without them) and writes a part each
+    time `part_rows` have gathered; `commit_into` moves the parts into a new generation,
+    leaving out the items of any source not to be committed (ingested meanwhile).
+    """
+
+    def __init__(self, directory: Path, part_rows: int = PART_ROWS):
+        self.directory = directory
+        self.part_rows = part_rows
+        self.parts: list[tuple[Path, int, frozenset[str]]] = []  # (file, rows, its source_ids)
+        self._buffer: list[pl.DataFrame] = []
+        self._rows = 0
+        self._sources: set[str] = set()
+
+    def add(self, book: ParsedBook) -> ParsedBook:
+        if book.items is None:
+            return book
+        if book.status == "parsed" and book.source_id not in self._sources:  # a second copy adds nothing
+            self._sources.add(book.source_id)
+            self._buffer.append(book.items)
+            self._rows += book.items.height
+            if self._rows >= self.part_rows:
+                self.flush(whole=False)
+        return dataclasses.replace(book, items=None)
+
+    def flush(self, whole: bool = True) -> None:
+        """Write the gathered items as parts of `part_rows`; the last, shorter one only if `whole`."""
+        if not self._buffer:
+            return
+        frame = pl.concat(self._buffer, how="diagonal_relaxed")
+        self._buffer, self._rows = [], 0
+        for start in range(0, frame.height, self.part_rows):
+            part = frame.slice(start, self.part_rows)
+            if part.height < self.part_rows and not whole:
+                self._buffer, self._rows = [part], part.height  # waits for the next book's items
+                return
+            path = self.directory / f"part-{len(self.parts):05d}.parquet"
+            try:
+                part.write_parquet(path)
+            except Exception as error:  # polars reports a full disk as a ComputeError
+                if is_write_failure(error):
+                    raise write_failure(error, path) from None
+                raise
+            self.parts.append((path, part.height, frozenset(part["source_id"].unique().to_list())))
+
+    def commit_into(self, writer: GenerationWriter, committed: set[str]) -> None:
+        self.flush()
+        for path, rows, sources in self.parts:
+            if sources <= committed:
+                writer.adopt(path, rows)
+            elif sources & committed:
+                writer.write(pl.read_parquet(path).filter(pl.col("source_id").is_in(list(committed))))
+
+
+def _sweep_staging(staging: Path) -> None:
+    """Remove the staging directories whose ingest is gone (its lock file no longer held)."""
+    if not staging.is_dir():
+        return
+    for entry in staging.iterdir():
+        if entry.suffix == ".lock":
+            continue  # an orphan lock file (its owner killed before it made its directory) is a few bytes
+        lock = staging / f"{entry.name}.lock"
+        try:
+            with open(lock, "ab") as owner:
+                fcntl.flock(owner, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its ingest is still running
+        shutil.rmtree(entry, ignore_errors=True)
+        lock.unlink(missing_ok=True)
 
 
 def _stage_expression(columns: list[str], reviewed: pl.Expr) -> pl.Expr:
@@ -504,26 +723,6 @@ def _generation_name(generation: int) -> str:
 
 def _head_json(head: _Head) -> bytes:
     return (json.dumps({"generation": head.generation, "previous": head.previous}) + "\n").encode()
-
-
-def _write_generation(tables: Path, generation: int, items: pl.DataFrame, sources: pl.DataFrame) -> None:
-    """Write both tables into a temp directory, then rename it into place whole."""
-    final = tables / _generation_name(generation)
-    staging = tables / f"{TMP_PREFIX}{final.name}-{os.getpid()}"
-    for leftover in (staging, final):  # only ever an uncommitted leftover: HEAD points below `generation`
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    staging.mkdir()
-    try:
-        for name, frame in ((ITEMS_TABLE, items), (SOURCES_TABLE, sources)):
-            frame.write_parquet(staging / name)
-            fsync(staging / name)
-        fsync(staging)
-        os.rename(staging, final)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # a kill cannot get here; the next writer sweeps that
-        raise
-    fsync(tables)
 
 
 def is_write_failure(error: BaseException) -> bool:

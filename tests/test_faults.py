@@ -553,7 +553,7 @@ def prose_book(path: Path, paragraphs: int, seed: int) -> Path:
     return path
 
 
-@pytest.mark.parametrize("stage", ["source", "generation"])
+@pytest.mark.parametrize("stage", ["items", "source"])
 def test_disk_full_during_ingest_is_one_line_and_leaves_nothing(small_disk: Path, tmp_path: Path, stage: str):
     from curation.workspace import init_workspace
 
@@ -561,11 +561,16 @@ def test_disk_full_during_ingest_is_one_line_and_leaves_nothing(small_disk: Path
     workspace.ingest([TALKS], "dialogue")
     before = state_of(workspace)
     book = prose_book(tmp_path / "book.txt", 2000, seed=1)  # ~900 KB
-    # Room for half the source, or for the source and not its tables.
-    filler = fill(small_disk, book.stat().st_size // 2 if stage == "source" else book.stat().st_size + 40_000)
+    # The items are staged first (as the book is parsed), then the source is stored and the generation
+    # linked: room for neither, or for the staged items and half the source.
+    scratch = init_workspace(tmp_path / "scratch")
+    scratch.ingest([book], "prose")
+    staged = sum(part.path.stat().st_size for part in scratch.item_parts()[1])
+    filler = fill(small_disk, 20_000 if stage == "items" else staged + book.stat().st_size // 2)
     line = one_red_line(cli("ingest", book, "--kind", "prose", "-w", workspace.root), "disk full", "nothing was committed")
-    assert ("sources" in line) == (stage == "source"), line
+    assert ("/staging/" in line, "/sources/" in line) == (stage == "items", stage == "source"), line
     assert state_of(workspace) == before and leftovers(workspace.root) == []
+    assert not any((workspace.root / "staging").iterdir())
     filler.unlink()
     assert cli("ingest", book, "--kind", "prose", "-w", workspace.root).exit_code == 0  # room again: it goes in
 
@@ -586,7 +591,7 @@ def test_disk_full_during_an_export_is_one_line_and_leaves_nothing(small_disk: P
 def test_a_truncated_current_table_names_it_and_the_way_back(filled: Workspace):
     filled.update_items(lambda items: items.sample(fraction=1.0, shuffle=True, seed=1))  # one more generation, so one to go back to
     head = json.loads((filled.root / "HEAD").read_text())
-    table = filled.root / "tables" / f"{head['generation']:06d}" / "items.parquet"
+    table = filled.root / "tables" / f"{head['generation']:06d}" / "items" / "part-00000.parquet"
     table.write_bytes(table.read_bytes()[:1000])
     for command in (("status",), ("dedup",), ("export", "--name", "x", "--include-unreviewed")):
         line = one_red_line(cli(*command, "-w", filled.root), str(table), "damaged", f"previous generation {head['previous']}", "to roll back")

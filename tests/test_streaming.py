@@ -1,0 +1,84 @@
+"""Stages that go through the items a part at a time (issue 17): the same workspace as the whole-table route.
+
+A workspace made with tiny parts (`Workspace.part_rows`) holds its items in many part
+files; every stage run on it must commit exactly what the same stage commits on a
+workspace of one part, in memory. And a part a generation leaves unchanged is shared
+with the generation before (hard-linked), never rewritten.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+import curation.dedup
+from curation.dedup import run_dedup
+from curation.workspace import Workspace, init_workspace
+
+DATA = Path(__file__).parent / "data"
+DIALOGUE = [DATA / "talks-excerpt.txt", DATA / "talks-19-24.txt", DATA / "dedup-talks-272-274.txt",
+            DATA / "dedup-talks-vol2-272-274.txt", DATA / "dedup-talks-322.txt", DATA / "dedup-talks-vol2-322.txt"]
+PROSE = [DATA / "nan-yar-excerpt.txt", DATA / "prose-nan-yar.txt", DATA / "prose-talks-foreword.txt"]
+
+
+def build(root: Path, part_rows: int | None) -> Workspace:
+    workspace = init_workspace(root)
+    if part_rows is not None:
+        workspace.part_rows = part_rows
+    workspace.ingest(DIALOGUE, "dialogue")
+    workspace.ingest(PROSE, "prose")
+    return workspace
+
+
+@pytest.fixture
+def whole_and_parted(tmp_path: Path) -> tuple[Workspace, Workspace]:
+    return build(tmp_path / "whole", None), build(tmp_path / "parted", 23)
+
+
+def test_many_parts_hold_the_same_items_as_one(whole_and_parted):
+    whole, parted = whole_and_parted
+    _, parts = parted.item_parts()
+    assert len(whole.item_parts()[1]) == 2 and len(parts) > 10  # one part per ingest, or many
+    assert parted.items().equals(whole.items())
+    assert parted.scan_items().collect().equals(whole.items())
+    assert [part.offset for part in parts] == [sum(p.rows for p in parts[:i]) for i in range(len(parts))]
+
+
+def test_an_ingest_shares_the_parts_it_leaves_unchanged(tmp_path: Path):
+    workspace = init_workspace(tmp_path / "ws")
+    workspace.part_rows = 30
+    workspace.ingest(DIALOGUE[:2], "dialogue")
+    _, before = workspace.item_parts()
+    workspace.ingest(PROSE, "prose")
+    _, after = workspace.item_parts()
+    assert len(after) > len(before)
+    for old, new in zip(before, after):
+        assert os.path.samefile(old.path, new.path)  # linked, not copied
+    assert not any((workspace.root / "staging").iterdir())
+
+
+def test_an_ingest_after_a_stage_widens_its_new_parts_to_the_stage_columns(tmp_path: Path):
+    workspace = init_workspace(tmp_path / "ws")
+    workspace.part_rows = 30
+    workspace.ingest(DIALOGUE[:2], "dialogue")
+    run_dedup(workspace)
+    workspace.ingest(PROSE, "prose")
+    schemas = {tuple(pl.read_parquet_schema(part.path).items()) for part in workspace.item_parts()[1]}
+    assert len(schemas) == 1 and "dedup_cluster" in dict(next(iter(schemas)))
+    new = workspace.items().filter(pl.col("kind") == "passage")
+    assert new.height and new["dedup_cluster"].is_null().all()  # not deduped yet: null, not made up
+
+
+def test_streamed_dedup_commits_what_in_memory_dedup_commits(whole_and_parted, monkeypatch):
+    whole, parted = whole_and_parted
+    expected = run_dedup(whole)
+    assert expected.n_near_duplicates + expected.n_exact_duplicates > 0 and expected.n_cross_source_clusters > 0
+    monkeypatch.setattr(curation.dedup, "IN_MEMORY_ROWS", 0)  # the partitioned route, part by part
+    streamed = run_dedup(parted, rows_per_partition=17)
+    assert parted.items().equals(whole.items())
+    assert {k: v for k, v in vars(streamed).items() if k not in ("seconds", "generation")} == {
+        k: v for k, v in vars(expected).items() if k not in ("seconds", "generation")}
+    assert run_dedup(parted).generation == streamed.generation  # unchanged: nothing new committed
