@@ -38,7 +38,7 @@ import hashlib
 import json
 import os
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -509,6 +509,7 @@ def run_score(
     *,
     decisions: pl.DataFrame | None = None,
     scorer: ConceptScorer | CascadeScorer | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScoreReport:
     """Score every item and commit `concept_score`, `concept_basis`, `concept_agent` as a new generation.
 
@@ -518,11 +519,16 @@ def run_score(
     scorer: a scorer (`make_scorer`, or a ConceptScorer given a loaded model: tests share one
     this way) to use instead of a fresh one; without stores of its own it is given the workspace's.
     A cascade (`config.cascade`) stamps each item with the engine that decided its score.
+    progress: called with (items done, items) after each part is encoded.
+
+    Part by part (`Workspace.item_parts`, `map_items`), so memory follows the part size: first,
+    outside the writer lock, each part's texts are encoded into the embedding stores (hours
+    on a large corpus: other commands may write meanwhile); then, under the lock, each part's
+    columns are computed from the stores (an item ingested meanwhile is encoded then) and committed.
     """
     config = config or (scorer.config if scorer is not None else ScoreConfig())
     scorer = scorer if scorer is not None else make_scorer(config)
     scorer.use_workspace(workspace.root)
-    items = workspace.items()
 
     extra_texts: list[str] = []
     extra_labels: list[str] = []
@@ -531,16 +537,18 @@ def run_score(
             from curation.review import load_review_state
 
             decisions = load_review_state(workspace.root).decisions
-        extra_texts, extra_labels = curator_examples(items, decisions)
+        decided = workspace.scan_items().filter(pl.col("item_id").is_in(decisions["item_id"].implode()))
+        extra_texts, extra_labels = curator_examples(decided.collect(), decisions)
         if not extra_texts:
             raise ScoreError(
                 f"{workspace.root}: nothing to learn from: no pair accepted, edited, or rejected as"
                 f" not contemplative by a curator"
             )
     scorer.fit(extra_texts, extra_labels)
-    texts, bases = scored_texts(items)
+    generation, parts = workspace.item_parts()
     n_before = scorer.n_encoded  # from here on, only items' texts are encoded
-    scorer.calibrate([text for text in texts if text is not None])  # a cascade's band; nothing otherwise
+    if scorer.config.cascade:  # the band: set on the calibration share of every part's texts
+        scorer.calibrate(calibration_candidates(parts, scorer.calibration_share, scorer.min_calibration))
     holdout = scorer.holdout()
     agent_jsons = [json.dumps(agent, sort_keys=True) for agent in scorer.agents()]
 
@@ -561,49 +569,105 @@ def run_score(
             }
         )
 
-    new = columns_for(items)  # encodes outside the writer lock; the commit below finds them stored
+    n_items, done = sum(part.rows for part in parts), 0
+    for part in parts:  # encodes outside the writer lock; the commit below finds the embeddings stored
+        columns_for(part.read(SCORED_TEXT_COLUMNS))
+        done += part.rows
+        if progress is not None:
+            progress(done, n_items)
     n_encoded_items = scorer.n_encoded - n_before
 
-    unchanged = all(name in items.columns for name in SCORE_COLUMNS) and items.select(SCORE_COLUMNS).equals(new)
-    generation = None
-    if not unchanged:
-        def transform(current: pl.DataFrame) -> pl.DataFrame:
-            # Recomputed on the items as locked: an item ingested meanwhile is scored too (from the store if known).
-            fresh = new if current.select("item_id").equals(items.select("item_id")) else columns_for(current)
-            return current.drop([c for c in SCORE_COLUMNS if c in current.columns]).hstack(fresh)
+    tally = _ScoreTally()
 
-        generation = workspace.update_items(transform)
+    def transform(current: pl.DataFrame, part: Any) -> pl.DataFrame:
+        new = columns_for(current)
+        tally.add(current, new)
+        return current.drop([c for c in SCORE_COLUMNS if c in current.columns]).hstack(new)
 
-    measured = new.filter(pl.col("concept_basis").is_in([BASIS_ANSWER, BASIS_PASSAGE]))
-    decided_by: dict[str, int] = {}
-    for agent_json, n in Counter(measured["concept_agent"].to_list()).items():  # a few distinct agents
-        name = json.loads(agent_json).get("decided_by", json.loads(agent_json)["model_key"])
-        decided_by[name] = decided_by.get(name, 0) + n
-    pair_scores = new.filter(pl.col("concept_basis") == BASIS_ANSWER)["concept_score"].to_numpy()
-    passage_scores = new.filter(pl.col("concept_basis") == BASIS_PASSAGE)["concept_score"].to_numpy()
-    groups = {
-        "pair answers": pair_scores,
-        "passages": passage_scores,
-        "held-out contemplative exemplars": holdout.scores_of(CONTEMPLATIVE),
-        "held-out conversational exemplars": holdout.scores_of(CONVERSATIONAL),
-    }
+    committed = workspace.map_items(transform)
     return ScoreReport(
-        generation=generation,
-        n_items=items.height,
-        n_scored=int(new["concept_score"].is_not_null().sum()),
-        n_pairs=int((items["kind"] == "pair").sum()),
-        n_passages=int((items["kind"] == "passage").sum()),
-        n_silence=bases.count(BASIS_SILENCE),
-        n_empty=bases.count(BASIS_EMPTY),
-        n_texts=len({text_key(t) for t in texts if t is not None}),
+        generation=None if committed == generation else committed,
+        n_items=tally.n_items,
+        n_scored=tally.n_scored,
+        n_pairs=tally.n_pairs,
+        n_passages=tally.n_passages,
+        n_silence=tally.bases[BASIS_SILENCE],
+        n_empty=tally.bases[BASIS_EMPTY],
+        n_texts=len(tally.texts),
         n_encoded=n_encoded_items,
         n_curator_examples=len(extra_texts),
         holdout_auc=holdout.auc,
         n_holdout=len(holdout.labels),
-        distributions={name: summarise(scores) for name, scores in groups.items() if len(scores)},
+        distributions={name: summarise(scores) for name, scores in tally.groups(holdout).items() if len(scores)},
         agent=scorer.agent(),
-        decided_by=decided_by,
+        decided_by=tally.decided_by(),
     )
+
+
+# What scoring reads of an item (`scored_texts`).
+SCORED_TEXT_COLUMNS = ["kind", "answer", "text", "is_silence"]
+
+
+def calibration_candidates(parts: Sequence[Any], share: float, at_least: int) -> list[str]:
+    """The texts among which a cascade's calibration sample is drawn, read a part at a time.
+
+    `curation.cascade.calibration_sample` over these gives what it gives over every text: they
+    hold every text in the calibration share, and the `at_least` smallest by key (its fallback).
+    """
+    from curation.cascade import in_calibration_sample
+
+    in_share: dict[str, None] = {}
+    smallest: dict[str, str] = {}  # key -> text, the at_least smallest keys seen so far
+    for part in parts:
+        texts, _ = scored_texts(part.read(SCORED_TEXT_COLUMNS))
+        for text in dict.fromkeys(t for t in texts if t is not None):
+            if in_calibration_sample(text, share):
+                in_share[text] = None
+            smallest[text_key(text)] = text
+        if len(smallest) > 2 * at_least:
+            smallest = dict(sorted(smallest.items())[:at_least])
+    kept = dict(sorted(smallest.items())[:at_least])
+    return list(dict.fromkeys([*in_share, *kept.values()]))
+
+
+class _ScoreTally:
+    """What the report says, gathered a part at a time: counts, the measured scores, who decided them."""
+
+    def __init__(self) -> None:
+        self.n_items = self.n_scored = self.n_pairs = self.n_passages = 0
+        self.bases: Counter[str] = Counter()
+        self.texts: set[int] = set()  # 64 bits of each distinct text's key: counted, not kept
+        self.scores: dict[str, list[np.ndarray]] = {BASIS_ANSWER: [], BASIS_PASSAGE: []}
+        self.agents: Counter[str] = Counter()
+
+    def add(self, items: pl.DataFrame, new: pl.DataFrame) -> None:
+        self.n_items += items.height
+        self.n_scored += int(new["concept_score"].is_not_null().sum())
+        self.n_pairs += int((items["kind"] == "pair").sum())
+        self.n_passages += int((items["kind"] == "passage").sum())
+        self.bases.update(new["concept_basis"].to_list())
+        texts, _ = scored_texts(items)
+        self.texts.update(int(text_key(t)[:16], 16) for t in texts if t is not None)
+        for basis, scores in self.scores.items():
+            scores.append(new.filter(pl.col("concept_basis") == basis)["concept_score"].to_numpy())
+        measured = new.filter(pl.col("concept_basis").is_in([BASIS_ANSWER, BASIS_PASSAGE]))
+        self.agents.update(measured["concept_agent"].to_list())
+
+    def groups(self, holdout: Holdout) -> dict[str, np.ndarray]:
+        return {
+            "pair answers": np.concatenate(self.scores[BASIS_ANSWER]) if self.scores[BASIS_ANSWER] else np.zeros(0),
+            "passages": np.concatenate(self.scores[BASIS_PASSAGE]) if self.scores[BASIS_PASSAGE] else np.zeros(0),
+            "held-out contemplative exemplars": holdout.scores_of(CONTEMPLATIVE),
+            "held-out conversational exemplars": holdout.scores_of(CONVERSATIONAL),
+        }
+
+    def decided_by(self) -> dict[str, int]:
+        counts: dict[str, int] = {}
+        for agent_json, n in self.agents.items():  # a few distinct agents
+            agent = json.loads(agent_json)
+            name = agent.get("decided_by", agent["model_key"])
+            counts[name] = counts.get(name, 0) + n
+        return counts
 
 
 def item_embeddings(workspace: Workspace, config: ScoreConfig | None = None) -> tuple[pl.DataFrame, np.ndarray]:

@@ -241,7 +241,8 @@ def test_run_score_adds_columns_and_leaves_text_untouched(workspace, model):
     assert after.schema["concept_basis"] == pl.String and after.schema["concept_agent"] == pl.String
     assert report.generation == workspace.generation
     assert report.n_items == after.height and report.n_pairs > 5 and report.n_passages > 0
-    assert counting.calls == 1 and counting.texts == report.n_texts == report.n_encoded  # exemplars came from the store
+    # One encode per part (the exemplars came from the store), each text once.
+    assert counting.calls == len(workspace.item_parts()[1]) and counting.texts == report.n_texts == report.n_encoded
 
     scores = after["concept_score"]
     assert scores.is_not_null().sum() == report.n_scored == after.height - report.n_empty

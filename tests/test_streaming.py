@@ -82,3 +82,46 @@ def test_streamed_dedup_commits_what_in_memory_dedup_commits(whole_and_parted, m
     assert {k: v for k, v in vars(streamed).items() if k not in ("seconds", "generation")} == {
         k: v for k, v in vars(expected).items() if k not in ("seconds", "generation")}
     assert run_dedup(parted).generation == streamed.generation  # unchanged: nothing new committed
+
+
+@pytest.fixture(scope="module")
+def model():
+    from sentence_transformers import SentenceTransformer
+
+    from curation.score import PACKAGED_MODEL, resolve_model
+
+    return SentenceTransformer(resolve_model(PACKAGED_MODEL), device="cpu")
+
+
+def test_streamed_scoring_commits_what_one_part_commits(whole_and_parted, model):
+    from curation.score import ConceptScorer, ScoreConfig, run_score
+
+    config = ScoreConfig(backend="torch")
+    whole, parted = whole_and_parted
+    expected = run_score(whole, scorer=ConceptScorer(config, model=model))
+    seen: list[tuple[int, int]] = []
+    streamed = run_score(parted, scorer=ConceptScorer(config, model=model), progress=lambda *done: seen.append(done))
+    # Equal but in the last bits of a score: an embedding's rounding depends on the batch its text was
+    # encoded in (padding, kernel blocking), and parts are encoded in batches of their own.
+    got, want = parted.items(), whole.items()
+    assert got.drop("concept_score").equals(want.drop("concept_score"))
+    assert (got["concept_score"] - want["concept_score"]).abs().max() < 1e-6
+    assert len(seen) == len(parted.item_parts()[1]) and seen[-1] == (streamed.n_items, streamed.n_items)
+    for field in ("n_items", "n_scored", "n_pairs", "n_passages", "n_silence", "n_empty", "n_texts"):
+        assert getattr(streamed, field) == getattr(expected, field), field
+    for name, summary in expected.distributions.items():
+        assert streamed.distributions[name] == pytest.approx(summary, abs=1e-6), name
+    again = run_score(parted, scorer=ConceptScorer(config, model=model))
+    assert again.generation is None and again.n_encoded == 0  # unchanged: all from the store, nothing committed
+
+
+@pytest.mark.parametrize(("share", "at_least"), [(0.2, 5), (0.01, 40), (0.0, 10_000)])
+def test_the_calibration_sample_drawn_part_by_part_is_the_whole_table_s(whole_and_parted, share, at_least):
+    from curation.cascade import calibration_sample
+    from curation.score import calibration_candidates, scored_texts
+
+    _, parted = whole_and_parted
+    texts = [text for text in scored_texts(parted.items())[0] if text is not None]
+    candidates = calibration_candidates(parted.item_parts()[1], share, at_least)
+    assert calibration_sample(candidates, share, at_least) == calibration_sample(texts, share, at_least)
+    assert len(candidates) < len(set(texts)) or share == 0.0
