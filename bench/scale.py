@@ -171,11 +171,18 @@ def score_and_export(workspace, executor, cpus: int, stages: tuple[str, ...]) ->
 
             run_score_distributed(workspace, config, executor)
         timings["score"] = time.perf_counter() - started
+        timings["score_maxrss_mb"] = maxrss_mb()
     if "export" in stages:
         started = time.perf_counter()
         export_version(workspace, ExportConfig(name="scale", kind="pretrain", include_unreviewed=True))
         timings["export"] = time.perf_counter() - started
+        timings["export_maxrss_mb"] = maxrss_mb()
     return timings
+
+
+def maxrss_mb() -> float:
+    """This process' peak RSS so far (it only grows: read after each stage, it says which stage set the peak)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages: tuple[str, ...]) -> dict:
@@ -195,9 +202,11 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         started = time.perf_counter()
         report = workspace.ingest(books, "prose")
         timings["ingest"] = time.perf_counter() - started
+        timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
         dedup_report = run_dedup(workspace)
         timings["dedup"] = time.perf_counter() - started
+        timings["dedup_maxrss_mb"] = maxrss_mb()
     else:
         from curation.distributed import run_dedup_distributed
         from curation.executors import LocalExecutor, RayExecutor
@@ -208,20 +217,27 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         started = time.perf_counter()
         report = workspace.ingest(books, "prose", executor=executor)
         timings["ingest"] = time.perf_counter() - started
+        timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
         dedup_report = run_dedup_distributed(workspace, executor=executor,
                                               progress=lambda m: print(f"  {executor_name} dedup {m}", flush=True))
         timings["dedup"] = time.perf_counter() - started
+        timings["dedup_maxrss_mb"] = maxrss_mb()
     timings.update(score_and_export(workspace, None if executor_name == "local" else executor, cpus, stages))
     if executor_name != "local":
         executor.close()
-    items = workspace.items().sort("source_id", "item_id")
-    digest = hashlib.sha256(items.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    # The rows as a multiset, a part at a time (the whole table may not fit): sorted row hashes, hashed.
+    import numpy as np
+
+    _, parts = workspace.item_parts()
+    row_hashes = np.sort(np.concatenate([part.read().hash_rows(seed=0).to_numpy() for part in parts]))
+    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest()
+    n_items = len(row_hashes)
     return {
         "executor": executor_name,
         "megabytes": megabytes,
         "books": len(books),
-        "items": items.height,
+        "items": n_items,
         "sources": report.n_new_sources,
         "timings": timings,
         "dedup": {"clusters": dedup_report.n_clusters, "exact": dedup_report.n_exact_duplicates,
@@ -318,6 +334,10 @@ def report(results: list[dict], cpus: int) -> None:
               + " ".join(f"{r['megabytes'] / t[stage]:>11.3f}" for stage in stages)
               + f" {r['megabytes'] / whole:>6.3f} {r['megabytes'] / whole / cpus:>9.4f} {r['peak_tree_rss_mb']:>11.0f}"
               f" {r['peak_tree_pss_mb']:>11.0f} {r['driver_maxrss_mb']:>9.0f} {r['peak_processes']:>5}")
+    for r in results:
+        peaks = ", ".join(f"{stage} {r['timings'][stage + '_maxrss_mb']:.0f}" for stage in stages
+                          if stage + "_maxrss_mb" in r["timings"])
+        print(f"{r['executor']}: the driver's peak RSS (MB) after each stage: {peaks}")
     for r in results:
         print(f"{r['executor']}: dedup {r['dedup']}; Ray start {r['timings']['ray_start']:.1f} s (not counted)"
               if r["executor"] == "ray" else f"{r['executor']}: dedup {r['dedup']}")

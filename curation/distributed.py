@@ -649,6 +649,7 @@ def run_score_distributed(
     *,
     decisions: pl.DataFrame | None = None,
     workers: int | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> ScoreReport:
     """The score stage on `executor`: `curation.score.run_score`, the model's encoding done by its workers.
 
@@ -659,13 +660,13 @@ def run_score_distributed(
     from curation.score import EmbeddingStore, ScoreConfig, make_scorer, run_score
 
     if executor is None:
-        return run_score(workspace, config, learn, decisions=decisions)
+        return run_score(workspace, config, learn, decisions=decisions, progress=progress)
     config = config or ScoreConfig()
     scorer = make_scorer(config)
     store = EmbeddingStore.for_workspace(workspace.root, config.model, config.backend)
     embedder = ExecutorEmbedder(config, store, executor, workers=workers)
     scorer.full.embedder = embedder
     try:
-        return run_score(workspace, config, learn, decisions=decisions, scorer=scorer)
+        return run_score(workspace, config, learn, decisions=decisions, scorer=scorer, progress=progress)
     finally:
         embedder.close()

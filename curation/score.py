@@ -325,9 +325,17 @@ class ConceptScorer:
         return self.score_embeddings(self.embedder.embed(texts))
 
     def score_embeddings(self, embeddings: np.ndarray) -> np.ndarray:
+        """The classifier's P(contemplative), computed row by row.
+
+        Not predict_proba: its matrix product rounds a row's last bits differently with the
+        number of rows beside it, and items are scored a part at a time, so a re-run over
+        parts cut otherwise would "change" scores that did not (and commit a generation for it).
+        """
         if self.classifier is None:
             self.fit()
-        return self.classifier.predict_proba(embeddings)[:, 1]
+        weights = self.classifier.coef_[0]
+        logits = (np.asarray(embeddings, dtype=np.float64) * weights).sum(axis=1) + self.classifier.intercept_[0]
+        return 1.0 / (1.0 + np.exp(-logits))
 
     def holdout(self) -> Holdout:
         """AUC on a stratified held-out split of the exemplars, the model fitted on the rest (plus any extras)."""

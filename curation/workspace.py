@@ -464,6 +464,9 @@ class Workspace:
                     items = self._guarded(part.read)
                     updated = transform(items, part)
                     self._check_schema(updated)
+                    # A stage that re-adds its columns puts them last: keep the part's order, new columns after.
+                    updated = updated.select([*(c for c in items.columns if c in updated.columns),
+                                              *(c for c in updated.columns if c not in items.columns)])
                     if updated.columns == items.columns and updated.equals(items):
                         writer.link(part)
                     else:

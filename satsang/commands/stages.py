@@ -68,6 +68,7 @@ def score(
     from curation.review import load_review_state
     from curation.score import ScoreConfig, ScoreError
     from curation.workspace import Workspace
+    from satsang.render.progress import count_progress
     from satsang.render.stages import render_score_report
 
     check_executor(executor, ray_address)
@@ -76,8 +77,8 @@ def score(
         config = ScoreConfig(**settings)
         decisions = load_review_state(ws.root, db).decisions if learn else None
         try:
-            with executor_from_options(executor, ray_address) as pool:
-                report = run_score_distributed(ws, config, pool, learn, decisions=decisions)
+            with executor_from_options(executor, ray_address) as pool, count_progress(err, "scoring") as progress:
+                report = run_score_distributed(ws, config, pool, learn, decisions=decisions, progress=progress)
         except ScoreError as error:
             fail(f"error: {error}")
     out.print(render_score_report(report))
@@ -98,7 +99,7 @@ def critique(
     """
     from critic.stage import CriticSettingsError, critic_from_settings, run_critique
     from curation.workspace import Workspace
-    from satsang.render.progress import critique_progress
+    from satsang.render.progress import count_progress
     from satsang.render.stages import render_critique_report
 
     with one_line_errors():
@@ -107,6 +108,6 @@ def critique(
             critic = critic_from_settings(base_url, model)
         except CriticSettingsError as error:
             fail(f"error: {error}")
-        with critique_progress(err) as progress:
+        with count_progress(err, "critiquing") as progress:
             report = run_critique(ws, critic, progress=progress)
     out.print(render_critique_report(report))

@@ -50,12 +50,12 @@ def ingest_progress(console: Console, n_files: int | None) -> Iterator[Callable[
 
 
 @contextmanager
-def critique_progress(console: Console) -> Iterator[Callable[[int, int], None]]:
-    """Fed by run_critique's (done, total) callback."""
+def count_progress(console: Console, label: str) -> Iterator[Callable[[int, int], None]]:
+    """Fed by a stage's (done, total) callback: run_critique's pairs, run_score's items."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    with _bar(console, TextColumn("critiquing"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
-        task = bar.add_task("critique", total=None)
+    with _bar(console, TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn()) as bar:
+        task = bar.add_task(label, total=None)
 
         def on_progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
