@@ -41,13 +41,14 @@ import time
 from collections import Counter
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
 import polars as pl
 
 from curation.files import fsync_tree, write_error_reason
 from curation.review import UNREVIEWED, ReviewState, load_review_state, review_summary
-from curation.selection import TOKEN_METHOD, ExportConfig, Selection, StepReport, select_items
+from curation.selection import TEXT_COLUMNS, TOKEN_METHOD, ExportConfig, Selection, StepReport, read_rows, select_items
 from curation.versions import (
     CARD_NAME,
     CHECKSUMS_NAME,
@@ -63,7 +64,6 @@ from curation.versions import (
     head_of,
     is_finished,
     iso_time,
-    manifest_bytes,
     publish,
     read_manifest_header,
     staging_dir,
@@ -72,6 +72,7 @@ from curation.versions import (
     versions_lock,
     writable_entries,
     write_checksums,
+    write_manifest,
 )
 from curation.workspace import pause_if_testing
 
@@ -193,12 +194,31 @@ def _row_digest(*parts: str) -> str:
     return h.hexdigest()[:32]
 
 
-def _sft_rows(selected: pl.DataFrame, config: ExportConfig, titles: dict[str, str], records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Conversations: runs of consecutive selected pairs of one talk (multi_turn), else one pair each."""
+def content_batches(selection: Selection) -> Iterator[pl.DataFrame]:
+    """The selected items in dataset order, a source at a time, with their content as exported.
+
+    Adds `_question`, `_answer`, `_text` (edits applied) and `context`, read from the parts
+    only for the rows of that source: memory holds one source's text, not the version's.
+    """
+    is_pair = pl.col("kind") == "pair"
+    for _, light in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
+        texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
+        frame = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left")
+        yield frame.with_columns(
+            pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
+            pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
+            pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
+        )
+
+
+def _sft_rows(
+    selected: pl.DataFrame, config: ExportConfig, titles: dict[str, str], duplicated: set[str], first_row: int
+) -> tuple[list[dict[str, Any]], list[int], list[int]]:
+    """Conversations of one source's selected pairs: runs of consecutive pairs of one talk (multi_turn), else one
+    pair each; and each pair's row (numbered from first_row) and turn in it."""
     columns = selected.select(
         "item_id", "source_id", "section", "section_date", "conversation_id", "turn_index", "_question", "_answer", "_silent", "context", "_decision"
     ).rows()
-    id_counts = Counter(row[0] for row in columns)
     # Runs are found per conversation in turn order, then placed where their first pair is in
     # the book order of `selected`, so the row order never depends on how the items were stored.
     by_conversation: dict[tuple[str, str], list[int]] = {}
@@ -217,17 +237,18 @@ def _sft_rows(selected: pl.DataFrame, config: ExportConfig, titles: dict[str, st
         runs.append(run)
     runs.sort(key=lambda run: run[0])
     rows = []
-    for row_index, run in enumerate(runs):
+    row_of, turn_of = [0] * len(columns), [0] * len(columns)
+    for row_index, run in enumerate(runs, start=first_row):
         first = columns[run[0]]
         messages = []
         for position, i in enumerate(run):
             _, _, _, _, _, _, question, answer, silent, _, _ = columns[i]
             messages.append({"role": "user", "content": question})
             messages.append({"role": "assistant", "content": config.silence_text if silent else answer})
-            records[i]["row"], records[i]["turn"] = row_index, position
+            row_of[i], turn_of[i] = row_index, position
         item_ids = [columns[i][0] for i in run]
         if len(run) == 1:
-            row_id = first[0] if id_counts[first[0]] == 1 else f"{first[0]}@{first[1][:12]}"
+            row_id = first[0] if first[0] not in duplicated else f"{first[0]}@{first[1][:12]}"
         else:
             row_id = _row_digest("conversation", first[1], *item_ids)
         rows.append(
@@ -245,25 +266,21 @@ def _sft_rows(selected: pl.DataFrame, config: ExportConfig, titles: dict[str, st
                 "decisions": [columns[i][10] or UNREVIEWED for i in run],
             }
         )
-    return rows
+    return rows, row_of, turn_of
 
 
-def _pretrain_table(selected: pl.DataFrame, titles: dict[str, str], records: list[dict[str, Any]]) -> pl.DataFrame:
-    for i, record in enumerate(records):
-        record["row"], record["turn"] = i, 0
-    id_counts = selected.group_by("item_id").len()
-    return (
-        selected.join(id_counts, on="item_id", how="left", maintain_order="left")
-        .select(
-            pl.when(pl.col("len") == 1).then(pl.col("item_id")).otherwise(pl.format("{}@{}", "item_id", pl.col("source_id").str.slice(0, 12))).alias("id"),
-            pl.when(pl.col("kind") == "pair").then(pl.col("_answer")).otherwise(pl.col("_text")).alias("text"),
-            pl.when(pl.col("kind") == "pair").then(pl.lit("answer")).otherwise(pl.lit("passage")).alias("text_kind"),
-            pl.col("item_id"),
-            pl.col("source_id"),
-            pl.col("source_id").replace_strict(titles, default="").alias("source_title"),
-            pl.col("section"),
-            pl.col("_decision").fill_null(UNREVIEWED).alias("decision"),
-        )
+def _pretrain_table(selected: pl.DataFrame, titles: dict[str, str], duplicated: set[str]) -> pl.DataFrame:
+    """One row per selected item (an item id two sources share is told apart by its source)."""
+    return selected.select(
+        pl.when(pl.col("item_id").is_in(list(duplicated))).then(pl.format("{}@{}", "item_id", pl.col("source_id").str.slice(0, 12)))
+        .otherwise(pl.col("item_id")).alias("id"),
+        pl.when(pl.col("kind") == "pair").then(pl.col("_answer")).otherwise(pl.col("_text")).alias("text"),
+        pl.when(pl.col("kind") == "pair").then(pl.lit("answer")).otherwise(pl.lit("passage")).alias("text_kind"),
+        pl.col("item_id"),
+        pl.col("source_id"),
+        pl.col("source_id").replace_strict(titles, default="").alias("source_title"),
+        pl.col("section"),
+        pl.col("_decision").fill_null(UNREVIEWED).alias("decision"),
     )
 
 
@@ -298,7 +315,11 @@ def _pretrain_features():
 
 
 def _write_version(staging: Path, selection: Selection, parent: str | None, created_at: str) -> int:
-    """Every file of the version into `staging`, fsynced; returns the number of dataset rows."""
+    """Every file of the version into `staging`, fsynced; returns the number of dataset rows.
+
+    The rows are built a source at a time (`content_batches`); what is held whole is the
+    dataset's Arrow table (the version's own text, which `datasets` writes from memory).
+    """
     import pyarrow as pa
     from datasets import Dataset, DatasetInfo
     from datasets.table import InMemoryTable
@@ -306,16 +327,27 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
 
     config = selection.config
     titles = dict(zip(selection.sources["source_id"].to_list(), selection.sources["title"].to_list()))
-    records = selection.records
-    if config.kind == "sft":
-        rows = _sft_rows(selection.selected, config, titles, records)
-        features = _sft_features()
-        table = pa.Table.from_pylist(rows, schema=features.arrow_schema)
-    else:
-        frame = _pretrain_table(selection.selected, titles, records)
-        rows = None
-        features = _pretrain_features()
-        table = frame.to_arrow().cast(features.arrow_schema)
+    counts = selection.selected.group_by("item_id").len()
+    duplicated = set(counts.filter(pl.col("len") > 1)["item_id"].to_list())
+    features = _sft_features() if config.kind == "sft" else _pretrain_features()
+    tables: list[Any] = []
+    rows: list[dict[str, Any]] | None = [] if config.kind == "sft" else None
+    row_of: list[int] = []
+    turn_of: list[int] = []
+    for batch in content_batches(selection):
+        first_row = sum(table.num_rows for table in tables)
+        if rows is not None:
+            batch_rows, batch_row_of, batch_turn_of = _sft_rows(batch, config, titles, duplicated, first_row)
+            rows.extend(batch_rows)
+            tables.append(pa.Table.from_pylist(batch_rows, schema=features.arrow_schema))
+            row_of += batch_row_of
+            turn_of += batch_turn_of
+        else:
+            tables.append(_pretrain_table(batch, titles, duplicated).to_arrow().cast(features.arrow_schema))
+            row_of += range(first_row, first_row + batch.height)
+            turn_of += [0] * batch.height
+    table = pa.concat_tables(tables) if tables else features.arrow_schema.empty_table()
+    del tables
     info = DatasetInfo(description=f"Satsang workbench dataset version {selection.version_id}", license="other", features=features)
     dataset = Dataset(InMemoryTable(table), info=info, split="train", fingerprint=selection.digest[:16])
 
@@ -339,18 +371,27 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
                 messages = [{"role": "human" if m["role"] == "user" else "assistant", "content": m["content"]} for m in row["messages"]]
                 seed.write(json.dumps({"id": row["id"], "messages": messages}, ensure_ascii=False) + "\n")
 
-    manifest = _manifest(selection, parent, created_at, table.num_rows)
-    (staging / MANIFEST_NAME).write_bytes(manifest_bytes(manifest))
+    records = selection.records.with_columns(pl.Series("row", row_of, dtype=pl.Int64), pl.Series("turn", turn_of, dtype=pl.Int64))
+    header = _manifest_header(selection, parent, created_at, table.num_rows)
+    with open(staging / MANIFEST_NAME, "wb") as manifest:
+        write_manifest(manifest.write, header, _iter_records(records))
 
     from data_cards.render import render_version_card
 
-    render_version_card(staging, _card_context(selection, manifest, rows, staging))
+    examples = rows if rows is not None else table.slice(0, 3).to_pylist()
+    render_version_card(staging, _card_context(selection, header, examples, rows is not None, staging))
     write_checksums(staging)
     fsync_tree(staging)
     return table.num_rows
 
 
-def _manifest(selection: Selection, parent: str | None, created_at: str, n_rows: int) -> dict[str, Any]:
+def _iter_records(records: pl.DataFrame, batch: int = 10_000) -> Iterator[dict[str, Any]]:
+    for start in range(0, records.height, batch):
+        yield from records.slice(start, batch).to_dicts()
+
+
+def _manifest_header(selection: Selection, parent: str | None, created_at: str, n_rows: int) -> dict[str, Any]:
+    """The manifest without its items (written after it, a record per line: `versions.write_manifest`)."""
     selected = selection.selected
     config = selection.config
     per_source = (
@@ -377,8 +418,8 @@ def _manifest(selection: Selection, parent: str | None, created_at: str, n_rows:
             }
         )
     sources.sort(key=lambda s: s["source_id"])
-    by_kind = dict(sorted(Counter(selected["kind"].to_list()).items()))
-    decisions = dict(sorted(Counter(r["decision"] for r in selection.records).items()))
+    by_kind = dict(sorted(Counter(dict(selected.group_by("kind").len().iter_rows())).items()))
+    decisions = dict(sorted(dict(selection.records.group_by("decision").len().iter_rows()).items()))
     return {
         "format": EXPORT_FORMAT,
         "version_id": selection.version_id,
@@ -410,14 +451,15 @@ def _manifest(selection: Selection, parent: str | None, created_at: str, n_rows:
             "seed_jsonl": SEED_NAME if config.kind == "sft" else None,
             "plots": [SCORE_PLOT, SOURCE_PLOT],
         },
-        "items": selection.records,
     }
 
 
 # ---- the data card's context ---------------------------------------------------------------
 
 
-def _card_context(selection: Selection, manifest: dict[str, Any], rows: list[dict[str, Any]] | None, staging: Path) -> dict[str, Any]:
+def _card_context(
+    selection: Selection, manifest: dict[str, Any], rows: list[dict[str, Any]], conversations: bool, staging: Path
+) -> dict[str, Any]:
     """What the data card template and its plots are given."""
     candidates = selection.candidates
     config = selection.config
@@ -460,11 +502,11 @@ def _card_context(selection: Selection, manifest: dict[str, Any], rows: list[dic
         "review": review_summary(selection.review.for_items(candidates["item_id"])),
         "review_store": selection.review.store,
         "scores": scores,
-        "examples": _examples(rows, selection, titles),
-        "n_silent": sum(1 for r in selection.records if r["silent"]),
-        "n_edited": sum(1 for r in selection.records if r["decision"] == "edit"),
-        "n_multi_turn": sum(1 for r in rows if len(r["item_ids"]) > 1) if rows else 0,
-        "n_reviewed_other_wording": sum(1 for r in selection.records if r["reviewed_hash"]),
+        "examples": _examples(rows, conversations, titles),
+        "n_silent": int(selection.records["silent"].sum()),
+        "n_edited": int((selection.records["decision"] == "edit").sum()),
+        "n_multi_turn": sum(1 for r in rows if len(r["item_ids"]) > 1) if conversations else 0,
+        "n_reviewed_other_wording": int(selection.records["reviewed_hash"].is_not_null().sum()),
         "token_method": TOKEN_METHOD,
         "files": {"score_plot": SCORE_PLOT, "source_plot": SOURCE_PLOT, "seed": SEED_NAME, "parquet_dir": PARQUET_DIR, "dataset_dir": DATASET_DIR, "manifest": MANIFEST_NAME, "checksums": CHECKSUMS_NAME},
     }
@@ -485,9 +527,9 @@ def _parse_summary(sources: pl.DataFrame, candidates: pl.DataFrame) -> list[dict
     ]
 
 
-def _examples(rows: list[dict[str, Any]] | None, selection: Selection, titles: dict[str, str], n: int = 3) -> list[dict[str, Any]]:
+def _examples(rows: list[dict[str, Any]], conversations: bool, titles: dict[str, str], n: int = 3) -> list[dict[str, Any]]:
     """A few rows to show: the first multi-turn conversation, then the first single ones (sft); the first texts (pretrain)."""
-    if rows is not None:
+    if conversations:
         multi = [r for r in rows if len(r["item_ids"]) > 1][:1]
         single = [r for r in rows if len(r["item_ids"]) == 1][: n - len(multi)]
         chosen = multi + single
@@ -495,8 +537,7 @@ def _examples(rows: list[dict[str, Any]] | None, selection: Selection, titles: d
             {"id": r["id"], "title": r["source_title"], "section": r["section"], "messages": r["messages"]}
             for r in chosen
         ]
-    selected = selection.selected.head(n)
     return [
-        {"id": row["item_id"], "title": titles.get(row["source_id"], ""), "section": row["section"], "text": row["_answer"] if row["kind"] == "pair" else row["_text"]}
-        for row in selected.iter_rows(named=True)
+        {"id": row["item_id"], "title": titles.get(row["source_id"], ""), "section": row["section"], "text": row["text"]}
+        for row in rows[:n]
     ]

@@ -47,7 +47,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, fields, replace
 from typing import TYPE_CHECKING, Any
 
@@ -56,9 +56,10 @@ import polars as pl
 from curation import schema
 from curation.review import UNREVIEWED, ReviewState, changed_since_review, join_decisions
 from curation.schema import AGENT_COLUMNS, with_stage_columns
-from curation.versions import HEX, VERSION_NAME, ExportError, identity_digest, version_id_of
+from curation.versions import HEX, VERSION_NAME, ExportError, identity_digest_sorted, version_id_of
 
 if TYPE_CHECKING:
+    from curation.generations import ItemPart
     from curation.workspace import Workspace
 
 DATASET_KINDS: tuple[str, ...] = ("sft", "pretrain")
@@ -180,13 +181,14 @@ class Selection:
 
     config: ExportConfig  # resolved
     sources: pl.DataFrame
-    candidates: pl.DataFrame  # every workspace item, with its decision and _step/_reason
-    selected: pl.DataFrame  # the items in the version, in dataset order, with final content
+    candidates: pl.DataFrame  # every workspace item, less its text, with its decision and _step/_reason
+    selected: pl.DataFrame  # the items in the version, in dataset order, less their text
     steps: tuple[StepReport, ...]
     review: ReviewState  # as read for this selection
-    records: list[dict[str, Any]]  # manifest item records, dataset order
+    records: pl.DataFrame  # manifest item records (RECORD_FIELDS), dataset order
     agents: dict[str, list[Any]]
     digest: str  # full sha256 hex of the identity payload
+    parts: list[ItemPart]  # where the selected items' text is read from (`content_batches`)
 
     @property
     def version_id(self) -> str:
@@ -194,17 +196,85 @@ class Selection:
 
 
 def select_items(workspace: Workspace, config: ExportConfig, review: ReviewState) -> Selection:
-    """The selection `config` makes from one snapshot of `workspace`; ExportError when it is empty."""
-    # One snapshot, so items and sources come from the same generation.
-    _, items, sources = workspace.snapshot()
+    """The selection `config` makes from one generation of `workspace`; ExportError when it is empty.
+
+    The items are read without their text (`light_items`: lengths and token counts stand in),
+    so a selection over a large corpus holds a few hundred bytes per item; the text is read a
+    source at a time when the version is written (`content_batches`).
+    """
+    _, parts, sources = workspace.tables()  # one generation, so items and sources agree
     config = config.resolved(sources)
-    candidates, steps = apply_selection(items, review.decisions, config, sources)
-    selected = final_content(candidates.filter(pl.col("_step").is_null()), config)
+    candidates, steps = apply_selection(light_items(parts), review.decisions, config, sources)
+    chosen = candidates.filter(pl.col("_step").is_null())
+    candidates = candidates.select(CANDIDATE_COLUMNS)  # what the card and the messages still read of them
+    selected = final_content(chosen, config, edited_texts(parts, chosen))
+    del chosen
     if selected.height == 0:
         raise ExportError(_empty_message(config, candidates, steps))
     records, agents = item_records(selected, config)
-    digest = identity_digest(config.to_dict(), records, agents)
-    return Selection(config, sources, candidates, selected, steps, review, records, agents, digest)
+    selected = selected.drop([*AGENT_COLUMNS.values(), *_LIGHT_EXTRA])  # in the records now; or counted
+    digest = identity_digest_sorted(config.to_dict(), records_in_identity_order(records), agents)
+    return Selection(config, sources, candidates, selected, steps, review, records, agents, digest, parts)
+
+
+# What a Selection keeps of every candidate: for the card's counts and plots and the empty-selection message.
+CANDIDATE_COLUMNS = ("item_id", "source_id", "_step", "_reason", "concept_score", "concept_basis", "critic_score")
+# The item columns holding text. The selection reads their lengths and token counts instead
+# (SELECTION_COLUMNS); export reads the text of the selected items a source at a time.
+TEXT_COLUMNS = ("question", "answer", "text", "context")
+# What the selection, the manifest records and the card read of an item besides its text.
+SELECTION_COLUMNS = (
+    "item_id", "source_id", "kind", "section", "section_date", "conversation_id", "turn_index", "start", "end",
+    "is_silence", "content_hash", "dedup_is_representative", "dedup_kind", "concept_score", "concept_basis",
+    "critic_score", "critic_unscored_reason", *AGENT_COLUMNS.values(),
+)
+
+
+def light_items(parts: Sequence[ItemPart]) -> pl.DataFrame:
+    """Every item's SELECTION_COLUMNS, where it is (`_part`, `_row`), and of each text column its stripped length
+    (`_<column>_chars`, null where the text is) and token count (`_<column>_tokens`), read a batch at a time."""
+    scans = []
+    for index, part in enumerate(parts):
+        scan = pl.scan_parquet(part.path)
+        present = set(scan.collect_schema().names())
+        measured = [expr for name in TEXT_COLUMNS if name in present for expr in (
+            pl.col(name).str.strip_chars().str.len_chars().cast(pl.Int64).alias(f"_{name}_chars"),
+            pl.col(name).str.count_matches(TOKEN_PATTERN).cast(pl.Int64).alias(f"_{name}_tokens"),
+        )]
+        # Agents repeat one JSON per stage run: categorical, so a million rows hold a few strings.
+        kept = [pl.col(name).cast(pl.Categorical) if name in AGENT_COLUMNS.values() else pl.col(name)
+                for name in SELECTION_COLUMNS if name in present]
+        scans.append(scan.select(*kept, *measured, pl.lit(index, dtype=pl.Int64).alias("_part"),
+                                 pl.int_range(pl.len(), dtype=pl.Int64).alias("_row")))
+    if not scans:
+        frame = schema.empty_items().select([n for n in SELECTION_COLUMNS if n in schema.ITEM_SCHEMA])
+        return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(name) for name in _LIGHT_EXTRA)
+    frame = pl.concat(scans, how="diagonal_relaxed").collect(engine="streaming")
+    missing = [pl.lit(None, dtype=pl.Int64).alias(name) for name in _LIGHT_EXTRA if name not in frame.columns]
+    return schema.with_added_columns(frame.with_columns(missing), schema.ITEM_SCHEMA) if missing else frame
+
+
+_LIGHT_EXTRA = tuple(f"_{name}_{what}" for name in TEXT_COLUMNS for what in ("chars", "tokens"))
+_LIGHT_COLUMNS = {*_LIGHT_EXTRA, "_part", "_row"}  # light_items' own columns, which the selection keeps
+
+
+def edited_texts(parts: Sequence[ItemPart], chosen: pl.DataFrame) -> pl.DataFrame:
+    """The stored text (TEXT_COLUMNS) of the chosen items a reviewer edited: their exported hash needs it."""
+    edited = chosen.filter(pl.col("_decision") == "edit").select("_part", "_row")
+    return read_rows(parts, edited, TEXT_COLUMNS)
+
+
+def read_rows(parts: Sequence[ItemPart], wanted: pl.DataFrame, columns: Sequence[str]) -> pl.DataFrame:
+    """`columns` of the rows `wanted` names (`_part`, `_row`), with those two, reading only the parts they are in."""
+    frames = []
+    for index in wanted["_part"].unique().sort().to_list():
+        rows = wanted.filter(pl.col("_part") == index)["_row"]
+        frame = parts[index].read()
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in columns if c not in frame.columns)
+        frames.append(frame.select(columns)[rows].with_columns(
+            pl.lit(index, dtype=pl.Int64).alias("_part"), rows.alias("_row").cast(pl.Int64)))
+    empty = pl.DataFrame(schema={**{c: pl.String for c in columns}, "_part": pl.Int64, "_row": pl.Int64})
+    return pl.concat([empty, *frames], how="vertical_relaxed")
 
 
 # join_decisions' columns under the names the selection reads (see the module docstring).
@@ -224,7 +294,7 @@ def apply_selection(
 
     state: the effective decisions (curation.review: ReviewState.decisions).
     """
-    base = with_stage_columns(items).drop([c for c in items.columns if c.startswith("_")])
+    base = with_stage_columns(items).drop([c for c in items.columns if c.startswith("_") and c not in _LIGHT_COLUMNS])
     frame = join_decisions(base, state).select(
         pl.exclude(list(_DECISION_NAMES)),
         *[pl.col(name).alias(alias) for name, alias in _DECISION_NAMES.items()],
@@ -234,7 +304,6 @@ def apply_selection(
     )
 
     is_pair = pl.col("kind") == "pair"
-    final_answer = pl.coalesce("_edited_answer", "answer")
     silent = is_pair & pl.col("is_silence") & pl.col("_edited_answer").is_null()
     unreviewed = pl.col("_decision").is_null()
     kinds = config.effective_item_kinds()
@@ -280,9 +349,9 @@ def apply_selection(
     if config.kind == "pretrain":
         rules.append(("content", silent, pl.lit("silent answer: no words to pretrain on")))
     final_text = pl.when(is_pair).then(
-        pl.coalesce("_edited_question", "question").str.strip_chars().str.len_chars().clip(upper_bound=1)
-        * final_answer.str.strip_chars().str.len_chars().clip(upper_bound=1)
-    ).otherwise(pl.coalesce("_edited_answer", "text").str.strip_chars().str.len_chars())
+        final_chars("_edited_question", "question").clip(upper_bound=1)
+        * final_chars("_edited_answer", "answer").clip(upper_bound=1)
+    ).otherwise(final_chars("_edited_answer", "text"))
     rules.append(("content", ~silent & (final_text == 0), pl.lit("empty text after edit")))
 
     step = pl.lit(None, dtype=pl.String)
@@ -359,37 +428,57 @@ def _step_reports(
     )
 
 
-def final_content(selected: pl.DataFrame, config: ExportConfig) -> pl.DataFrame:
-    """The selected items in dataset order with the content as exported (edits applied) and its hash."""
+def final_chars(edited: str, stored: str) -> pl.Expr:
+    """The stripped length of an item's text as exported: the edit's where there is one, else the stored text's."""
+    return pl.coalesce(pl.col(edited).str.strip_chars().str.len_chars().cast(pl.Int64), pl.col(f"_{stored}_chars"))
+
+
+def final_tokens(edited: str, stored: str) -> pl.Expr:
+    return pl.coalesce(pl.col(edited).str.count_matches(TOKEN_PATTERN).cast(pl.Int64), pl.col(f"_{stored}_tokens"))
+
+
+# Dataset order: by source, then where in it. Never how the items happen to be stored.
+DATASET_ORDER = ("source_id", "start", "end", "item_id")
+
+
+def final_content(chosen: pl.DataFrame, config: ExportConfig, edited: pl.DataFrame) -> pl.DataFrame:
+    """The chosen items in dataset order with `_silent`, `_exported_hash` and `_tokens` of the content as exported.
+
+    edited: the stored text of the edited items (`edited_texts`): only their hash is recomputed,
+    the rest export their content as it is. Tokens add up: the sft content `question + "\n" + answer`
+    has the question's tokens and the answer's (no token spans a newline).
+    """
     is_pair = pl.col("kind") == "pair"
-    frame = selected.with_columns(
-        pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
-        pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
-        pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
+    frame = chosen.with_columns(
         (is_pair & pl.col("is_silence") & pl.col("_edited_answer").is_null()).alias("_silent"),
-    ).sort("source_id", "start", "end", "item_id")
-    # Only edited items need their hash recomputed; the rest export their content as it is.
-    edited = frame.filter(pl.col("_decision") == "edit")
-    recomputed = {
-        (row["source_id"], row["item_id"]): (
-            schema.content_hash("pair", question=row["_question"], answer=row["_answer"], context=row["context"])
-            if row["kind"] == "pair"
-            else schema.content_hash(row["kind"], text=row["_text"])
-        )
-        for row in edited.select("source_id", "item_id", "kind", "_question", "_answer", "_text", "context").iter_rows(named=True)
-    }
-    exported = [
-        recomputed.get((sid, iid), ch)
-        for sid, iid, ch in zip(frame["source_id"].to_list(), frame["item_id"].to_list(), frame["content_hash"].to_list())
-    ]
-    content = (
-        pl.when(is_pair & (pl.lit(config.kind) == "sft")).then(pl.concat_str("_question", pl.lit("\n"), "_answer"))
-        .when(is_pair).then(pl.col("_answer"))
-        .otherwise(pl.col("_text"))
+    ).sort(*DATASET_ORDER)
+    recomputed: dict[tuple[int, int], str] = {}
+    if edited.height:
+        content = edited.join(frame.select("_part", "_row", "kind", "_edited_question", "_edited_answer"),
+                              on=["_part", "_row"], how="inner")
+        for row in content.iter_rows(named=True):
+            if row["kind"] == "pair":
+                question = row["_edited_question"] if row["_edited_question"] is not None else row["question"]
+                answer = row["_edited_answer"] if row["_edited_answer"] is not None else row["answer"]
+                hashed = schema.content_hash("pair", question=question, answer=answer, context=row["context"])
+            else:
+                text = row["_edited_answer"] if row["_edited_answer"] is not None else row["text"]
+                hashed = schema.content_hash(row["kind"], text=text)
+            recomputed[(row["_part"], row["_row"])] = hashed
+    exported = pl.DataFrame(
+        {"_part": [k[0] for k in recomputed], "_row": [k[1] for k in recomputed], "_recomputed": list(recomputed.values())},
+        schema={"_part": pl.Int64, "_row": pl.Int64, "_recomputed": pl.String},
     )
-    return frame.with_columns(
-        pl.Series("_exported_hash", exported, dtype=pl.String),
-        content.str.count_matches(TOKEN_PATTERN).cast(pl.Int64).alias("_tokens"),
+    tokens = (
+        pl.when(is_pair & (pl.lit(config.kind) == "sft")).then(final_tokens("_edited_question", "question")
+                                                               + final_tokens("_edited_answer", "answer"))
+        .when(is_pair).then(final_tokens("_edited_answer", "answer"))
+        .otherwise(final_tokens("_edited_answer", "text"))
+    )
+    return (
+        frame.join(exported, on=["_part", "_row"], how="left", maintain_order="left")
+        .with_columns(pl.coalesce("_recomputed", "content_hash").alias("_exported_hash"), tokens.alias("_tokens"))
+        .drop("_recomputed")
     )
 
 
@@ -407,42 +496,45 @@ def _empty_message(config: ExportConfig, candidates: pl.DataFrame, steps: tuple[
     return f"nothing to export: no item of {candidates.height} passes the selection for {config.name!r}: {top}{hint}"
 
 
-def _agent_index(values: list[str | None]) -> tuple[list[int | None], list[Any]]:
-    distinct = sorted({v for v in values if v is not None})
+def _agent_index(values: pl.Series) -> tuple[pl.Series, list[Any]]:
+    """Each row's index into the distinct agents (sorted JSON), and those agents."""
+    distinct = sorted(values.cast(pl.String).drop_nulls().unique().to_list())
     position = {v: i for i, v in enumerate(distinct)}
-    return [position[v] if v is not None else None for v in values], [json.loads(v) for v in distinct]
+    return values.cast(pl.String).replace_strict(position, default=None, return_dtype=pl.Int64), [json.loads(v) for v in distinct]
 
 
-def item_records(selected: pl.DataFrame, config: ExportConfig) -> tuple[list[dict[str, Any]], dict[str, list[Any]]]:
-    """One manifest record per item (dataset order), and the distinct agents they refer to by index."""
+# A manifest record's fields, in the order each record is written.
+RECORD_FIELDS = (
+    "item_id", "source_id", "kind", "section", "content_hash", "exported_hash", "decision", "reviewer", "reason",
+    "response_id", "reviewed_hash", "silent", "dedup_kind", "concept_score", "critic_score", "agents",
+)
+
+
+def item_records(selected: pl.DataFrame, config: ExportConfig) -> tuple[pl.DataFrame, dict[str, list[Any]]]:
+    """One manifest record per item (dataset order) as a frame of RECORD_FIELDS, and the distinct agents they
+    refer to by index (`agents`: a struct of one index per stage)."""
     agents: dict[str, list[Any]] = {}
-    indices: dict[str, list[int | None]] = {}
+    indices: dict[str, pl.Series] = {}
     for stage, column in AGENT_COLUMNS.items():
-        indices[stage], agents[stage] = _agent_index(selected[column].to_list())
-    columns = selected.select(
-        "item_id", "source_id", "kind", "section", "content_hash", "_exported_hash", "_decision", "_reviewer",
-        "_review_reason", "_response_id", "_reviewed_hash", "_silent", "dedup_kind", "concept_score", "critic_score",
-    ).rows()
-    records = []
-    for i, (iid, sid, kind, section, chash, xhash, decision, reviewer, reason, rid, rhash, silent, dkind, concept, critic) in enumerate(columns):
-        record: dict[str, Any] = {
-            "item_id": iid,
-            "source_id": sid,
-            "kind": kind,
-            "section": section,
-            "content_hash": chash,
-            "exported_hash": xhash,
-            "decision": decision or UNREVIEWED,
-            "reviewer": reviewer,
-            "reason": reason,
-            "response_id": rid,
-            # The hash of the content the reviewer saw, when it is not the content now (the wording moved).
-            "reviewed_hash": rhash if rhash is not None and rhash != chash else None,
-            "silent": bool(silent),
-            "dedup_kind": dkind,
-            "concept_score": concept,
-            "critic_score": critic,
-            "agents": {stage: indices[stage][i] for stage in AGENT_COLUMNS},
-        }
-        records.append(record)
+        indices[stage], agents[stage] = _agent_index(selected[column])
+    records = selected.select(
+        "item_id", "source_id", "kind", "section", "content_hash",
+        pl.col("_exported_hash").alias("exported_hash"),
+        pl.col("_decision").fill_null(UNREVIEWED).alias("decision"),
+        pl.col("_reviewer").alias("reviewer"),
+        pl.col("_review_reason").alias("reason"),
+        pl.col("_response_id").alias("response_id"),
+        # The hash of the content the reviewer saw, when it is not the content now (the wording moved).
+        pl.when(pl.col("_reviewed_hash") != pl.col("content_hash")).then(pl.col("_reviewed_hash")).alias("reviewed_hash"),
+        pl.col("_silent").fill_null(False).alias("silent"),
+        "dedup_kind", "concept_score", "critic_score",
+        pl.struct(**{stage: pl.lit(index) for stage, index in indices.items()}).alias("agents"),
+    )
     return records, agents
+
+
+def records_in_identity_order(records: pl.DataFrame, batch: int = 10_000) -> Iterator[dict[str, Any]]:
+    """The records as the identity digest takes them: by (item_id, source_id), without their place in the dataset."""
+    ordered = records.select(RECORD_FIELDS).sort("item_id", "source_id")
+    for start in range(0, ordered.height, batch):
+        yield from ordered.slice(start, batch).to_dicts()

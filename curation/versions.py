@@ -38,7 +38,7 @@ import re
 import secrets
 import shutil
 import stat
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -129,14 +129,30 @@ def identity_digest(
 
     satsang_version: the version that made it (verify passes the manifest's), default this one.
     """
+    ordered = sorted(({k: v for k, v in r.items() if k not in ("row", "turn")} for r in records),
+                     key=lambda r: (r["item_id"], r["source_id"]))
+    return identity_digest_sorted(config, ordered, agents, satsang_version)
+
+
+def identity_digest_sorted(
+    config: Mapping[str, Any], records: Iterable[dict[str, Any]], agents: dict[str, list[Any]],
+    satsang_version: str | None = None,
+) -> str:
+    """`identity_digest` of records already in its order (by item_id, source_id; no row or turn), hashed as
+    they come: the canonical JSON of the whole payload, never held whole (a version may have millions of items)."""
     payload = {
         "format": EXPORT_FORMAT,
         "satsang": satsang_version if satsang_version is not None else tool_versions()["satsang"],
         "config": dict(config),
         "agents": agents,
-        "items": sorted(({k: v for k, v in r.items() if k not in ("row", "turn")} for r in records), key=lambda r: (r["item_id"], r["source_id"])),
+        "items": [],
     }
-    return hashlib.sha256(canonical_json(payload)).hexdigest()
+    before, after = canonical_json(payload).split(b'"items":[]', 1)
+    digest = hashlib.sha256(before + b'"items":[')
+    for number, record in enumerate(records):
+        digest.update((b"," if number else b"") + canonical_json(record))
+    digest.update(b"]" + after)
+    return digest.hexdigest()
 
 
 def version_id_of(name: str, digest: str) -> str:
@@ -173,11 +189,19 @@ def iso_time(value: Any) -> str:
 
 def manifest_bytes(manifest: dict[str, Any]) -> bytes:
     """Pretty header, then `"items": [` with one compact record per line: diffable, and `versions` reads only the header."""
-    header = {k: v for k, v in manifest.items() if k != "items"}
+    chunks: list[bytes] = []
+    write_manifest(chunks.append, {k: v for k, v in manifest.items() if k != "items"}, manifest["items"])
+    return b"".join(chunks)
+
+
+def write_manifest(write: Any, header: dict[str, Any], records: Iterable[dict[str, Any]]) -> None:
+    """The manifest's bytes to `write` (a file's write), a record at a time: `manifest_bytes`, never held whole."""
     head = json.dumps(header, indent=2, ensure_ascii=False, allow_nan=False)
-    lines = [json.dumps(r, ensure_ascii=False, allow_nan=False, separators=(", ", ": ")) for r in manifest["items"]]
-    body = head[:-2] + ',\n  "items": [\n' + ",\n".join("    " + line for line in lines) + "\n  ]\n}\n"
-    return body.encode("utf-8")
+    write((head[:-2] + ',\n  "items": [\n').encode("utf-8"))
+    for number, record in enumerate(records):
+        line = json.dumps(record, ensure_ascii=False, allow_nan=False, separators=(", ", ": "))
+        write(((",\n" if number else "") + "    " + line).encode("utf-8"))
+    write("\n  ]\n}\n".encode("utf-8"))
 
 
 def read_manifest_header(directory: Path) -> dict[str, Any]:

@@ -241,6 +241,10 @@ class Workspace:
                 continue  # pruned after two commits by writers since we read HEAD: read it again
         raise WorkspaceError(f"{self.root}: generation {head.generation} named by {HEAD} is missing")
 
+    def tables(self) -> tuple[int, list[ItemPart], pl.DataFrame]:
+        """HEAD's generation, its item parts and its sources table, all of one generation."""
+        return self._consistent(lambda head: (self._parts(head), self._sources(head)))
+
     def scan_items(self) -> pl.LazyFrame:
         """HEAD's items as a lazy frame: a query reads only the columns and rows it needs."""
         return scan_parts(self.item_parts()[1])
@@ -260,7 +264,7 @@ class Workspace:
         """
         from curation.review import load_review_state
 
-        generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+        generation, parts, sources = self.tables()
         if review is None:
             review = load_review_state(self.root, db_url)
         reviewed = pl.col("item_id").is_in(review.reviewed_item_ids().implode())
@@ -372,7 +376,7 @@ class Workspace:
                 staged = StagedItems(directory, self.part_rows)
                 books = [staged.add(book) for book in books]
             staged.flush()
-            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+            generation, parts, sources = self.tables()
             known = set(sources["source_id"].to_list())
             reports: list[FileReport] = []
             new: list[ParsedBook] = []
@@ -429,7 +433,7 @@ class Workspace:
         (a stage re-run on unchanged input leaves the workspace as it was).
         """
         with self._writer_lock():
-            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+            generation, parts, sources = self.tables()
             items = self._guarded(lambda: read_parts(parts))
             updated = transform(items)
             self._check_schema(updated)
@@ -454,7 +458,7 @@ class Workspace:
         rows is left out): the rows of the new generation are the parts' results in order.
         """
         with self._writer_lock():
-            generation, parts, sources = self._consistent(lambda head: (self._parts(head), self._sources(head)))
+            generation, parts, sources = self.tables()
             if prepare is not None:
                 prepare(parts)
             writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)

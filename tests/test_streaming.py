@@ -125,3 +125,27 @@ def test_the_calibration_sample_drawn_part_by_part_is_the_whole_table_s(whole_an
     candidates = calibration_candidates(parted.item_parts()[1], share, at_least)
     assert calibration_sample(candidates, share, at_least) == calibration_sample(texts, share, at_least)
     assert len(candidates) < len(set(texts)) or share == 0.0
+
+
+def test_a_version_exported_from_many_parts_is_the_one_exported_from_one(whole_and_parted, tmp_path):
+    import hashlib
+
+    from curation.export import export_version
+    from curation.responses import ResponseStore
+    from curation.selection import ExportConfig
+
+    results = []
+    for workspace in whole_and_parted:
+        run_dedup(workspace)
+        pairs = workspace.items().filter(pl.col("kind") == "pair").head(3)
+        with ResponseStore.open(workspace.root) as store:  # an edit: its exported hash is recomputed from the parts
+            first, second, third = pairs.iter_rows(named=True)
+            store.record(first["item_id"], first["content_hash"], "ana", "edit", edited_answer="Who asks?")
+            store.record(second["item_id"], second["content_hash"], "ana", "reject", reason="not contemplative")
+            store.record(third["item_id"], third["content_hash"], "ana", "accept")
+        made = [export_version(workspace, ExportConfig(name=kind, kind=kind, include_unreviewed=True,
+                                                       include_answers_in_pretrain=kind == "pretrain"),
+                               created_at="2026-01-01T00:00:00+00:00") for kind in ("sft", "pretrain")]
+        results.append([(result.version_id, {str(p.relative_to(result.path)): hashlib.sha256(p.read_bytes()).hexdigest()
+                                             for p in sorted(result.path.rglob("*")) if p.is_file()}) for result in made])
+    assert results[0] == results[1]
