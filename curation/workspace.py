@@ -233,13 +233,7 @@ class Workspace:
 
     def item_parts(self) -> tuple[int, list[ItemPart]]:
         """HEAD's generation and its item parts, in order: to go through the items a part at a time."""
-        for _ in range(5):
-            head = self._head()
-            try:
-                return head.generation, self._parts(head)
-            except FileNotFoundError:
-                continue  # pruned after two commits by writers since we read HEAD: read it again
-        raise WorkspaceError(f"{self.root}: generation {head.generation} named by {HEAD} is missing")
+        return self._consistent(lambda head: (self._parts(head),))
 
     def tables(self) -> tuple[int, list[ItemPart], pl.DataFrame]:
         """HEAD's generation, its item parts and its sources table, all of one generation."""
@@ -250,7 +244,7 @@ class Workspace:
         return scan_parts(self.item_parts()[1])
 
     def sources(self) -> pl.DataFrame:
-        return self.snapshot()[2]
+        return self._consistent(lambda head: (self._sources(head),))[1]
 
     def source_text(self, source_id: str) -> str:
         return (self.root / SOURCES_DIR / f"{source_id}.txt").read_text(encoding="utf-8")
@@ -441,7 +435,10 @@ class Workspace:
                 return generation  # same content; a stage that re-adds its columns may reorder them
             del items
             writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)
-            return self._write_and_publish(writer, sources, lambda: [writer.write(b) for b in batches(updated, self.part_rows)])
+            with self._writing(writer):
+                for batch in batches(updated, self.part_rows):
+                    writer.write(batch)
+                return self._publish(writer, sources)
 
     def map_items(
         self,
@@ -462,8 +459,7 @@ class Workspace:
             if prepare is not None:
                 prepare(parts)
             writer = GenerationWriter(self.root / TABLES_DIR, generation + 1)
-
-            def write_parts() -> None:
+            with self._writing(writer):
                 for part in parts:
                     items = self._guarded(part.read)
                     updated = transform(items, part)
@@ -476,16 +472,10 @@ class Workspace:
                     else:
                         for batch in batches(updated, self.part_rows):
                             writer.write(batch)
-
-            try:
-                write_parts()
-            except BaseException:
-                writer.discard()
-                raise
-            if writer.n_written == 0 and writer.n_parts == len(parts):
-                writer.discard()
-                return generation
-            return self._write_and_publish(writer, sources, lambda: None)
+                if writer.n_written == 0 and writer.n_parts == len(parts):
+                    writer.discard()
+                    return generation
+                return self._publish(writer, sources)
 
     # ---- internals -----------------------------------------------------------------
 
@@ -503,7 +493,7 @@ class Workspace:
         return self._consistent(lambda head: (self._guarded(lambda: read_parts(self._parts(head)), head),
                                               self._sources(head)))
 
-    def _consistent(self, read: Callable[[_Head], tuple[Any, Any]]) -> tuple[int, Any, Any]:
+    def _consistent(self, read: Callable[[_Head], tuple[Any, ...]]) -> tuple[Any, ...]:
         """(generation, *read(head)) from one generation, read again if it is pruned meanwhile."""
         for _ in range(5):
             head = self._head()
@@ -559,11 +549,11 @@ class Workspace:
         if wrong:
             raise WorkspaceError(f"{self.root}: update would break the item schema in columns {sorted(wrong)}")
 
-    def _write_and_publish(self, writer: GenerationWriter, sources: pl.DataFrame, write: Callable[[], Any]) -> int:
-        """write() parts into `writer`, then publish it; a full disk is one line, and nothing is committed."""
+    @contextmanager
+    def _writing(self, writer: GenerationWriter) -> Iterator[None]:
+        """Discard `writer`'s generation if the block fails; a full disk is one line, and nothing is committed."""
         try:
-            write()
-            return self._publish(writer, sources)
+            yield
         except BaseException as error:
             writer.discard()
             if is_write_failure(error):
