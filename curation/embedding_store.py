@@ -1,10 +1,24 @@
-"""Embeddings on disk: one Parquet table per model and engine in `<workspace>/embeddings/`, keyed by text.
+"""Embeddings on disk: one store per model and engine in `<workspace>/embeddings/`, keyed by text.
 
 Keyed by the sha256 of the exact text embedded, so re-scoring unchanged items encodes
 nothing, and other tools (similarity search in the dashboard, semantic near-duplicates)
-reuse them. Each engine of a model (`curation.embedding_backends`) has its own table:
+reuse them. Each engine of a model (`curation.embedding_backends`) has its own store:
 their embeddings differ in the last digits (ONNX float32) or more (int8, static), and a
-table mixing them would make scores depend on which engine first saw a text.
+store mixing them would make scores depend on which engine first saw a text.
+
+On disk a store is a directory `<store-key>.parquet/` of append-only parts,
+`part-NNNNNN.arrow`: Arrow IPC files (uncompressed, so memory-mappable) with the
+columns the single Parquet file had, `key` (string) and `embedding` (float32 × d);
+`pl.read_ipc(part)` reads one. (The directory keeps the `.parquet` name of the single
+file it replaced, so tools that look for `embeddings/*.parquet` still find it.) A
+save writes only the rows added since the last one, as a new part (temp + rename),
+under the embeddings directory's file lock; parts beyond `max_parts` are merged.
+An old single-file store `<store-key>.parquet` is read as it is and migrated into
+part 000000 on the first save, bit for bit.
+
+In memory a store holds an index (32 bytes of digest and a 4-byte row number per key,
+sorted) and the rows added since the last save; `get` reads just the requested rows
+from the memory-mapped parts. Memory depends on the number of keys, not their vectors.
 """
 
 from __future__ import annotations
@@ -12,17 +26,22 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-from collections.abc import Sequence
+import shutil
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import polars as pl
+import pyarrow as pa
 
 from curation.embedding_backends import PACKAGED_MODEL, TORCH
 from curation.errors import CurationError
-from curation.files import atomic_replace, exclusive_lock
+from curation.files import TMP_PREFIX, atomic_replace, exclusive_lock, fsync, fsync_tree, temp_path
 
 EMBEDDINGS_DIR = "embeddings"
+PART_NAME = re.compile(r"part-(\d{6})\.arrow")
+# The old single file, renamed aside while its migration into part 000000 is under way.
+MIGRATING_SUFFIX = ".legacy"
 
 
 class ScoreError(CurationError):
@@ -54,31 +73,207 @@ def text_key(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
+# ---- keys as 32-byte digests --------------------------------------------------------------
+
+_HEX = b"0123456789abcdef"
+_DIGEST = np.dtype("S32")
+# Keys that are not a text_key (tests, tools) are hashed, under a prefix of their own, so that
+# no such key can equal the digest of a text_key: that would take a sha256 preimage.
+_OTHER_KEY_PREFIX = b"satsang embedding key\x00"
+
+
+def _digest_of(key: str) -> bytes:
+    if len(key) == 64:
+        raw = key.encode("ascii", "replace")
+        if not raw.translate(None, _HEX):
+            return bytes.fromhex(key)
+    return hashlib.sha256(_OTHER_KEY_PREFIX + key.encode("utf-8")).digest()
+
+
+def _digests(keys: Sequence[str]) -> np.ndarray:
+    """The keys' 32-byte digests: a text_key's own bytes (64 lower-case hex digits), else a sha256 of the key."""
+    if all(len(key) == 64 for key in keys):
+        joined = "".join(keys).encode("utf-8", "replace")
+        if len(joined) == 64 * len(keys) and not joined.translate(None, _HEX):  # the usual case, in one C call
+            return np.frombuffer(bytes.fromhex(joined.decode("ascii")), _DIGEST).copy()
+    return np.array([_digest_of(key) for key in keys], dtype=_DIGEST).reshape(len(keys))
+
+
+def _arrow_digests(keys: pa.Array) -> np.ndarray:
+    """`_digests` of an Arrow string column, decoded from its buffers when every key is a text_key."""
+    n = len(keys)
+    if n and keys.type == pa.string() and not keys.null_count:
+        offsets = np.frombuffer(keys.buffers()[1], np.int32)[keys.offset : keys.offset + n + 1]
+        if (np.diff(offsets) == 64).all():
+            joined = keys.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+            if not joined.translate(None, _HEX):
+                return np.frombuffer(bytes.fromhex(joined.decode("ascii")), _DIGEST).copy()
+    return _digests(keys.to_pylist())
+
+
+# ---- the index: sorted runs of (digest, row) --------------------------------------------
+
+
+@dataclass
+class _Run:
+    digests: np.ndarray  # sorted, unique
+    rows: np.ndarray  # uint32: the row of each digest, counted over all segments
+
+
+class _Index:
+    """digest -> global row, as a few sorted runs (merged like a binary counter: O(n log n) in all)."""
+
+    def __init__(self) -> None:
+        self.runs: list[_Run] = []
+
+    def __len__(self) -> int:
+        return sum(len(run.digests) for run in self.runs)
+
+    @property
+    def nbytes(self) -> int:
+        return sum(run.digests.nbytes + run.rows.nbytes for run in self.runs)
+
+    def lookup(self, digests: np.ndarray) -> np.ndarray:
+        """Each digest's row, -1 where it is not indexed."""
+        found = np.full(len(digests), -1, np.int64)
+        for run in self.runs:
+            if not len(run.digests):
+                continue
+            at = np.minimum(np.searchsorted(run.digests, digests), len(run.digests) - 1)
+            hit = run.digests[at] == digests
+            found[hit] = run.rows[at[hit]]
+        return found
+
+    def add(self, digests: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Index the digests not indexed yet (the first of repeats); returns the mask of those taken."""
+        unique, first = np.unique(digests, return_index=True)
+        new = self.lookup(unique) < 0
+        unique, first = unique[new], first[new]
+        taken = np.zeros(len(digests), bool)
+        taken[first] = True
+        if len(unique):
+            self.runs.append(_Run(unique, rows[first].astype(np.uint32)))
+            while len(self.runs) > 1 and len(self.runs[-2].digests) <= 2 * len(self.runs[-1].digests):
+                newer, older = self.runs.pop(), self.runs.pop()
+                merged = np.concatenate([older.digests, newer.digests])
+                order = np.argsort(merged, kind="stable")
+                self.runs.append(_Run(merged[order], np.concatenate([older.rows, newer.rows])[order]))
+        return taken
+
+
+# ---- parts --------------------------------------------------------------------------------
+
+
+@dataclass
+class _Part:
+    """One part on disk (or the old single file, held in memory): its record batches as key columns and row views."""
+
+    number: int  # -1: the old single file
+    path: Path
+    keys: list[pa.Array]
+    vectors: list[np.ndarray]  # memory-mapped (n, d) float32 views, one per record batch
+
+    @property
+    def n(self) -> int:
+        return sum(len(v) for v in self.vectors)
+
+
+def _schema(dim: int) -> pa.Schema:
+    return pa.schema([pa.field("key", pa.string(), nullable=False), pa.field("embedding", pa.list_(pa.float32(), dim), nullable=False)])
+
+
+def _batch(keys: pa.Array | Sequence[str], vectors: np.ndarray) -> pa.RecordBatch:
+    vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+    keys = keys if isinstance(keys, pa.Array) else pa.array(list(keys), pa.string())
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), vectors.shape[1])
+    return pa.RecordBatch.from_arrays([keys, embedding], schema=_schema(vectors.shape[1]))
+
+
+def _write_part(path: Path, batches: Iterator[pa.RecordBatch], dim: int) -> None:
+    """Publish a part from `batches` atomically: temp file, fsync, rename (a killed write leaves only a temp)."""
+
+    def write(temp: Path) -> None:
+        with pa.OSFile(str(temp), "wb") as sink, pa.ipc.new_file(sink, _schema(dim)) as writer:
+            for batch in batches:
+                writer.write_batch(batch)
+
+    atomic_replace(path, write)
+
+
+def _vectors_of(column: pa.Array, path: Path) -> np.ndarray:
+    if not pa.types.is_fixed_size_list(column.type) or column.type.value_type != pa.float32() or column.null_count:
+        raise ScoreError(f"{path}: its embedding column is {column.type}, not float32 × d without nulls")
+    flat = column.flatten()
+    if flat.null_count:
+        raise ScoreError(f"{path}: its embeddings hold nulls")
+    return flat.to_numpy(zero_copy_only=True).reshape(len(column), column.type.list_size)
+
+
+def _read_part(number: int, path: Path) -> _Part:
+    """A part's batches, memory-mapped (nothing is read until asked); ScoreError naming the file if it is damaged."""
+    try:
+        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        if reader.schema.names[:2] != ["key", "embedding"]:
+            raise ScoreError(f"{path}: columns {reader.schema.names}, not key and embedding")
+        keys, vectors = [], []
+        for i in range(reader.num_record_batches):
+            batch = reader.get_batch(i)
+            keys.append(batch.column(0))
+            vectors.append(_vectors_of(batch.column(1), path))
+    except (pa.ArrowException, ValueError) as why:
+        raise ScoreError(
+            f"{path}: damaged embedding part ({' '.join(str(why).split())[:160]}); move it away and score again"
+            " (its texts are encoded again)"
+        ) from None
+    return _Part(number, path, keys, vectors)
+
+
+def _read_single_file(path: Path) -> _Part:
+    """The old format, one Parquet table, read whole as the old store read it (it held the table whole too)."""
+    import polars as pl
+
+    try:
+        frame = pl.read_parquet(path)
+        if not frame.height:
+            return _Part(-1, path, [], [])
+        keys = pa.array(frame["key"].to_list(), pa.string())
+        vectors = np.ascontiguousarray(frame["embedding"].to_numpy(), dtype=np.float32)
+    except FileNotFoundError:
+        raise
+    except (pl.exceptions.PolarsError, OSError, KeyError, ValueError) as why:
+        raise ScoreError(f"{path}: damaged embedding table ({' '.join(str(why).split())[:160]}); move it away and score again") from None
+    if vectors.ndim != 2:
+        raise ScoreError(f"{path}: its embedding column is {frame['embedding'].dtype}, not float32 × d")
+    return _Part(-1, path, [keys], [vectors])
+
 
 # ---- the embedding store ------------------------------------------------------------------
 
 
 class EmbeddingStore:
-    """One model's embeddings on disk: a Parquet table (key: sha256 of the text, embedding: float32 array).
+    """One model's embeddings on disk (key: sha256 of the text, embedding: float32 × d), read row by row.
 
-    Loaded whole into memory (1,700 answers of 384 floats are 2.6 MB). `add` keeps new
-    rows in memory; `save` merges them into whatever is on disk under a file lock (so two
-    scorers adding at once lose nothing) and replaces the file atomically (temp + rename),
-    so a reader never sees half a table.
+    `add` keeps new rows in memory; `save` writes them as a new part under a file lock,
+    after reading the parts other processes saved meanwhile (so two scorers adding at once
+    lose nothing and never store a key twice). `get` reads the requested rows from the
+    memory-mapped parts. See the module's docstring for the format.
     """
 
     # How long a save waits for another scorer's save before giving up with an error.
     lock_timeout_s: float = 120.0
+    # More parts than this and a save merges the smaller half of them into one.
+    max_parts: int = 64
+    # A merge copies rows in record batches of about this size (its memory bound).
+    merge_batch_bytes: int = 64 << 20
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
-        self._keys: list[str] = []
-        self._index: dict[str, int] = {}
-        self._chunks: list[np.ndarray] = []
-        self._matrix: np.ndarray | None = None
-        self._unsaved = 0
-        if self.path.exists():
-            self._load(pl.read_parquet(self.path))
+        self._migrating = self.path.with_name(self.path.name + MIGRATING_SUFFIX)
+        self._pending_keys: list[str] = []
+        self._pending_at: dict[str, int] = {}
+        self._pending_chunks: list[np.ndarray] = []
+        self._reset()
+        self._refresh()
 
     @classmethod
     def for_workspace(cls, root: str | os.PathLike[str], model: str, backend: str = TORCH) -> EmbeddingStore:
@@ -86,70 +281,228 @@ class EmbeddingStore:
         return cls(Path(root) / EMBEDDINGS_DIR / f"{store_key(model, backend)}.parquet")
 
     def __len__(self) -> int:
-        return len(self._keys)
+        return len(self._index) + len(self._pending_keys)
 
     def __contains__(self, key: object) -> bool:
-        return key in self._index
+        if not isinstance(key, str):
+            return False
+        return key in self._pending_at or bool(self._index.lookup(_digests([key]))[0] >= 0)
 
     @property
     def dim(self) -> int | None:
-        return self.matrix.shape[1] if len(self) else None
+        return self._dim
 
     @property
-    def matrix(self) -> np.ndarray:
-        if self._matrix is None or self._matrix.shape[0] != len(self._keys):
-            self._matrix = np.concatenate(self._chunks) if self._chunks else np.zeros((0, 0), np.float32)
-            self._chunks = [self._matrix]
-        return self._matrix
+    def index_bytes(self) -> int:
+        """Memory the key index takes (digests and row numbers): what a store costs, besides unsaved rows."""
+        return self._index.nbytes
+
+    @property
+    def n_parts(self) -> int:
+        return len(self._parts)
 
     def get(self, keys: Sequence[str]) -> np.ndarray:
         """The embeddings of `keys`, in order; KeyError for a key not stored."""
-        return self.matrix[[self._index[key] for key in keys]]
+        out = np.empty((len(keys), self._dim or 0), np.float32)
+        if not len(keys):
+            return out
+        pending = np.array([self._pending_at.get(key, -1) for key in keys], np.int64)
+        if (pending >= 0).any():
+            unsaved = np.concatenate(self._pending_chunks) if len(self._pending_chunks) > 1 else self._pending_chunks[0]
+            self._pending_chunks = [unsaved]
+            out[pending >= 0] = unsaved[pending[pending >= 0]]
+        stored = np.flatnonzero(pending < 0)
+        if len(stored):
+            rows = self._index.lookup(_digests([keys[i] for i in stored]))
+            if (rows < 0).any():
+                raise KeyError(keys[stored[np.flatnonzero(rows < 0)[0]]])
+            order = np.argsort(rows, kind="stable")  # each segment's rows in file order: sequential reads
+            rows, stored = rows[order], stored[order]
+            segment = np.searchsorted(self._segment_starts, rows, side="right") - 1
+            bounds = np.flatnonzero(np.diff(segment)) + 1
+            for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(rows)]])):
+                s = segment[lo]
+                out[stored[lo:hi]] = self._segments[s][rows[lo:hi] - self._segment_starts[s]]
+        return out
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
         vectors = np.asarray(vectors, dtype=np.float32)
         if vectors.ndim != 2 or vectors.shape[0] != len(keys):
             raise ValueError(f"{len(keys)} keys but embeddings of shape {vectors.shape}")
-        if self.dim is not None and vectors.shape[1] != self.dim:
-            raise ScoreError(f"{self.path}: holds {self.dim}-d embeddings, not {vectors.shape[1]}-d")
-        fresh = [i for i, key in enumerate(keys) if key not in self._index]
-        for i in fresh:
-            self._index[keys[i]] = len(self._keys)
-            self._keys.append(keys[i])
+        if self._dim is not None and vectors.shape[1] != self._dim:
+            raise ScoreError(f"{self.path}: holds {self._dim}-d embeddings, not {vectors.shape[1]}-d")
+        if not len(keys):
+            return
+        stored = self._index.lookup(_digests(list(keys))) >= 0
+        fresh = []
+        for i, key in enumerate(keys):
+            if not stored[i] and key not in self._pending_at:
+                self._pending_at[key] = len(self._pending_keys)
+                self._pending_keys.append(key)
+                fresh.append(i)
         if fresh:
-            self._chunks.append(vectors[fresh])
-            self._unsaved += len(fresh)
+            self._pending_chunks.append(vectors[fresh])
+            self._dim = vectors.shape[1]
 
     def save(self) -> None:
-        """Write what was added since the last save; nothing when nothing was."""
-        if not self._unsaved:
+        """Write what was added since the last save, as one new part; nothing when nothing was."""
+        if not self._pending_keys:
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
         busy = f"{self.path}: another process is saving embeddings here"
         with exclusive_lock(self.path.parent / ".lock", self.lock_timeout_s, busy, error=ScoreError):
-            if self.path.exists():  # another process may have saved since we loaded
-                ours_keys, ours = list(self._keys), self.matrix
-                self._reset()
-                self._load(pl.read_parquet(self.path))
-                self.add(ours_keys, ours)
-                if not self._unsaved:  # all of ours were saved by the other process
-                    return
-            atomic_replace(self.path, self._frame().write_parquet)
-            self._unsaved = 0
+            self._sweep()
+            self._migrate_single_file()
+            self.path.mkdir(exist_ok=True)
+            self._refresh()  # the parts other processes saved since we looked
+            keys = self._pending_keys
+            vectors = np.concatenate(self._pending_chunks)
+            if self._dim is not None and vectors.shape[1] != self._dim:
+                raise ScoreError(f"{self.path}: holds {self._dim}-d embeddings, not {vectors.shape[1]}-d")
+            new = np.flatnonzero(self._index.lookup(_digests(keys)) < 0)
+            if len(new):
+                number = max((part.number for part in self._parts), default=0) + 1
+                path = self.path / f"part-{number:06d}.arrow"
+                _write_part(path, iter([_batch([keys[i] for i in new], vectors[new])]), vectors.shape[1])
+                self._add_part(_read_part(number, path))
+            self._pending_keys, self._pending_at, self._pending_chunks = [], {}, []
+            if len(self._parts) > self.max_parts:
+                self._compact()
 
-    def _frame(self) -> pl.DataFrame:
-        matrix = self.matrix
-        return pl.DataFrame(
-            {
-                "key": pl.Series("key", self._keys, dtype=pl.String),
-                "embedding": pl.Series("embedding", matrix, dtype=pl.Array(pl.Float32, matrix.shape[1])),
-            }
-        )
-
-    def _load(self, frame: pl.DataFrame) -> None:
-        if frame.height:
-            self.add(frame["key"].to_list(), frame["embedding"].to_numpy())
-        self._unsaved = 0
+    # ---- reading what is on disk ----
 
     def _reset(self) -> None:
-        self._keys, self._index, self._chunks, self._matrix, self._unsaved = [], {}, [], None, 0
+        self._parts: list[_Part] = []
+        self._segments: list[np.ndarray] = []
+        self._segment_starts = np.zeros(1, np.int64)  # a sentinel past the end: starts of segments, then the total
+        self._index = _Index()
+        pending = getattr(self, "_pending_chunks", None)  # rows added but not saved keep their dimension
+        self._dim = pending[0].shape[1] if pending else None
+
+    def _listing(self) -> dict[int, Path]:
+        """Part number -> path of what is stored now; -1 for an old single file (or one being migrated)."""
+        if self.path.is_dir():
+            found = {}
+            for entry in os.scandir(self.path):
+                match = PART_NAME.fullmatch(entry.name)
+                if match:
+                    found[int(match.group(1))] = Path(entry.path)
+            return found
+        if self.path.is_file():
+            return {-1: self.path}
+        if self._migrating.is_file():  # a migration under way (or killed): the old file, renamed aside
+            return {-1: self._migrating}
+        return self._listing() if self.path.is_dir() else {}  # the migration ended while we looked
+
+    def _refresh(self) -> None:
+        """Index the parts saved since we looked; from scratch if some we knew were merged away."""
+        for attempt in range(5):
+            listing = self._listing()
+            known = {part.number: part.path for part in self._parts}
+            if any(listing.get(number) != path for number, path in known.items()):
+                self._reset()
+                known = {}
+            try:
+                for number in sorted(set(listing) - set(known)):
+                    self._add_part(_read_single_file(listing[number]) if number < 0 else _read_part(number, listing[number]))
+                return
+            except FileNotFoundError:  # merged or migrated away while we listed: list again
+                if attempt == 4:
+                    raise
+
+    def _add_part(self, part: _Part) -> None:
+        for keys, vectors in zip(part.keys, part.vectors):
+            if self._dim is None:
+                self._dim = vectors.shape[1]
+            elif vectors.shape[1] != self._dim:
+                raise ScoreError(f"{part.path}: holds {vectors.shape[1]}-d embeddings, but {self.path} holds {self._dim}-d")
+        self._parts.append(part)
+        starts = [int(self._segment_starts[-1])]
+        digests = []
+        for keys, vectors in zip(part.keys, part.vectors):
+            self._segments.append(vectors)
+            digests.append(_arrow_digests(keys))
+            starts.append(starts[-1] + len(vectors))
+        if starts[-1] >= 2**32:
+            raise ScoreError(f"{self.path}: more than 2^32 embeddings in one store")
+        self._segment_starts = np.concatenate([self._segment_starts[:-1], np.array(starts, np.int64)])
+        if digests:
+            all_digests = np.concatenate(digests)
+            self._index.add(all_digests, np.arange(starts[0], starts[-1], dtype=np.int64))
+
+    # ---- writing (always under the lock) ----
+
+    def _sweep(self) -> None:
+        """Remove what killed saves left: temp parts, and half-staged migrations (only saves, under this lock, make them)."""
+        if self.path.is_dir():
+            for entry in os.scandir(self.path):
+                if entry.name.startswith(TMP_PREFIX):
+                    Path(entry.path).unlink(missing_ok=True)
+        for entry in self.path.parent.glob(f"{TMP_PREFIX}{self.path.name}-*"):
+            shutil.rmtree(entry) if entry.is_dir() else entry.unlink(missing_ok=True)
+
+    def _migrate_single_file(self) -> None:
+        """An old single-file store becomes a directory whose part 000000 holds its rows, bit for bit.
+
+        A file cannot be replaced by a directory in one rename, so: stage the directory, rename the
+        file aside (readers and the next save find it there), rename the directory in, remove the file.
+        """
+        if self.path.is_dir():
+            self._migrating.unlink(missing_ok=True)  # a migration killed after its last rename
+            return
+        if self.path.is_file():
+            os.replace(self.path, self._migrating)
+            fsync(self.path.parent)
+        if not self._migrating.is_file():
+            return
+        old = _read_single_file(self._migrating)
+        staging = temp_path(self.path)
+        staging.mkdir()
+        if old.n:
+            dim = old.vectors[0].shape[1]
+            _write_part(staging / "part-000000.arrow", iter([_batch(old.keys[0], old.vectors[0])]), dim)
+        fsync_tree(staging)
+        os.rename(staging, self.path)
+        fsync(self.path.parent)
+        self._migrating.unlink()
+        fsync(self.path.parent)
+
+    def _compact(self) -> None:
+        """Merge the smaller half of the parts into one new part, then remove them (readers keep their maps)."""
+        chosen = sorted(sorted(self._parts, key=lambda part: (part.n, part.number))[: self.max_parts // 2], key=lambda p: p.number)
+        number = max(part.number for part in self._parts) + 1
+        chosen_numbers = {part.number for part in chosen}
+        start = 0
+        owned = []  # (part, batch index, global start row) in the order _add_part numbered them
+        for part in self._parts:
+            for i, vectors in enumerate(part.vectors):
+                if part.number in chosen_numbers:
+                    owned.append((part, i, start))
+                start += len(vectors)
+
+        def batches() -> Iterator[pa.RecordBatch]:
+            held: list[pa.RecordBatch] = []
+            for part, i, first in owned:
+                keys, vectors = part.keys[i], part.vectors[i]
+                # Only the rows the index points at: a merge never copies a key twice.
+                keep = self._index.lookup(_arrow_digests(keys)) == np.arange(first, first + len(vectors))
+                batch = _batch(keys, vectors) if keep.all() else _batch(keys.filter(pa.array(keep)), vectors[keep])
+                held.append(batch)
+                if sum(b.nbytes for b in held) >= self.merge_batch_bytes:
+                    yield from _combined(held)
+                    held = []
+            yield from _combined(held)
+
+        _write_part(self.path / f"part-{number:06d}.arrow", batches(), self._dim or 0)
+        for part in chosen:
+            part.path.unlink(missing_ok=True)
+        fsync(self.path)
+        self._reset()
+        self._refresh()
+
+
+def _combined(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    if batches:
+        table = pa.Table.from_batches(batches).combine_chunks()
+        if table.num_rows:
+            yield from table.to_batches(max_chunksize=table.num_rows)
