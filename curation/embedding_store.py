@@ -261,7 +261,7 @@ class EmbeddingStore:
 
     # How long a save waits for another scorer's save before giving up with an error.
     lock_timeout_s: float = 120.0
-    # More parts than this and a save merges the smaller half of them into one.
+    # More parts than this and a save merges the smallest into one, leaving half as many parts.
     max_parts: int = 64
     # A merge copies rows in record batches of about this size (its memory bound).
     merge_batch_bytes: int = 64 << 20
@@ -468,8 +468,12 @@ class EmbeddingStore:
         fsync(self.path.parent)
 
     def _compact(self) -> None:
-        """Merge the smaller half of the parts into one new part, then remove them (readers keep their maps)."""
-        chosen = sorted(sorted(self._parts, key=lambda part: (part.n, part.number))[: self.max_parts // 2], key=lambda p: p.number)
+        """Merge the smallest parts into one new part, then remove them (readers keep their maps).
+
+        Merging the smallest (not the newest) copies each row a few times over a store's life, not once per save.
+        """
+        n_chosen = len(self._parts) - self.max_parts // 2 + 1
+        chosen = sorted(sorted(self._parts, key=lambda part: (part.n, part.number))[:n_chosen], key=lambda p: p.number)
         number = max(part.number for part in self._parts) + 1
         chosen_numbers = {part.number for part in chosen}
         start = 0
