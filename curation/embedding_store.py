@@ -24,6 +24,7 @@ from the memory-mapped parts. Memory depends on the number of keys, not their ve
 from __future__ import annotations
 
 import hashlib
+import mmap
 import os
 import re
 import shutil
@@ -36,7 +37,7 @@ import pyarrow as pa
 
 from curation.embedding_backends import PACKAGED_MODEL, TORCH
 from curation.errors import CurationError
-from curation.files import TMP_PREFIX, atomic_replace, exclusive_lock, fsync, fsync_tree, temp_path
+from curation.files import TMP_PREFIX, atomic_replace, exclusive_lock, fsync, fsync_tree, temp_path, write_error_reason
 
 EMBEDDINGS_DIR = "embeddings"
 PART_NAME = re.compile(r"part-(\d{6})\.arrow")
@@ -172,10 +173,20 @@ class _Part:
     path: Path
     keys: list[pa.Array]
     vectors: list[np.ndarray]  # memory-mapped (n, d) float32 views, one per record batch
+    map: mmap.mmap | None = None
 
     @property
     def n(self) -> int:
         return sum(len(v) for v in self.vectors)
+
+    def release(self) -> None:
+        """Unmap the pages read so far: they stay in the page cache, but out of this process's RSS.
+
+        Otherwise every row ever read stays mapped (with its neighbours: the kernel maps
+        64 KB around each fault), and a long run's RSS would grow to the size of the store.
+        """
+        if self.map is not None:
+            self.map.madvise(mmap.MADV_DONTNEED)
 
 
 def _schema(dim: int) -> pa.Schema:
@@ -197,7 +208,13 @@ def _write_part(path: Path, batches: Iterator[pa.RecordBatch], dim: int) -> None
             for batch in batches:
                 writer.write_batch(batch)
 
-    atomic_replace(path, write)
+    try:
+        atomic_replace(path, write)
+    except Exception as error:
+        reason = write_error_reason(error)
+        if reason is None:
+            raise
+        raise ScoreError(f"{path}: cannot write embeddings ({reason}); the parts already saved are intact") from None
 
 
 def _vectors_of(column: pa.Array, path: Path) -> np.ndarray:
@@ -212,7 +229,10 @@ def _vectors_of(column: pa.Array, path: Path) -> np.ndarray:
 def _read_part(number: int, path: Path) -> _Part:
     """A part's batches, memory-mapped (nothing is read until asked); ScoreError naming the file if it is damaged."""
     try:
-        reader = pa.ipc.open_file(pa.memory_map(str(path), "r"))
+        with open(path, "rb") as file:
+            mapped = mmap.mmap(file.fileno(), 0, access=mmap.ACCESS_READ)
+        mapped.madvise(mmap.MADV_RANDOM)  # rows are read a few at a time, anywhere: no read-ahead
+        reader = pa.ipc.open_file(pa.py_buffer(mapped))
         if reader.schema.names[:2] != ["key", "embedding"]:
             raise ScoreError(f"{path}: columns {reader.schema.names}, not key and embedding")
         keys, vectors = [], []
@@ -225,7 +245,7 @@ def _read_part(number: int, path: Path) -> _Part:
             f"{path}: damaged embedding part ({' '.join(str(why).split())[:160]}); move it away and score again"
             " (its texts are encoded again)"
         ) from None
-    return _Part(number, path, keys, vectors)
+    return _Part(number, path, keys, vectors, mapped)
 
 
 def _read_single_file(path: Path) -> _Part:
@@ -320,9 +340,13 @@ class EmbeddingStore:
             rows, stored = rows[order], stored[order]
             segment = np.searchsorted(self._segment_starts, rows, side="right") - 1
             bounds = np.flatnonzero(np.diff(segment)) + 1
+            touched = set()
             for lo, hi in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(rows)]])):
                 s = segment[lo]
                 out[stored[lo:hi]] = self._segments[s][rows[lo:hi] - self._segment_starts[s]]
+                touched.add(self._segment_part[s])
+            for part in touched:
+                self._parts[part].release()
         return out
 
     def add(self, keys: Sequence[str], vectors: np.ndarray) -> None:
@@ -374,6 +398,7 @@ class EmbeddingStore:
     def _reset(self) -> None:
         self._parts: list[_Part] = []
         self._segments: list[np.ndarray] = []
+        self._segment_part: list[int] = []  # the index in _parts of each segment's part
         self._segment_starts = np.zeros(1, np.int64)  # a sentinel past the end: starts of segments, then the total
         self._index = _Index()
         pending = getattr(self, "_pending_chunks", None)  # rows added but not saved keep their dimension
@@ -421,8 +446,10 @@ class EmbeddingStore:
         digests = []
         for keys, vectors in zip(part.keys, part.vectors):
             self._segments.append(vectors)
+            self._segment_part.append(len(self._parts) - 1)
             digests.append(_arrow_digests(keys))
             starts.append(starts[-1] + len(vectors))
+        part.release()
         if starts[-1] >= 2**32:
             raise ScoreError(f"{self.path}: more than 2^32 embeddings in one store")
         self._segment_starts = np.concatenate([self._segment_starts[:-1], np.array(starts, np.int64)])
@@ -495,6 +522,8 @@ class EmbeddingStore:
                 if sum(b.nbytes for b in held) >= self.merge_batch_bytes:
                     yield from _combined(held)
                     held = []
+                    for done in chosen:  # written: out of RSS (and the merge's memory stays one batch)
+                        done.release()
             yield from _combined(held)
 
         _write_part(self.path / f"part-{number:06d}.arrow", batches(), self._dim or 0)
