@@ -236,8 +236,12 @@ def _read_part(number: int, path: Path) -> _Part:
         if reader.schema.names[:2] != ["key", "embedding"]:
             raise ScoreError(f"{path}: columns {reader.schema.names}, not key and embedding")
         keys, vectors = [], []
+        if reader.schema.field(0).type not in (pa.string(), pa.large_string()):
+            raise ScoreError(f"{path}: its key column is {reader.schema.field(0).type}, not string")
         for i in range(reader.num_record_batches):
             batch = reader.get_batch(i)
+            if batch.column(0).null_count:
+                raise ScoreError(f"{path}: {batch.column(0).null_count} rows have no key")
             keys.append(batch.column(0))
             vectors.append(_vectors_of(batch.column(1), path))
     except (pa.ArrowException, ValueError) as why:
@@ -307,6 +311,11 @@ class EmbeddingStore:
         if not isinstance(key, str):
             return False
         return key in self._pending_at or bool(self._index.lookup(_digests([key]))[0] >= 0)
+
+    def contains(self, keys: Sequence[str]) -> np.ndarray:
+        """`key in store` for many keys at once (one index lookup): a bool per key."""
+        found = self._index.lookup(_digests(list(keys))) >= 0 if len(keys) else np.zeros(0, bool)
+        return found | np.array([key in self._pending_at for key in keys], bool)
 
     @property
     def dim(self) -> int | None:

@@ -54,8 +54,11 @@ def test_round_trip_reopen_and_the_format(tmp_path):
 
     again = EmbeddingStore(store.path)
     assert len(again) == 5 and again.dim == 8 and "e" in again and "f" not in again
-    assert np.array_equal(again.get(["e", "a", "d", "b", "c", "a"]), data[[4, 0, 3, 1, 2, 0]])
-    assert again.get([]).shape == (0, 8)
+    again.add(["g"], data[:1])
+    assert again.contains(["f", "e", "g", "a"]).tolist() == [False, True, True, True]
+    assert again.contains([]).tolist() == []
+    assert np.array_equal(again.get(["e", "a", "g", "d", "b", "c", "a"]), data[[4, 0, 0, 3, 1, 2, 0]])
+    assert again.get([]).shape == (0, 8) and len(again) == 6
     with pytest.raises(KeyError):
         again.get(["a", "f"])
     frame = stored_frame(store)  # the single file's columns, one row per key
