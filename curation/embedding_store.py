@@ -106,7 +106,7 @@ def _arrow_digests(keys: pa.Array) -> np.ndarray:
     if n and keys.type == pa.string() and not keys.null_count:
         offsets = np.frombuffer(keys.buffers()[1], np.int32)[keys.offset : keys.offset + n + 1]
         if (np.diff(offsets) == 64).all():
-            joined = keys.buffers()[2].to_pybytes()[offsets[0] : offsets[-1]]
+            joined = bytes(memoryview(keys.buffers()[2])[offsets[0] : offsets[-1]])
             if not joined.translate(None, _HEX):
                 return np.frombuffer(bytes.fromhex(joined.decode("ascii")), _DIGEST).copy()
     return _digests(keys.to_pylist())
@@ -541,6 +541,7 @@ class EmbeddingStore:
         fsync(self.path)
         self._reset()
         self._refresh()
+        pa.default_memory_pool().release_unused()  # the merge's batches: Arrow's allocator would keep them
 
 
 def _combined(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
