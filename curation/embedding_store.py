@@ -16,8 +16,8 @@ under the embeddings directory's file lock; parts beyond `max_parts` are merged.
 An old single-file store `<store-key>.parquet` is read as it is and migrated into
 part 000000 on the first save, bit for bit.
 
-In memory a store holds an index (32 bytes of digest and a 4-byte row number per key,
-sorted) and the rows added since the last save; `get` reads just the requested rows
+In memory a store holds an index (per key: its 32-byte digest, 8 of them again as an
+integer to search, and a 4-byte row number; sorted) and the rows added since the last save; `get` reads just the requested rows
 from the memory-mapped parts. Memory depends on the number of keys, not their vectors.
 """
 
@@ -115,14 +115,32 @@ def _arrow_digests(keys: pa.Array) -> np.ndarray:
 # ---- the index: sorted runs of (digest, row) --------------------------------------------
 
 
+def _prefix(digests: np.ndarray) -> np.ndarray:
+    """The first 8 bytes of each digest as an integer, ordered as the digests are: integer search is ~7x faster."""
+    return np.ascontiguousarray(digests).view(">u8").reshape(-1, 4)[:, 0].astype(np.uint64)
+
+
+def _sort_order(digests: np.ndarray, prefix: np.ndarray) -> np.ndarray:
+    """The order that sorts `digests`: by their prefixes, unless two share one (then by the whole digest)."""
+    order = np.argsort(prefix, kind="stable")
+    ordered = prefix[order]
+    if len(ordered) > 1 and (ordered[1:] == ordered[:-1]).any():
+        return np.argsort(digests, kind="stable")
+    return order
+
+
 @dataclass
 class _Run:
     digests: np.ndarray  # sorted, unique
+    prefix: np.ndarray  # _prefix(digests): what is searched
     rows: np.ndarray  # uint32: the row of each digest, counted over all segments
 
 
 class _Index:
-    """digest -> global row, as a few sorted runs (merged like a binary counter: O(n log n) in all)."""
+    """digest -> global row, as a few sorted runs (merged like a binary counter: O(n log n) in all).
+
+    44 bytes a key: the digest (32), its first 8 bytes as an integer to search (8), the row (4).
+    """
 
     def __init__(self) -> None:
         self.runs: list[_Run] = []
@@ -132,33 +150,43 @@ class _Index:
 
     @property
     def nbytes(self) -> int:
-        return sum(run.digests.nbytes + run.rows.nbytes for run in self.runs)
+        return sum(run.digests.nbytes + run.prefix.nbytes + run.rows.nbytes for run in self.runs)
 
     def lookup(self, digests: np.ndarray) -> np.ndarray:
         """Each digest's row, -1 where it is not indexed."""
         found = np.full(len(digests), -1, np.int64)
+        if not len(digests):
+            return found
+        prefix = _prefix(digests)
         for run in self.runs:
-            if not len(run.digests):
-                continue
-            at = np.minimum(np.searchsorted(run.digests, digests), len(run.digests) - 1)
+            at = np.minimum(np.searchsorted(run.prefix, prefix), len(run.digests) - 1)
             hit = run.digests[at] == digests
+            # Two digests sharing a prefix (about 1 in 2^64 per pair): the match may lie after `at`.
+            shared = ~hit & (run.prefix[at] == prefix)
+            if shared.any():
+                at[shared] = np.minimum(np.searchsorted(run.digests, digests[shared]), len(run.digests) - 1)
+                hit = run.digests[at] == digests
             found[hit] = run.rows[at[hit]]
         return found
 
     def add(self, digests: np.ndarray, rows: np.ndarray) -> np.ndarray:
         """Index the digests not indexed yet (the first of repeats); returns the mask of those taken."""
-        unique, first = np.unique(digests, return_index=True)
-        new = self.lookup(unique) < 0
-        unique, first = unique[new], first[new]
+        prefix = _prefix(digests)
+        order = _sort_order(digests, prefix)
+        ordered = digests[order]
+        first = np.ones(len(order), bool)
+        first[1:] = ordered[1:] != ordered[:-1]  # repeats follow their first (stable sort)
+        order = order[first]
+        order = order[self.lookup(digests[order]) < 0]
         taken = np.zeros(len(digests), bool)
-        taken[first] = True
-        if len(unique):
-            self.runs.append(_Run(unique, rows[first].astype(np.uint32)))
+        taken[order] = True
+        if len(order):
+            self.runs.append(_Run(digests[order], prefix[order], rows[order].astype(np.uint32)))
             while len(self.runs) > 1 and len(self.runs[-2].digests) <= 2 * len(self.runs[-1].digests):
                 newer, older = self.runs.pop(), self.runs.pop()
-                merged = np.concatenate([older.digests, newer.digests])
-                order = np.argsort(merged, kind="stable")
-                self.runs.append(_Run(merged[order], np.concatenate([older.rows, newer.rows])[order]))
+                merged, merged_prefix = np.concatenate([older.digests, newer.digests]), np.concatenate([older.prefix, newer.prefix])
+                by = _sort_order(merged, merged_prefix)
+                self.runs.append(_Run(merged[by], merged_prefix[by], np.concatenate([older.rows, newer.rows])[by]))
         return taken
 
 

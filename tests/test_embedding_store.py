@@ -64,7 +64,7 @@ def test_round_trip_reopen_and_the_format(tmp_path):
     frame = stored_frame(store)  # the single file's columns, one row per key
     assert frame.schema == {"key": pl.String, "embedding": pl.Array(pl.Float32, 8)}
     assert frame["key"].to_list() == ["a", "b", "c", "d", "e"]
-    assert EmbeddingStore(tmp_path / "emb" / "m.parquet").index_bytes == 5 * (32 + 4)
+    assert EmbeddingStore(tmp_path / "emb" / "m.parquet").index_bytes == 5 * (32 + 8 + 4)
 
 
 CONCURRENT_SAVER = """
@@ -247,3 +247,19 @@ def test_wrong_dimensions_and_damaged_parts_are_one_line_naming_the_file(tmp_pat
     broken.write_bytes(b"PAR1 not really")
     with pytest.raises(ScoreError, match=rf"^{broken}: damaged embedding table"):
         EmbeddingStore(broken)
+
+
+def test_keys_sharing_the_searched_prefix_are_told_apart(tmp_path):
+    # The index searches the digests' first 8 bytes: keys equal there must still find their own rows.
+    same_start = [f"{'ab' * 8}{i:048x}" for i in (5, 1, 3, 2, 4)]
+    others = keys(20)
+    store = EmbeddingStore(tmp_path / "m.parquet")
+    store.add(same_start[:3] + others, vectors(23))
+    store.save()
+    store.add(same_start[3:], vectors(2, seed=1))
+    store.save()
+    again = EmbeddingStore(store.path)
+    expected = np.concatenate([vectors(23)[:3], vectors(2, seed=1)])
+    assert np.array_equal(again.get(same_start), expected)
+    assert np.array_equal(again.get(others), vectors(23)[3:])
+    assert again.contains(same_start + [f"{'ab' * 8}{9:048x}"]).tolist() == [True] * 5 + [False]
