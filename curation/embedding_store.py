@@ -425,7 +425,7 @@ class EmbeddingStore:
                 number = max((part.number for part in self._parts), default=0) + 1
                 path = self.path / f"part-{number:06d}.arrow"
                 _write_part(path, iter([_batch([keys[i] for i in new], vectors[new])]), vectors.shape[1])
-                self._add_part(_read_part(number, path))
+                self._add_parts([_read_part(number, path)])
             self._pending_keys, self._pending_at, self._pending_chunks = [], {}, []
             if len(self._parts) > self.max_parts:
                 self._compact()
@@ -465,34 +465,37 @@ class EmbeddingStore:
                 self._reset()
                 known = {}
             try:
-                for number in sorted(set(listing) - set(known)):
-                    self._add_part(_read_single_file(listing[number]) if number < 0 else _read_part(number, listing[number]))
-                return
+                new = [_read_single_file(listing[n]) if n < 0 else _read_part(n, listing[n]) for n in sorted(set(listing) - set(known))]
             except FileNotFoundError:  # merged or migrated away while we listed: list again
                 if attempt == 4:
                     raise
+                continue
+            self._add_parts(new)
+            return
 
-    def _add_part(self, part: _Part) -> None:
-        for keys, vectors in zip(part.keys, part.vectors):
-            if self._dim is None:
-                self._dim = vectors.shape[1]
-            elif vectors.shape[1] != self._dim:
-                raise ScoreError(f"{part.path}: holds {vectors.shape[1]}-d embeddings, but {self.path} holds {self._dim}-d")
-        self._parts.append(part)
-        starts = [int(self._segment_starts[-1])]
-        digests = []
-        for keys, vectors in zip(part.keys, part.vectors):
-            self._segments.append(vectors)
-            self._segment_part.append(len(self._parts) - 1)
-            digests.append(_arrow_digests(keys))
-            starts.append(starts[-1] + len(vectors))
-        part.release()
+    def _add_parts(self, parts: list[_Part]) -> None:
+        """Index the parts' keys, in one sort (at open, a store's every part)."""
+        digests, first_row = [], int(self._segment_starts[-1])
+        starts = [first_row]
+        for part in parts:
+            for vectors in part.vectors:
+                if self._dim is None:
+                    self._dim = vectors.shape[1]
+                elif vectors.shape[1] != self._dim:
+                    raise ScoreError(f"{part.path}: holds {vectors.shape[1]}-d embeddings, but {self.path} holds {self._dim}-d")
+        for part in parts:
+            self._parts.append(part)
+            for keys, vectors in zip(part.keys, part.vectors):
+                self._segments.append(vectors)
+                self._segment_part.append(len(self._parts) - 1)
+                digests.append(_arrow_digests(keys))
+                starts.append(starts[-1] + len(vectors))
+            part.release()
         if starts[-1] >= 2**32:
             raise ScoreError(f"{self.path}: more than 2^32 embeddings in one store")
         self._segment_starts = np.concatenate([self._segment_starts[:-1], np.array(starts, np.int64)])
         if digests:
-            all_digests = np.concatenate(digests)
-            self._index.add(all_digests, np.arange(starts[0], starts[-1], dtype=np.int64))
+            self._index.add(np.concatenate(digests), np.arange(first_row, starts[-1], dtype=np.int64))
 
     # ---- writing (always under the lock) ----
 
@@ -541,7 +544,7 @@ class EmbeddingStore:
         number = max(part.number for part in self._parts) + 1
         chosen_numbers = {part.number for part in chosen}
         start = 0
-        owned = []  # (part, batch index, global start row) in the order _add_part numbered them
+        owned = []  # (part, batch index, global start row) in the order _add_parts numbered them
         for part in self._parts:
             for i, vectors in enumerate(part.vectors):
                 if part.number in chosen_numbers:
