@@ -537,42 +537,75 @@ class EmbeddingStore:
     def _compact(self) -> None:
         """Merge the smallest parts into one new part, then remove them (readers keep their maps).
 
-        Merging the smallest (not the newest) copies each row a few times over a store's life, not once per save.
+        Merging the smallest (not the newest) copies each row a few times over a store's life,
+        not once per save. The index is renumbered, not rebuilt: a merge costs no more memory
+        than its batches.
         """
         n_chosen = len(self._parts) - self.max_parts // 2 + 1
-        chosen = sorted(sorted(self._parts, key=lambda part: (part.n, part.number))[:n_chosen], key=lambda p: p.number)
+        smallest = sorted(range(len(self._parts)), key=lambda at: (self._parts[at].n, self._parts[at].number))
+        chosen = set(smallest[:n_chosen])
         number = max(part.number for part in self._parts) + 1
-        chosen_numbers = {part.number for part in chosen}
-        start = 0
-        owned = []  # (part, batch index, global start row) in the order _add_parts numbered them
-        for part in self._parts:
-            for i, vectors in enumerate(part.vectors):
-                if part.number in chosen_numbers:
-                    owned.append((part, i, start))
-                start += len(vectors)
+        merged_segments = [s for s in range(len(self._segments)) if self._segment_part[s] in chosen]
+        kept: list[np.ndarray] = []  # per merged segment: the rows the index points at (a merge never copies a key twice)
 
         def batches() -> Iterator[pa.RecordBatch]:
             held: list[pa.RecordBatch] = []
-            for part, i, first in owned:
-                keys, vectors = part.keys[i], part.vectors[i]
-                # Only the rows the index points at: a merge never copies a key twice.
+            for s in merged_segments:
+                part = self._parts[self._segment_part[s]]
+                keys, vectors = part.keys[s - self._segment_part.index(self._segment_part[s])], self._segments[s]
+                first = int(self._segment_starts[s])
                 keep = self._index.lookup(_arrow_digests(keys)) == np.arange(first, first + len(vectors))
-                batch = _batch(keys, vectors) if keep.all() else _batch(keys.filter(pa.array(keep)), vectors[keep])
-                held.append(batch)
+                kept.append(keep)
+                held.append(_batch(keys, vectors) if keep.all() else _batch(keys.filter(pa.array(keep)), vectors[keep]))
                 if sum(b.nbytes for b in held) >= self.merge_batch_bytes:
                     yield from _combined(held)
                     held = []
-                    for done in chosen:  # written: out of RSS (and the merge's memory stays one batch)
-                        done.release()
+                    for at in chosen:  # written: out of RSS (and the merge's memory stays one batch)
+                        self._parts[at].release()
             yield from _combined(held)
 
-        _write_part(self.path / f"part-{number:06d}.arrow", batches(), self._dim or 0)
-        for part in chosen:
-            part.path.unlink(missing_ok=True)
+        path = self.path / f"part-{number:06d}.arrow"
+        _write_part(path, batches(), self._dim or 0)
+        for at in chosen:
+            self._parts[at].path.unlink(missing_ok=True)
         fsync(self.path)
-        self._reset()
-        self._refresh()
+        merged = _read_part(number, path)
+        if merged.n != sum(int(keep.sum()) for keep in kept):  # cannot be; but then rather read everything again
+            self._reset()
+            self._refresh()
+            return
+        self._renumber(chosen, merged_segments, kept, merged)
         pa.default_memory_pool().release_unused()  # the merge's batches: Arrow's allocator would keep them
+
+    def _renumber(self, chosen: set[int], merged_segments: list[int], kept: list[np.ndarray], merged: _Part) -> None:
+        """After a merge: the index's rows move to the remaining parts' new places and the merged part's."""
+        sizes = np.diff(self._segment_starts)
+        in_merge = np.zeros(len(sizes), bool)
+        in_merge[merged_segments] = True
+        # A remaining segment moves down by the merged segments before it; merged rows go to the end, in order.
+        shift = np.cumsum(np.where(in_merge, sizes, 0)) - np.where(in_merge, sizes, 0)
+        merged_start = int(sizes[~in_merge].sum())
+        rank = np.cumsum(np.concatenate(kept)) - 1 if kept else np.zeros(0, np.int64)
+        offset_in_merge = np.zeros(len(sizes), np.int64)
+        offset_in_merge[merged_segments] = np.cumsum([0] + [len(keep) for keep in kept[:-1]])
+        for run in self._index.runs:
+            rows = run.rows.astype(np.int64)
+            segment = np.searchsorted(self._segment_starts, rows, side="right") - 1
+            moved = in_merge[segment]
+            rows[~moved] -= shift[segment[~moved]]
+            rows[moved] = merged_start + rank[offset_in_merge[segment[moved]] + rows[moved] - self._segment_starts[segment[moved]]]
+            run.rows = rows.astype(np.uint32)
+        parts = [part for at, part in enumerate(self._parts) if at not in chosen] + [merged]
+        self._parts, self._segments, self._segment_part = [], [], []
+        starts = [0]
+        for at, part in enumerate(parts):
+            self._parts.append(part)
+            for vectors in part.vectors:
+                self._segments.append(vectors)
+                self._segment_part.append(at)
+                starts.append(starts[-1] + len(vectors))
+        self._segment_starts = np.array(starts, np.int64)
+        merged.release()
 
 
 def _combined(batches: list[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:

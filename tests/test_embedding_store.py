@@ -218,6 +218,10 @@ def test_many_parts_are_merged_and_merging_drops_keys_a_killed_merge_left_twice(
     twice.save()
     frame = stored_frame(twice)
     assert frame.height == frame["key"].n_unique() == 303
+    # The merging store renumbered its index in place: the same rows, from the merged part.
+    assert twice.n_parts == 1 and len(twice) == 303
+    assert np.array_equal(twice.get(all_keys + ["z"]), np.concatenate([data, vectors(1, seed=6)]))
+    assert np.array_equal(twice.get(keys(2, "reader")), vectors(2, seed=5))
 
 
 def test_wrong_dimensions_and_damaged_parts_are_one_line_naming_the_file(tmp_path):
@@ -263,3 +267,24 @@ def test_keys_sharing_the_searched_prefix_are_told_apart(tmp_path):
     assert np.array_equal(again.get(same_start), expected)
     assert np.array_equal(again.get(others), vectors(23)[3:])
     assert again.contains(same_start + [f"{'ab' * 8}{9:048x}"]).tolist() == [True] * 5 + [False]
+
+
+def test_merges_of_parts_of_random_sizes_keep_every_row_in_place(tmp_path):
+    # Parts of uneven sizes: the merged ones are scattered among those kept, and the index is renumbered.
+    rng = np.random.default_rng(11)
+    store = EmbeddingStore(tmp_path / "m.parquet")
+    store.max_parts = 4
+    all_keys, data = keys(1500), vectors(1500)
+    added = 0
+    for _ in range(60):
+        size = int(rng.integers(1, 40))
+        repeat = rng.choice(added, min(added, 3), replace=False) if added else np.zeros(0, int)  # some stored already
+        rows = np.concatenate([repeat, np.arange(added, added + size)]).astype(int)
+        store.add([all_keys[i] for i in rows], data[rows])
+        store.save()
+        added += size
+        probe = rng.choice(added, min(added, 50), replace=False)
+        assert np.array_equal(store.get([all_keys[i] for i in probe]), data[probe])
+    assert len(store) == added and store.n_parts <= 4
+    assert np.array_equal(EmbeddingStore(store.path).get(all_keys[:added]), data[:added])
+    assert stored_frame(store).height == added
