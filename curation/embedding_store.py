@@ -316,7 +316,7 @@ class EmbeddingStore:
     # More parts than this and a save merges the smallest into one, leaving half as many parts.
     max_parts: int = 64
     # A merge copies rows in record batches of about this size (its memory bound).
-    merge_batch_bytes: int = 64 << 20
+    merge_batch_bytes: int = 16 << 20
 
     def __init__(self, path: str | os.PathLike[str]):
         self.path = Path(path)
@@ -549,19 +549,32 @@ class EmbeddingStore:
         kept: list[np.ndarray] = []  # per merged segment: the rows the index points at (a merge never copies a key twice)
 
         def batches() -> Iterator[pa.RecordBatch]:
+            # Small batches (a save's) are combined into one of merge_batch_bytes, fewer segments to read;
+            # large ones are written as they are, straight from their map.
             held: list[pa.RecordBatch] = []
+            written = 0
             for s in merged_segments:
                 part = self._parts[self._segment_part[s]]
                 keys, vectors = part.keys[s - self._segment_part.index(self._segment_part[s])], self._segments[s]
                 first = int(self._segment_starts[s])
                 keep = self._index.lookup(_arrow_digests(keys)) == np.arange(first, first + len(vectors))
                 kept.append(keep)
-                held.append(_batch(keys, vectors) if keep.all() else _batch(keys.filter(pa.array(keep)), vectors[keep]))
-                if sum(b.nbytes for b in held) >= self.merge_batch_bytes:
+                batch = _batch(keys, vectors) if keep.all() else _batch(keys.filter(pa.array(keep)), vectors[keep])
+                if batch.nbytes >= self.merge_batch_bytes // 2:
                     yield from _combined(held)
+                    yield batch
+                    written += batch.nbytes + sum(b.nbytes for b in held)
                     held = []
-                    for at in chosen:  # written: out of RSS (and the merge's memory stays one batch)
+                else:
+                    held.append(batch)
+                    if sum(b.nbytes for b in held) >= self.merge_batch_bytes:
+                        yield from _combined(held)
+                        written += sum(b.nbytes for b in held)
+                        held = []
+                if written >= self.merge_batch_bytes:  # written: out of RSS
+                    for at in chosen:
                         self._parts[at].release()
+                    written = 0
             yield from _combined(held)
 
         path = self.path / f"part-{number:06d}.arrow"

@@ -274,6 +274,7 @@ def test_merges_of_parts_of_random_sizes_keep_every_row_in_place(tmp_path):
     rng = np.random.default_rng(11)
     store = EmbeddingStore(tmp_path / "m.parquet")
     store.max_parts = 4
+    store.merge_batch_bytes = 2000  # about 20 rows: batches of 10 rows and more are copied as they are, smaller ones combined
     all_keys, data = keys(1500), vectors(1500)
     added = 0
     for _ in range(60):
