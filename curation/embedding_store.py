@@ -475,8 +475,10 @@ class EmbeddingStore:
 
     def _add_parts(self, parts: list[_Part]) -> None:
         """Index the parts' keys, in one sort (at open, a store's every part)."""
-        digests, first_row = [], int(self._segment_starts[-1])
+        first_row = int(self._segment_starts[-1])
         starts = [first_row]
+        # One array filled batch by batch: a list of per-batch arrays, concatenated, would leave the heap fragmented.
+        digests = np.empty(sum(len(vectors) for part in parts for vectors in part.vectors), _DIGEST)
         for part in parts:
             for vectors in part.vectors:
                 if self._dim is None:
@@ -488,14 +490,14 @@ class EmbeddingStore:
             for keys, vectors in zip(part.keys, part.vectors):
                 self._segments.append(vectors)
                 self._segment_part.append(len(self._parts) - 1)
-                digests.append(_arrow_digests(keys))
+                digests[starts[-1] - first_row : starts[-1] - first_row + len(vectors)] = _arrow_digests(keys)
                 starts.append(starts[-1] + len(vectors))
             part.release()
         if starts[-1] >= 2**32:
             raise ScoreError(f"{self.path}: more than 2^32 embeddings in one store")
         self._segment_starts = np.concatenate([self._segment_starts[:-1], np.array(starts, np.int64)])
-        if digests:
-            self._index.add(np.concatenate(digests), np.arange(first_row, starts[-1], dtype=np.int64))
+        if len(digests):
+            self._index.add(digests, np.arange(first_row, starts[-1], dtype=np.int64))
 
     # ---- writing (always under the lock) ----
 
