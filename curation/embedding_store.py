@@ -16,9 +16,10 @@ under the embeddings directory's file lock; parts beyond `max_parts` are merged.
 An old single-file store `<store-key>.parquet` is read as it is and migrated into
 part 000000 on the first save, bit for bit.
 
-In memory a store holds an index (per key: its 32-byte digest, 8 of them again as an
-integer to search, and a 4-byte row number; sorted) and the rows added since the last save; `get` reads just the requested rows
-from the memory-mapped parts. Memory depends on the number of keys, not their vectors.
+In memory a store holds an index, 44 bytes a key (its 32-byte digest, the first 8 again as
+an integer to search, a 4-byte row number; sorted), and the rows added since the last save;
+`get` reads just the requested rows from the memory-mapped parts, then unmaps them. Memory
+depends on the number of keys, not on their vectors or on how many were read.
 """
 
 from __future__ import annotations
