@@ -289,3 +289,32 @@ def test_merges_of_parts_of_random_sizes_keep_every_row_in_place(tmp_path):
     assert len(store) == added and store.n_parts <= 4
     assert np.array_equal(EmbeddingStore(store.path).get(all_keys[:added]), data[:added])
     assert stored_frame(store).height == added
+
+
+FULL_DISK_SAVER = """
+import os, resource, signal, sys, numpy as np
+from curation.embedding_store import EmbeddingStore, ScoreError, text_key
+store = EmbeddingStore(sys.argv[1])
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))
+store.add([text_key(str(i)) for i in range(1000)], np.ones((1000, 384), np.float32))
+try:
+    store.save()
+except ScoreError as error:
+    print(error)
+resource.setrlimit(resource.RLIMIT_FSIZE, (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+print(sorted(os.listdir(store.path)), len(store))
+store.save()  # the rows were kept: room again, they are saved
+"""
+
+
+def test_a_write_that_fails_is_one_line_naming_the_part_and_loses_nothing(tmp_path):
+    store = EmbeddingStore(tmp_path / "m.parquet")
+    store.add([text_key("first")], np.ones((1, 384), np.float32))
+    store.save()
+    done = run_python(FULL_DISK_SAVER.replace("sys.argv[1]", repr(str(store.path))))
+    assert done.returncode == 0, done.stderr
+    message, listing = done.stdout.strip().splitlines()
+    assert message.startswith(f"{store.path / 'part-000002.arrow'}: cannot write embeddings (") and "File too large" in message
+    assert listing == "['part-000001.arrow'] 1001"  # no temp left; the unsaved rows still held
+    assert len(EmbeddingStore(store.path)) == 1001
