@@ -194,7 +194,8 @@ def main() -> None:
               f" (+{r['peak_growth_mb']:.0f} over imports; anonymous at the end +{r['end_anon_growth_mb']:.0f}),"
               f" {r['disk_mb']:6.0f} MB on disk in {r['parts']} part(s)")
         print(f"{'':>17} reopen {r['open_s']:6.2f} s, +{r['open_growth_mb']:.0f} MB RSS (anonymous +{r['open_anon_growth_mb']:.0f};"
-              f" {r['index_bytes_per_key']:.0f} index bytes/key); get(1,000 random keys): first {r['get_first_ms']:.1f} ms,"
+              + (f" {r['index_bytes_per_key']:.0f} index bytes/key);" if impl == "new" else " the whole table in memory);")
+              + f" get(1,000 random keys): first {r['get_first_ms']:.1f} ms,"
               f" median {r['get_median_ms']:.1f} ms; after 20 gets RSS +{r['rss_after_gets_mb']:.0f} MB"
               f" (anonymous +{r['anon_after_gets_mb']:.0f}; the rest is mapped pages of the parts)")
     old, new = results["old", args.n_old], results["new", args.n_old]
