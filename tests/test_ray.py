@@ -354,8 +354,7 @@ def test_run_score_distributed_gives_run_score_scores_with_the_configured_engine
         workspace.ingest([DATA / "talks-19-24.txt"], "dialogue")
         workspace.ingest([DATA / "nan-yar-excerpt.txt"], "prose")
         store_path = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL, config.backend).path
-        store_path.parent.mkdir(parents=True)
-        shutil.copy(seed_store.path, store_path)
+        shutil.copytree(seed_store.path, store_path)
         workspaces.append(workspace)
     local_report = run_score(workspaces[0], config, scorer=ConceptScorer(config, model=onnx_model))
     ray_report = run_score_distributed(workspaces[1], config, executor=on_ray)

@@ -80,7 +80,7 @@ def model():
 
 @pytest.fixture(scope="module")
 def exemplar_store(tmp_path_factory, model) -> Path:
-    """A store file already holding the exemplars' embeddings, to seed workspaces with (it is only a cache)."""
+    """A store already holding the exemplars' embeddings, to seed workspaces with (it is only a cache)."""
     store = EmbeddingStore(tmp_path_factory.mktemp("store") / f"{PACKAGED_MODEL}.parquet")
     ConceptScorer(TORCH, store=store, model=model).fit()
     return store.path
@@ -97,8 +97,7 @@ def workspace(workspace, exemplar_store):
     workspace.ingest([TALKS], "dialogue", title="Talks with Sri Ramana Maharshi")
     workspace.ingest([NAN_YAR], "prose", title="Nan Yar")
     seeded = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL).path
-    seeded.parent.mkdir(parents=True)
-    shutil.copy(exemplar_store, seeded)
+    shutil.copytree(exemplar_store, seeded)
     return workspace
 
 
@@ -195,7 +194,7 @@ def test_store_round_trip_is_exact_and_atomic(tmp_path):
     store.add(["a", "b", "c"], vectors)
     store.save()
     assert sorted(p.name for p in (tmp_path / "emb").iterdir()) == [".lock", "m.parquet"]  # no temp left
-    table = pl.read_parquet(store.path)
+    table = pl.read_ipc(store.path / "part-000001.arrow")  # the store is a directory of parts (test_embedding_store)
     assert table.schema == {"key": pl.String, "embedding": pl.Array(pl.Float32, 8)}
     again = EmbeddingStore(store.path)
     assert len(again) == 3 and np.array_equal(again.get(["c", "a"]), vectors[[2, 0]])
@@ -206,7 +205,7 @@ def test_store_round_trip_is_exact_and_atomic(tmp_path):
     two.add(["e"], vectors[1:2])
     one.save()
     two.save()
-    assert set(pl.read_parquet(store.path)["key"]) == {"a", "b", "c", "d", "e"}
+    assert set(pl.concat([pl.read_ipc(p) for p in store.path.glob("part-*.arrow")])["key"]) == {"a", "b", "c", "d", "e"}
     with pytest.raises(ScoreError, match="8-d"):
         EmbeddingStore(store.path).add(["f"], np.zeros((1, 4), np.float32))
 
