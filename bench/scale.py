@@ -12,8 +12,9 @@ directory) and reused if already there.
 
 Each executor runs in its own child process, on a fresh workspace:
 
-- local: `Workspace.ingest` (all books, one commit) then `curation.dedup.run_dedup`:
-  what `satsang ingest` and `satsang dedup` do today, in one process.
+- local: `Workspace.ingest` (all books, one commit) then `run_dedup_distributed` with no
+  executor: what `satsang ingest` and `satsang dedup` do, in one process (the partitioned
+  algorithm on a LocalExecutor beyond 50,000 items).
 - ray: `Workspace.ingest` and `curation.distributed.run_dedup_distributed` on a local
   Ray with --cpus CPUs (ray.init in the child).
 - partitioned (not run by default): the same two functions with `LocalExecutor`,
@@ -190,7 +191,7 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
 
     import polars as pl
 
-    from curation.dedup import run_dedup
+    from curation.distributed import run_dedup_distributed
     from curation.workspace import init_workspace
 
     manifest = json.loads((corpus / MANIFEST).read_text())
@@ -204,7 +205,7 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         timings["ingest"] = time.perf_counter() - started
         timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
-        dedup_report = run_dedup(workspace)
+        dedup_report = run_dedup_distributed(workspace)  # no executor: in this process, partitioned beyond 50k items
         timings["dedup"] = time.perf_counter() - started
         timings["dedup_maxrss_mb"] = maxrss_mb()
     else:

@@ -40,7 +40,6 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -559,14 +558,10 @@ def combine_counts(counted: Sequence[tuple[dict[str, int], pl.DataFrame]]) -> di
     return {**empty, **totals, "n_cross_source_clusters": spanning.filter(pl.col("n") > 1).height}
 
 
-# Why: up to one part's worth of items, dedup in memory is quickest (no partition files); beyond, memory
-# would grow with the corpus, so the items go through the partitioned algorithm a part at a time.
-IN_MEMORY_ROWS = 50_000
-
-
 @dataclass(frozen=True)
-class _Columns:
-    """Dedup's columns for every row, computed in memory: given out a part at a time as the partitioned ones are."""
+class ComputedColumns:
+    """Dedup's columns for every row, computed in memory: given out a part at a time, as the partitioned
+    algorithm's are (`curation.distributed.DedupColumns`)."""
 
     columns: pl.DataFrame
 
@@ -574,24 +569,29 @@ class _Columns:
         return self.columns.slice(offset, items.height)
 
 
+def in_memory_columns(parts: Sequence[Any], config: DedupConfig, source_order: Sequence[str],
+                      progress: bool | None = None) -> ComputedColumns:
+    """`dedup` over every part at once: the quickest way for a workspace that fits in memory."""
+    from curation.generations import read_parts
+
+    deduped = dedup(read_parts(parts), config, source_order=source_order, progress=progress)
+    return ComputedColumns(deduped.select(list(DEDUP_COLUMNS)))
+
+
 def run_dedup(
     workspace: Any,
     config: DedupConfig | None = None,
     progress: bool | None = None,
     *,
-    executor: Any = None,
-    work_dir: str | Path | None = None,
-    say: Callable[[str], None] | None = None,
-    rows_per_partition: int | None = None,
+    compute: Callable[[list[Any], DedupConfig, list[str]], Any] | None = None,
 ) -> DedupReport:
     """Dedup the workspace's items and commit the columns as a new generation (replacing any earlier run's).
 
-    Up to IN_MEMORY_ROWS items, `dedup` in this process, in memory; more, or with an
-    `executor` (curation.executors: this process or Ray), the partitioned algorithm
-    (`curation.distributed.dedup_columns`) over the workspace's parts, with its work files in
-    `work_dir` (default: a temporary directory): memory follows the part size, not the
-    corpus. Both give the same columns (tests/test_dedup.py, tests/test_ray.py). The columns
-    are committed part by part (`Workspace.map_items`). `say`: the partitioned run's progress lines.
+    compute: what gives the columns, `compute(parts, config, source_order)`, an object whose
+    `for_rows(offset, items)` gives a part's columns (default: `in_memory_columns`;
+    `curation.distributed.run_dedup_distributed` passes the partitioned algorithm, which holds a
+    partition at a time, for large workspaces and executors). The columns are committed part
+    by part (`Workspace.map_items`) and the report is counted part by part.
     """
     config = config or DedupConfig()
     source_order = workspace.sources()["source_id"].to_list()
@@ -600,16 +600,10 @@ def run_dedup(
     counted: list[tuple[dict[str, int], pl.DataFrame]] = []
 
     def prepare(parts: list[Any]) -> None:
-        from curation.generations import read_parts
-
-        if executor is None and sum(part.rows for part in parts) <= IN_MEMORY_ROWS:
-            deduped = dedup(read_parts(parts), config, source_order=source_order, progress=progress)
-            computed.append(_Columns(deduped.select(list(DEDUP_COLUMNS))))
+        if compute is None:
+            computed.append(in_memory_columns(parts, config, source_order, progress))
         else:
-            from curation.distributed import dedup_columns
-
-            options = {} if rows_per_partition is None else {"rows_per_partition": rows_per_partition}
-            computed.append(dedup_columns(parts, config, source_order, executor, work_dir, progress=say, **options))
+            computed.append(compute(parts, config, source_order))
 
     def transform(items: pl.DataFrame, part: Any) -> pl.DataFrame:
         columns = computed[0].for_rows(part.offset, items)

@@ -503,6 +503,11 @@ def _assemble(
                         .sort("row"), alone)
 
 
+# Why: up to one part's worth of items, dedup in memory is quickest (no partition files); beyond, memory
+# would grow with the corpus, so the items go through the partitioned algorithm a partition at a time.
+IN_MEMORY_ROWS = 50_000
+
+
 def run_dedup_distributed(
     workspace: Workspace,
     config: DedupConfig | None = None,
@@ -511,20 +516,25 @@ def run_dedup_distributed(
     rows_per_partition: int = DEFAULT_ROWS_PER_PARTITION,
     progress: Callable[[str], None] | None = None,
 ) -> DedupReport:
-    """The dedup stage on `executor`: `curation.dedup.run_dedup`, its columns computed by `dedup_columns`.
+    """The dedup stage: `curation.dedup.run_dedup`, its columns computed in memory or by `dedup_columns`.
 
-    No executor: `run_dedup` in this process (`satsang dedup --executor local`).
+    No executor: in this process (`satsang dedup --executor local`): in memory up to
+    IN_MEMORY_ROWS items, beyond that partitioned on a LocalExecutor, so memory follows the
+    partition size. An executor (Ray): partitioned on it. The columns are the same either way.
     scratch_dir: where the partition files go (default `<workspace>/scratch/dedup-<id>`, on the
     workspace's storage, which a cluster's nodes share); removed when done.
     """
-    from curation.dedup import run_dedup
+    from curation.dedup import in_memory_columns, run_dedup
 
-    if executor is None:
-        return run_dedup(workspace, config)
     work = Path(scratch_dir) if scratch_dir is not None else workspace.root / "scratch" / f"dedup-{uuid.uuid4().hex[:12]}"
+
+    def compute(parts: list[Any], config: DedupConfig, order: list[str]) -> Any:
+        if executor is None and sum(part.rows for part in parts) <= IN_MEMORY_ROWS:
+            return in_memory_columns(parts, config, order)
+        return dedup_columns(parts, config, order, executor or LocalExecutor(), work, rows_per_partition, progress)
+
     try:
-        return run_dedup(workspace, config, executor=executor, work_dir=work, say=progress,
-                         rows_per_partition=rows_per_partition)
+        return run_dedup(workspace, config, compute=compute)
     finally:
         shutil.rmtree(work, ignore_errors=True)
         if scratch_dir is None:

@@ -14,8 +14,9 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-import curation.dedup
+import curation.distributed
 from curation.dedup import run_dedup
+from curation.distributed import run_dedup_distributed
 from curation.workspace import Workspace, init_workspace
 
 DATA = Path(__file__).parent / "data"
@@ -76,8 +77,8 @@ def test_streamed_dedup_commits_what_in_memory_dedup_commits(whole_and_parted, m
     whole, parted = whole_and_parted
     expected = run_dedup(whole)
     assert expected.n_near_duplicates + expected.n_exact_duplicates > 0 and expected.n_cross_source_clusters > 0
-    monkeypatch.setattr(curation.dedup, "IN_MEMORY_ROWS", 0)  # the partitioned route, part by part
-    streamed = run_dedup(parted, rows_per_partition=17)
+    monkeypatch.setattr(curation.distributed, "IN_MEMORY_ROWS", 0)  # the partitioned route, part by part
+    streamed = run_dedup_distributed(parted, rows_per_partition=17)
     assert parted.items().equals(whole.items())
     assert {k: v for k, v in vars(streamed).items() if k not in ("seconds", "generation")} == {
         k: v for k, v in vars(expected).items() if k not in ("seconds", "generation")}
