@@ -13,7 +13,8 @@ Ingest needs nothing here: `Workspace.ingest` hands each file to its executor
 Dedup (`dedup_partitioned`), designed so that no process holds every signature.
 Files, under a work directory every worker can read (shared storage on a cluster)::
 
-    input/part-00000.parquet               row, kind, text          (written by the driver)
+    input/part-00000.parquet               row, item_id, source_id, kind, text, start   (written by the driver,
+                                                                    a workspace part at a time)
     rows/part-00000.parquet                row, key                 key: hash of (kind, normalised text)
     texts/part-00000.parquet               key, kind, text          normalised, one row per distinct key
     signatures/part-00000.parquet          key, signature           MinHash, uint32[num_perm]
@@ -41,7 +42,8 @@ Files, under a work directory every worker can read (shared storage on a cluster
    (`curation.dedup.hits_needed`, `confirm_containment`, `best_containers`).
 4. components (driver): union-find over the confirmed edges and containment links (small) and the
    exact-duplicate keys gives the clusters. Clusters of one row get the columns
-   `curation.dedup.dedup` gives a lone item; the rows of larger clusters go, whole
+   `curation.dedup.dedup` gives a lone item (`DedupColumns.for_rows`, a part at a time, when
+   the workspace commits them); the rows of larger clusters go, whole
    clusters at a time, to tasks that run `curation.dedup.dedup` itself on them:
    candidate pairs, Jaccard and containment are properties of a pair (a text's best
    container is in its own cluster), so dedup over a union
