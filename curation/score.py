@@ -601,7 +601,7 @@ def run_score(
         n_passages=tally.n_passages,
         n_silence=tally.bases[BASIS_SILENCE],
         n_empty=tally.bases[BASIS_EMPTY],
-        n_texts=len(tally.texts),
+        n_texts=tally.n_texts,
         n_encoded=n_encoded_items,
         n_curator_examples=len(extra_texts),
         holdout_auc=holdout.auc,
@@ -644,7 +644,7 @@ class _ScoreTally:
     def __init__(self) -> None:
         self.n_items = self.n_scored = self.n_pairs = self.n_passages = 0
         self.bases: Counter[str] = Counter()
-        self.texts: set[int] = set()  # 64 bits of each distinct text's key: counted, not kept
+        self.text_keys: list[np.ndarray] = []  # 64 bits of each text's key, to count the distinct ones
         self.scores: dict[str, list[np.ndarray]] = {BASIS_ANSWER: [], BASIS_PASSAGE: []}
         self.agents: Counter[str] = Counter()
 
@@ -653,13 +653,17 @@ class _ScoreTally:
         self.n_scored += int(new["concept_score"].is_not_null().sum())
         self.n_pairs += int((items["kind"] == "pair").sum())
         self.n_passages += int((items["kind"] == "passage").sum())
-        self.bases.update(new["concept_basis"].to_list())
+        self.bases.update(dict(new.group_by("concept_basis").len().iter_rows()))
         texts, _ = scored_texts(items)
-        self.texts.update(int(text_key(t)[:16], 16) for t in texts if t is not None)
+        self.text_keys.append(np.array([int(text_key(t)[:16], 16) for t in texts if t is not None], dtype=np.uint64))
         for basis, scores in self.scores.items():
             scores.append(new.filter(pl.col("concept_basis") == basis)["concept_score"].to_numpy())
         measured = new.filter(pl.col("concept_basis").is_in([BASIS_ANSWER, BASIS_PASSAGE]))
-        self.agents.update(measured["concept_agent"].to_list())
+        self.agents.update(dict(measured.group_by("concept_agent").len().iter_rows()))
+
+    @property
+    def n_texts(self) -> int:
+        return len(np.unique(np.concatenate(self.text_keys))) if self.text_keys else 0
 
     def groups(self, holdout: Holdout) -> dict[str, np.ndarray]:
         return {
