@@ -313,7 +313,7 @@ class OpenVinoEncoder(OnnxEncoder):
         if threads:
             settings["INFERENCE_NUM_THREADS"] = threads
         compiled = core.compile_model(core.read_model(str(onnx_file)), "CPU", settings)
-        self.precision = str(compiled.get_property("INFERENCE_PRECISION_HINT")).lower()
+        self.precision = compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name()  # "bf16" or "f32"
         self.input_names = {name for port in compiled.inputs for name in port.get_names()}
         request = compiled.create_infer_request()
         # np.array: the request's output buffer is reused by its next call.
