@@ -54,6 +54,9 @@ BACKENDS: tuple[str, ...] = (TORCH, ONNX, ONNX_INT8, OPENVINO_BF16, STATIC)
 TOKEN_BATCHED: tuple[str, ...] = (ONNX, ONNX_INT8, OPENVINO_BF16)
 CACHE_ENV = "SATSANG_MODEL_CACHE"
 ONNX_FILE, ONNX_INT8_FILE = "model.onnx", "model-int8.onnx"
+# The export's folders, named after how it is made, so a cache made the older way is not reused: "eager",
+# attention written out as MatMul/Softmax (`_export_float`).
+ONNX_DIR, ONNX_INT8_DIR = "onnx-eager", "onnx-eager-int8"
 STATIC_DIR = "static"
 # Exporting or distilling takes a minute on one core; a second scorer waits that long for the first.
 EXPORT_LOCK_TIMEOUT_S = 900.0
@@ -144,10 +147,11 @@ def export_onnx(model_dir: str | os.PathLike[str], quantized: bool, cache: str |
     pooling is done by `OnnxEncoder`, as sentence-transformers' Pooling module does it.
     """
     folder = derived_dir(model_dir, cache)
-    onnx_dir = _make_once(folder / "onnx", lambda staging: _export_float(Path(model_dir), staging / ONNX_FILE))
+    onnx_dir = _make_once(folder / ONNX_DIR, lambda staging: _export_float(Path(model_dir), staging / ONNX_FILE))
     if not quantized:
         return onnx_dir / ONNX_FILE
-    int8_dir = _make_once(folder / "onnx-int8", lambda staging: _quantize(onnx_dir / ONNX_FILE, staging / ONNX_INT8_FILE))
+    int8_dir = _make_once(folder / ONNX_INT8_DIR,
+                          lambda staging: _quantize(onnx_dir / ONNX_FILE, staging / ONNX_INT8_FILE))
     return int8_dir / ONNX_INT8_FILE
 
 
@@ -155,7 +159,10 @@ def _export_float(model_dir: Path, target: Path) -> None:
     import torch
     from transformers import AutoModel, AutoTokenizer
 
-    model = AutoModel.from_pretrained(str(model_dir)).eval()
+    # Eager attention: plain MatMul/Softmax with an additive mask. transformers' default (sdpa) traces into extra
+    # mask ops (IsNaN, Where) that make the graph ~15% slower on ONNX Runtime and ~10% on OpenVINO
+    # (bench/score.py); the embeddings are the same to float32 rounding.
+    model = AutoModel.from_pretrained(str(model_dir), attn_implementation="eager").eval()
     tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     example = tokenizer(["an example", "two example sentences"], padding=True, return_tensors="pt")
     names = ["input_ids", "attention_mask", "token_type_ids"]

@@ -103,8 +103,8 @@ class ScoreConfig:
     batch_tokens: int = field(
         default=512,
         metadata={"help": "ONNX and OpenVINO engines: length-bucketed batches of at most this many padded tokens"
-                          " (long texts in small batches, short in large; ~2x faster per core than fixed batches). 0: fixed"
-                          " batches of batch_size."},
+                          " (long texts in small batches, short in large; ~2x faster per core than fixed batches)."
+                          " 0: fixed batches of batch_size."},
     )
     classifier_c: float = field(
         default=10.0,
