@@ -14,7 +14,7 @@ distributed encoder drive any of them alike:
   on some texts while the held-out AUC stays (bench/score.py prints both).
 - "openvino-bf16": the same ONNX export run by OpenVINO with bfloat16 inference precision
   (its matrix products in bf16 with float32 accumulation, on CPUs with avx512_bf16 or AMX):
-  about 1.5-1.8x the onnx engine's texts/s per core, embeddings at cosine >= 0.9999 of the
+  about 1.5-2x the onnx engine's texts/s per core, embeddings at cosine >= 0.9999 of the
   reference, scores within ~0.01 (bench/score.py). Where the CPU has no bf16 instructions,
   OpenVINO runs float32 (`OpenVinoEncoder.precision` says which), at about onnx's speed.
 - "static" (the cascade's cheap model): a model2vec static embedding table distilled from
