@@ -485,6 +485,15 @@ def test_openvino_engine_runs_bf16_where_the_cpu_has_it_and_repeats_itself_batch
     for rows in batches:
         alone = engine.encode([texts[i] for i in rows], batch_size=8, normalize_embeddings=True)
         assert np.array_equal(alone, whole[rows])
+    # Asked for float32 (what it runs on a CPU without bf16), it is the onnx engine to rounding.
+    from curation.embedding_backends import ONNX, OpenVinoEncoder, export_onnx
+
+    exact = OpenVinoEncoder(resolve_model(PACKAGED_MODEL), export_onnx(resolve_model(PACKAGED_MODEL), False), 1, 512,
+                            precision="f32")
+    onnx = load_encoder(resolve_model(PACKAGED_MODEL), ONNX, threads=1, batch_tokens=512)
+    assert exact.precision == "f32"
+    assert (exact.encode(excerpt_texts, normalize_embeddings=True)
+            * onnx.encode(excerpt_texts, normalize_embeddings=True)).sum(axis=1).min() >= 0.99999
 
 
 def test_engines_are_made_once_from_the_local_model(model_cache, tmp_path):
