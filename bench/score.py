@@ -14,8 +14,8 @@ store, encode, store write, classifier), fitted beforehand (the one-time fit is 
 
 - torch: today's path, SentenceTransformer float32: THE BASELINE of every ratio;
 - torch raw encode: `model.encode` alone (the pipeline's overhead is the difference);
-- onnx, onnx-int8, static: curation.embedding_backends, length-bucketed batches
-  (ScoreConfig.batch_tokens); "onnx fixed batches": onnx with batch_tokens=0;
+- onnx, onnx-int8, openvino-bf16, static: curation.embedding_backends, length-bucketed
+  batches (ScoreConfig.batch_tokens); "onnx fixed batches": onnx with batch_tokens=0;
 - cascade static->onnx and onnx-int8->onnx: curation.cascade, the band calibrated on
   the held-out exemplars and the corpus' calibration share (that time is included).
 
@@ -73,6 +73,7 @@ ENGINES = [
     ("onnx", "onnx", ""),
     ("onnx fixed batches", "onnx", ""),  # batch_tokens=0: what length-bucketed batching gains
     ("onnx-int8", "onnx-int8", ""),
+    ("openvino-bf16", "openvino-bf16", ""),
     ("static", "static", ""),
     ("cascade static->onnx", "onnx", "static"),
     ("cascade onnx-int8->onnx", "onnx", "onnx-int8"),

@@ -590,9 +590,9 @@ def engine_batches(config: ScoreConfig, texts: Sequence[str]) -> list[np.ndarray
     ONNX engines: length-bucketed by token count (`curation.embedding_backends.onnx_batches`);
     torch and static: sentence-transformers' batches.
     """
-    from curation.embedding_backends import ONNX, ONNX_INT8, onnx_batches, resolve_model
+    from curation.embedding_backends import TOKEN_BATCHED, onnx_batches, resolve_model
 
-    if config.backend in (ONNX, ONNX_INT8):
+    if config.backend in TOKEN_BATCHED:
         return onnx_batches(resolve_model(config.model), texts, config.batch_size, config.batch_tokens)
     return sentence_transformer_batches(texts, config.batch_size)
 

