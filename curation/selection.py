@@ -34,13 +34,16 @@ its `edited_answer` (the store has one field for edited text besides the questio
 its `exported_hash` (the same hash of the content as exported), so an edit is
 visible and `diff` finds it.
 
-Frames: `Selection.candidates` holds every workspace item with the stage columns
-(curation.schema), its effective decision under export's own names (`_decision`,
-`_review_reason`, `_reviewer`, `_reviewed_hash`, the hash the reviewer saw when the
-wording moved since, `_edited_question`, `_edited_answer`, `_response_id`), and `_step`
-/ `_reason`. `Selection.selected` adds the content as exported: `_question`, `_answer`,
-`_text`, `_silent`, `_exported_hash` and `_tokens`. Columns starting with `_` are never
-item columns, so they cannot collide with a stage's.
+Frames, none holding the items' text (a corpus may not fit in memory; `light_items` reads
+each text's length and token count instead): `Selection.candidates` holds every workspace
+item's `_step` / `_reason` and what the card plots. The selection is computed on every item
+with the stage columns (curation.schema), its effective decision under export's own names
+(`_decision`, `_review_reason`, `_reviewer`, `_reviewed_hash`, the hash the reviewer saw
+when the wording moved since, `_edited_question`, `_edited_answer`, `_response_id`) and where
+it is stored (`_part`, `_row`). `Selection.selected` adds `_silent`, `_exported_hash` and
+`_tokens` of the content as exported; curation.export reads the content itself (`_question`,
+`_answer`, `_text`) a source at a time. Columns starting with `_` are never item columns, so
+they cannot collide with a stage's.
 """
 
 from __future__ import annotations
@@ -269,7 +272,8 @@ def read_rows(parts: Sequence[ItemPart], wanted: pl.DataFrame, columns: Sequence
     frames = []
     for index in wanted["_part"].unique().sort().to_list():
         rows = wanted.filter(pl.col("_part") == index)["_row"]
-        frame = parts[index].read()
+        present = pl.read_parquet_schema(parts[index].path)
+        frame = parts[index].read([c for c in columns if c in present])  # the text columns alone, not the part
         frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in columns if c not in frame.columns)
         frames.append(frame.select(columns)[rows].with_columns(
             pl.lit(index, dtype=pl.Int64).alias("_part"), rows.alias("_row").cast(pl.Int64)))
