@@ -255,6 +255,41 @@ def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarra
     return texts, prints, (np.arange(len(texts)) - firsts[texts]) < sample
 
 
+class SampleHits:
+    """For pairs of texts (a, b): how many of text a's sampled fingerprints text b holds.
+
+    Built from `containment_samples`' (texts, fingerprints, sampled); `ids`: the fingerprints as
+    dense ids (0 .. n_ids - 1) when the caller has them already.
+    """
+
+    def __init__(self, texts: np.ndarray, prints: np.ndarray, sampled: np.ndarray,
+                 ids: np.ndarray | None = None, n_ids: int | None = None):
+        if ids is None:
+            unique_prints, inverse = np.unique(prints, return_inverse=True)
+            ids, n_ids = inverse.reshape(-1).astype(np.int64), len(unique_prints)
+        self.ids, self.n_ids = ids, int(n_ids or 0)
+        self.keys = np.sort(texts * self.n_ids + ids)  # every text's distinct fingerprints, as text * n_ids + id
+        self.sample_rows = np.nonzero(sampled)[0]  # by text, then fingerprint
+        self.sample_owners = texts[self.sample_rows]
+
+    def count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if len(self.keys) == 0:
+            return np.zeros(len(a), dtype=np.int64)
+        starts = np.searchsorted(self.sample_owners, a, side="left")
+        counts = np.searchsorted(self.sample_owners, a, side="right") - starts
+        pair_of = np.repeat(np.arange(len(a)), counts)
+        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        probe = b[pair_of] * self.n_ids + self.ids[self.sample_rows[np.repeat(starts, counts) + offsets]]
+        found = self.keys[np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)] == probe
+        return np.bincount(pair_of[found], minlength=len(a))
+
+
+def probe_prefix(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """How many of a sample a text of `sizes` distinct shingles must probe: any container holding
+    `hits_needed` of the sample holds at least one of any (sample size - needed + 1) of it."""
+    return np.minimum(sizes, config.containment_sample) - hits_needed(sizes, config).astype(np.int64) + 1
+
+
 def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
     """Sample hits a container must give a text of `sizes` distinct shingles to make a candidate pair."""
     full = sample_hits_needed(config.containment, config.containment_sample, config.lsh_recall_at_threshold)
@@ -290,16 +325,13 @@ def containment_candidates(
     rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
     owners = texts[rows]
     firsts = np.searchsorted(owners, owners, side="left")
-    sample_sizes = np.minimum(sizes[owners], config.containment_sample)
-    needed = hits_needed(sizes[owners], config).astype(np.int64)
-    prefix = (np.arange(len(rows)) - firsts) < (sample_sizes - needed + 1)
+    prefix = (np.arange(len(rows)) - firsts) < probe_prefix(sizes[owners], config)
 
     # Posting lists by shingle id; every text's shingles as sorted keys text * n_ids + id, for the counts.
     by_id = np.argsort(ids, kind="stable")
     list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
     np.cumsum(frequency, out=list_starts[1:])
-    keys = np.sort(texts * len(unique_prints) + ids)
-    sample_starts = np.searchsorted(owners, np.arange(n), side="left")
+    sample_hits = SampleHits(texts, prints, sampled, ids, len(unique_prints))
 
     probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
     lengths = frequency[probe_ids]
@@ -319,14 +351,7 @@ def containment_candidates(
         keep = (a != b) & (sizes[b] >= sizes[a])
         pairs = np.unique(a[keep] * n + b[keep])
         a, b = pairs // n, pairs % n
-        # Count each proposed pair's hits over a's whole sample.
-        counts = np.minimum(sizes[a], config.containment_sample)
-        pair_of = np.repeat(np.arange(len(a)), counts)
-        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        probe_keys = b[pair_of] * len(unique_prints) + ids[rows[sample_starts[a][pair_of] + offsets]]
-        found = keys[np.minimum(np.searchsorted(keys, probe_keys), len(keys) - 1)] == probe_keys
-        hits = np.bincount(pair_of[found], minlength=len(a))
-        passing = hits >= hits_needed(sizes[a], config)
+        passing = sample_hits.count(a, b) >= hits_needed(sizes[a], config)  # over a's whole sample
         candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
         first = last
     return candidates

@@ -217,8 +217,8 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
 def containment_postings(partition: int, plan: _DedupPlan) -> int:
     """Containment, phase 1: one texts partition's distinct shingle fingerprints, split into shards by fingerprint.
 
-    Each row: kind, fingerprint, key, the text's distinct shingles (size), and whether the
-    fingerprint is in the text's sample and the text long enough to be linked as contained (query).
+    Each row: kind, fingerprint, key, the text's distinct shingles (size), whether the fingerprint
+    is in the text's sample and the text long enough to be linked as contained (query).
     """
     from curation.dedup import containment_samples
     from curation.shingles import shingle_texts
@@ -242,48 +242,92 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
     return postings.height
 
 
-def containment_hits(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 2: in one fingerprint shard, each query's sample hits per (text a, larger text b)."""
+def _postings(shard: int, plan: _DedupPlan) -> pl.DataFrame:
     files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
-    postings = pl.read_parquet(files).unique() if files else pl.DataFrame(
+    return pl.read_parquet(files) if files else pl.DataFrame(
         schema={"kind": pl.String, "print": pl.UInt64, "key": pl.String, "size": pl.Int64, "query": pl.Boolean})
-    hits = (
-        postings.filter("query").join(postings, on=["kind", "print"], suffix="_b")
-        .filter((pl.col("key") != pl.col("key_b")) & (pl.col("size_b") >= pl.col("size")))
-        .group_by(pl.col("key").alias("a"), pl.col("key_b").alias("b"))
-        .agg(pl.len().alias("hits"), pl.col("size").first().alias("size"))
-    )
-    _write_atomic(hits, os.path.join(plan.work_dir, "hits", f"shard={shard:05d}.parquet"))
-    return hits.height
+
+
+def containment_frequencies(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 2: in one fingerprint shard, how many texts hold each queried fingerprint;
+    the queries' (key, size, fingerprint, frequency), by shard of key."""
+    postings = _postings(shard, plan)
+    frequency = postings.select("print", "key").unique().group_by("print").agg(pl.len().alias("frequency"))
+    queries = (postings.filter("query").select("key", "size", "print").unique()
+               .join(frequency, on="print").with_columns(_shard_of("key", plan.n_shards).alias("to")))
+    for target, rows in queries.partition_by("to", as_dict=True, include_key=False).items():
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "frequencies", f"shard={target[0]:05d}"), shard))
+    return queries.height
+
+
+def containment_probes(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 3: the texts of one key shard pick their probes: `curation.dedup.probe_prefix` of
+    their sample, rarest first (the in-memory order), by fingerprint shard. Any container holding enough
+    of a sample holds one of its probes; rare probes propose few pairs."""
+    from curation.dedup import probe_prefix
+
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "frequencies", f"shard={shard:05d}", "part-*.parquet")))
+    if not files:
+        return 0
+    samples = pl.read_parquet(files).sort("key", "frequency", "print")
+    rank = samples.select(pl.int_range(pl.len()).over("key").alias("rank"))["rank"].to_numpy()
+    keep = rank < probe_prefix(samples["size"].to_numpy(), plan.config)
+    probes = samples.filter(pl.Series(keep)).select("key", "print").with_columns(
+        (pl.col("print") % plan.n_shards).alias("to"))
+    for target, rows in probes.partition_by("to", as_dict=True, include_key=False).items():
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "probes", f"shard={target[0]:05d}"), shard))
+    return probes.height
+
+
+def containment_pairs(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 4: in one fingerprint shard, the pairs (text a, text b of its kind at least as large)
+    where b holds one of a's probes: every candidate is among them (their hits are counted in phase 5)."""
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "probes", f"shard={shard:05d}", "part-*.parquet")))
+    if files:
+        postings = _postings(shard, plan).select("kind", "print", "key", "size")
+        probes = pl.read_parquet(files).join(postings, on=["key", "print"]).unique()
+        pairs = (
+            probes.join(postings.rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
+            .filter((pl.col("key") != pl.col("b")) & (pl.col("size_b") >= pl.col("size")))
+            .select(pl.col("key").alias("a"), "b")
+            .unique()
+        )
+    else:
+        pairs = pl.DataFrame(schema={"a": pl.String, "b": pl.String})
+    _write_atomic(pairs, os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}.parquet"))
+    return pairs.height
 
 
 def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 3: the texts a of one shard, their candidates confirmed by exact containment, and
-    each one's best container (dedup's own functions, so the same link as a local run)."""
-    from curation.dedup import best_containers, confirm_containment, hits_needed
+    """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's whole sample
+    (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
+    functions, so the same link as a local run)."""
+    from curation.dedup import SampleHits, best_containers, confirm_containment, containment_samples, hits_needed
     from curation.shingles import shingle_texts
 
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "hits", "shard=*.parquet")))
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", "shard=*.parquet")))
     schema = {"a": pl.String, "b": pl.String}
-    candidates = pl.DataFrame(schema=schema)
-    if files:
-        summed = (
-            pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard)
-            .group_by("a", "b").agg(pl.col("hits").sum(), pl.col("size").first()).collect()
-        )
-        needed = hits_needed(summed["size"].to_numpy(), plan.config)
-        candidates = summed.filter(pl.Series(summed["hits"].to_numpy() >= needed)).select("a", "b")
+    proposed = (
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect()
+        if files else pl.DataFrame(schema=schema)
+    )
     links = pl.DataFrame(schema=schema)
-    if candidates.height:
-        keys_needed = pl.concat([candidates["a"], candidates["b"]]).unique()
+    if proposed.height:
+        keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
         texts = (
             pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
             .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key").collect()
         )
         keys, normalised = texts["key"].to_list(), texts["text"].to_list()
-        index = {key: i for i, key in enumerate(keys)}
+        index = pl.DataFrame({"key": keys, "i": np.arange(len(keys), dtype=np.int64)})
+        indexed = (proposed.join(index, left_on="a", right_on="key").rename({"i": "i_a"})
+                   .join(index, left_on="b", right_on="key").rename({"i": "i_b"}))
+        a, b = indexed["i_a"].to_numpy(), indexed["i_b"].to_numpy()
         shingled = shingle_texts(normalised, plan.config.shingle_size)
-        pairs = {(index[a], index[b]) for a, b in candidates.iter_rows()}
+        owners, prints, sampled = containment_samples(shingled, plan.config.containment_sample)
+        sizes = np.bincount(owners, minlength=len(shingled))
+        passing = SampleHits(owners, prints, sampled).count(a, b) >= hits_needed(sizes[a], plan.config)
+        pairs = set(zip(a[passing].tolist(), b[passing].tolist()))
         best = best_containers(confirm_containment(shingled, pairs, plan.config.containment), normalised)
         links = pl.DataFrame({"a": [keys[a] for a in best], "b": [keys[b] for b, _ in best.values()]}, schema=schema)
     _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), shard))
@@ -432,7 +476,9 @@ def dedup_columns(
         if config.containment > 0.0:
             started = time.perf_counter()
             executor.map(containment_postings, range(n_partitions), shared=plan)
-            executor.map(containment_hits, range(plan.n_shards), shared=plan)
+            executor.map(containment_frequencies, range(plan.n_shards), shared=plan)
+            executor.map(containment_probes, range(plan.n_shards), shared=plan)
+            executor.map(containment_pairs, range(plan.n_shards), shared=plan)
             n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
             say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
 
