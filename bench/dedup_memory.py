@@ -14,7 +14,8 @@ partitioned `curation.distributed.dedup_columns` on a LocalExecutor, or with --e
 
 Printed per run: items, seconds, peak RSS of the child (ru_maxrss), and the peak RSS sampled
 in each phase (the phases are told apart by `run_dedup`'s progress lines; "commit" is what
-follows the last one: the columns written part by part), then base/head ratios of time and
+follows the last one: the columns written part by part; "sources()" is run_dedup's call of
+`Workspace.sources`, which reads the whole items table today), then base/head ratios of time and
 peak, and whether the two runs committed identical items (a digest of every row).
 The machine is shared: numbers are noisy, compare within one run.
 """
@@ -145,6 +146,14 @@ def child(workspace_path: str, result_path: str, executor_name: str) -> None:
         executor = RayExecutor(num_cpus=2)
     start_mb = rss_mb()
     peaks = PhasePeaks()
+    read_sources = Workspace.sources
+
+    def sources(self):  # its own phase: it reads the whole items table with the sources (Workspace.snapshot)
+        table = read_sources(self)
+        peaks.mark("sources() (reads every item)")
+        return table
+
+    Workspace.sources = sources
     started = time.perf_counter()
     if executor is None:
         report = run_dedup(workspace, say=peaks.mark)

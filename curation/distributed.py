@@ -21,7 +21,9 @@ Files, under a work directory every worker can read (shared storage on a cluster
     candidates/band=000.parquet            a, b                     keys sharing that band, a < b
     edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
     postings/shard=00000/part-00000.parquet kind, print, key, size, query   containment: shingle fingerprints
-    hits/shard=00000.parquet               a, b, hits, size         sample hits of text a in larger text b
+    frequencies/shard=00000/part-00000.parquet key, size, print, frequency  a sample's fingerprints, how common
+    probes/shard=00000/part-00000.parquet  key, print               the fingerprints a text probes with
+    pairs/shard=00000.parquet              a, b                     b holds one of a's probes
     contained/part-00000.parquet           a, b                     text a's best container b
 
 1. sign (one task per input partition): normalise, key, shingle and sign the
@@ -34,13 +36,17 @@ Files, under a work directory every worker can read (shared storage on a cluster
 3. confirm (one task per shard of candidate pairs, by key prefix): read the
    shard's candidates, fetch just those keys' texts, keep the pairs whose true
    shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
-3b. containment (unless off): each texts partition writes its distinct shingle
-   fingerprints by fingerprint shard; each shard joins the texts' samples with
-   all fingerprints into sample hits; each shard of texts a sums its hits, confirms
-   the candidates by exact containment and keeps a's best container
-   (`curation.dedup.hits_needed`, `confirm_containment`, `best_containers`).
-4. components (driver): union-find over the confirmed edges and containment links (small) and the
-   exact-duplicate keys gives the clusters. Clusters of one row get the columns
+3b. containment (unless off), by prefix filtering as `curation.dedup.containment_candidates`
+   does: each texts partition writes its distinct shingle fingerprints by fingerprint
+   shard; each fingerprint shard counts the texts holding each sampled fingerprint; each
+   shard of texts picks its probes (`probe_prefix` of its sample, rarest first); each
+   fingerprint shard joins the probes with the fingerprints' holders into proposed pairs;
+   each shard of texts a counts its pairs' hits over a's whole sample (`SampleHits`),
+   confirms those with enough by exact containment and keeps a's best container
+   (`hits_needed`, `confirm_containment`, `best_containers`). Only rare fingerprints are
+   joined, so a phrase common to many texts does not multiply a shard's rows.
+4. components (driver): union-find (in numpy) over the confirmed edges and containment links
+   (small); the rows of a key on two rows or more, or in a link, are the clustered rows. Clusters of one row get the columns
    `curation.dedup.dedup` gives a lone item; the rows of larger clusters go, whole
    clusters at a time, to tasks that run `curation.dedup.dedup` itself on them:
    candidate pairs, Jaccard and containment are properties of a pair (a text's best
@@ -163,8 +169,15 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
 def band_candidates(band: int, plan: _DedupPlan) -> int:
     """Phase 2: the candidate pairs of one band (keys of one kind with equal band bytes), from its files only."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "buckets", f"band={band:03d}", "part-*.parquet")))
-    buckets = pl.read_parquet(files).unique() if files else pl.DataFrame(
-        schema={"kind": pl.String, "band": pl.Binary, "key": pl.String})
+    schema = {"kind": pl.String, "band": pl.Binary, "key": pl.String}
+    buckets = pl.DataFrame(schema=schema)
+    if files:
+        # Only band values on two rows or more can pair: found from the band column alone, then only their
+        # rows read whole (most texts share no band with any other).
+        values = pl.scan_parquet(files).select("band").filter(pl.col("band").is_duplicated()).unique().collect()
+        if values.height:
+            buckets = (pl.scan_parquet(files).filter(pl.col("band").is_in(values["band"].implode()))
+                       .unique().collect())
     pairs = (
         buckets.join(buckets, on=["kind", "band"], suffix="_b")
         .filter(pl.col("key") < pl.col("key_b"))
@@ -495,51 +508,44 @@ def _assemble(
     n: int, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
 ) -> DedupColumns:
     """Components over exact keys and confirmed edges; dedup's columns for the rows of clusters of two or more."""
-    from curation.dedup import DEDUP_COLUMNS, UnionFind, dedup
+    from curation.dedup import DEDUP_COLUMNS, dedup
 
-    row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
+    row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet"))
+    rows_seen = np.sort(row_keys["row"].to_numpy())
+    if len(rows_seen) != n or (n and (rows_seen[0] != 0 or rows_seen[-1] != n - 1 or (np.diff(rows_seen) != 1).any())):
+        raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
+    del rows_seen
     edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet")).select("a", "b")
     if config.containment > 0.0:  # each contained text's link to its best container joins them too
         edges = pl.concat([edges, pl.read_parquet(os.path.join(work, "contained", "part-*.parquet"))])
-    nodes = pl.concat([edges["a"], edges["b"]]).unique().sort().to_list()
-    node_index = {key: i for i, key in enumerate(nodes)}
-    clusters = UnionFind(len(nodes))
-    for a, b in edges.select("a", "b").iter_rows():
-        clusters.union(node_index[a], node_index[b])
-    labels = pl.DataFrame(
-        {"key": nodes, "label": [nodes[clusters.find(i)] for i in range(len(nodes))]},
-        schema={"key": pl.String, "label": pl.String},
-    )
-    rows = (
-        row_keys.join(labels, on="key", how="left")
-        .with_columns(pl.coalesce("label", "key").alias("label"))
-        .with_columns(pl.len().over("label").alias("size"))
+    nodes = pl.concat([edges["a"], edges["b"]]).unique().sort()
+    parent = _components(nodes.search_sorted(edges["a"]).to_numpy(), nodes.search_sorted(edges["b"]).to_numpy(),
+                         len(nodes))
+    labels = pl.DataFrame({"key": nodes, "label": nodes.gather(parent)})
+    # Rows in clusters of two or more: those of a key on two rows or more, or of a key in some link (whose
+    # other end is another key, so another row). Only they are held, with their cluster's label.
+    repeated = row_keys.group_by("key").agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).select("key")
+    shared_rows = (
+        row_keys.join(pl.concat([repeated, labels.select("key")]).unique(), on="key", how="semi")
+        .join(labels, on="key", how="left")
+        .select("row", pl.coalesce("label", "key").alias("label"))
         .sort("row")
     )
-    del row_keys
-    if rows.height != n or not rows["row"].equals(pl.Series("row", range(n), dtype=pl.Int64)):
-        raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
+    del row_keys, repeated
 
-    # Rows of clusters of two or more: whole clusters per batch, each batch deduped by dedup() itself.
-    shared_rows = rows.filter(pl.col("size") > 1).select("row", "label")
-    del rows
-    input_files = os.path.join(work, "input", "part-*.parquet")
+    # Whole clusters per batch, each batch deduped by dedup() itself; the input read a partition at a time.
     batches: list[pl.DataFrame] = []
     if shared_rows.height:
-        members_of = shared_rows.group_by("label", maintain_order=True).agg("row")["row"].to_list()
-        batch_of_row: dict[int, int] = {}
-        current, n_batches = 0, 0
-        for members in members_of:
-            for row in members:
-                batch_of_row[row] = n_batches
-            current += len(members)
-            if current >= rows_per_batch:
-                current, n_batches = 0, n_batches + 1
-        batch_column = pl.DataFrame({"row": list(batch_of_row), "batch": list(batch_of_row.values())},
-                                    schema={"row": pl.Int64, "batch": pl.Int64})
-        grouped = (pl.scan_parquet(input_files).join(batch_column.lazy(), on="row", how="inner")
-                   .sort("row").collect())
+        members_of = shared_rows.group_by("label", maintain_order=True).agg("row")
+        batch_of_cluster = _batch_numbers(members_of["row"].list.len().to_numpy(), rows_per_batch)
+        batch_column = (members_of.with_columns(pl.Series("batch", batch_of_cluster, dtype=pl.Int64))
+                        .explode("row").select(pl.col("row").cast(pl.Int64), "batch"))
+        grouped = pl.concat([
+            pl.read_parquet(path).join(batch_column, on="row", how="inner")
+            for path in sorted(glob.glob(os.path.join(work, "input", "part-*.parquet")))
+        ]).sort("row")
         batches = [part.drop("batch") for part in grouped.partition_by("batch", maintain_order=True)]
+        del grouped
     clustered = executor.map(dedup_clusters, batches, shared=(config, order)) if batches else []
     # A lone row gets what dedup gives a lone item (its reason and agent too): ask dedup once.
     first = pl.read_parquet(_part(os.path.join(work, "input"), 0), n_rows=1).drop("row")
@@ -547,6 +553,35 @@ def _assemble(
     empty = pl.DataFrame(schema={"row": pl.Int64, **DEDUP_COLUMNS})
     return DedupColumns(n, pl.concat([empty, *(part.cast(DEDUP_COLUMNS) for part in clustered)], how="vertical")
                         .sort("row"), alone)
+
+
+def _components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Each of n nodes' component root (its smallest member), over the links a[i] - b[i]: union-find in numpy."""
+    parent = np.arange(n, dtype=np.int64)
+    while True:  # hook each link's larger root onto its smaller one, then shortcut; until no link spans two roots
+        root_a, root_b = parent[a], parent[b]
+        spanning = root_a != root_b
+        if not spanning.any():
+            return parent
+        low, high = np.minimum(root_a, root_b)[spanning], np.maximum(root_a, root_b)[spanning]
+        np.minimum.at(parent, high, low)
+        while True:
+            grand = parent[parent]
+            if (grand == parent).all():
+                break
+            parent = grand
+
+
+def _batch_numbers(sizes: np.ndarray, rows_per_batch: int) -> np.ndarray:
+    """Batch of each cluster of `sizes` rows, in order: a batch closes once it holds rows_per_batch rows or more."""
+    batches = np.zeros(len(sizes), dtype=np.int64)
+    current, number = 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        batches[i] = number
+        current += size
+        if current >= rows_per_batch:
+            current, number = 0, number + 1
+    return batches
 
 
 def run_dedup_distributed(
