@@ -174,9 +174,13 @@ def band_candidates(band: int, plan: _DedupPlan) -> int:
     if files:
         # Only band values on two rows or more can pair: found from the band column alone, then only their
         # rows read whole (most texts share no band with any other).
-        values = pl.scan_parquet(files).select("band").filter(pl.col("band").is_duplicated()).unique().collect()
-        if values.height:
-            buckets = (pl.scan_parquet(files).filter(pl.col("band").is_in(values["band"].implode()))
+        # Found by a hash of the values (8 bytes a row; a collision only reads a few more rows): the join
+        # below compares the values themselves.
+        hashes = pl.scan_parquet(files).select(pl.col("band").hash(seed=0)).collect(engine="streaming")["band"]
+        repeated = hashes.filter(hashes.is_duplicated()).unique()
+        del hashes
+        if repeated.len():
+            buckets = (pl.scan_parquet(files).filter(pl.col("band").hash(seed=0).is_in(repeated.implode()))
                        .unique().collect())
     pairs = (
         buckets.join(buckets, on=["kind", "band"], suffix="_b")
@@ -510,11 +514,16 @@ def _assemble(
     """Components over exact keys and confirmed edges; dedup's columns for the rows of clusters of two or more."""
     from curation.dedup import DEDUP_COLUMNS, dedup
 
-    row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet"))
-    rows_seen = np.sort(row_keys["row"].to_numpy())
+    # Every row's key as an 8-byte hash, not its 32 characters: all the corpus-sized state held here.
+    row_files = sorted(glob.glob(os.path.join(work, "rows", "part-*.parquet")))
+    hashed = pl.concat([pl.read_parquet(path).select("row", pl.col("key").hash(seed=0)) for path in row_files]
+                       or [pl.DataFrame(schema={"row": pl.Int64, "key": pl.UInt64})])
+    rows_seen = np.sort(hashed["row"].to_numpy())
     if len(rows_seen) != n or (n and (rows_seen[0] != 0 or rows_seen[-1] != n - 1 or (np.diff(rows_seen) != 1).any())):
         raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
     del rows_seen
+    repeated_hashes = hashed["key"].filter(hashed["key"].is_duplicated()).unique()
+    del hashed
     edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet")).select("a", "b")
     if config.containment > 0.0:  # each contained text's link to its best container joins them too
         edges = pl.concat([edges, pl.read_parquet(os.path.join(work, "contained", "part-*.parquet"))])
@@ -524,6 +533,11 @@ def _assemble(
     labels = pl.DataFrame({"key": nodes, "label": nodes.gather(parent)})
     # Rows in clusters of two or more: those of a key on two rows or more, or of a key in some link (whose
     # other end is another key, so another row). Only they are held, with their cluster's label.
+    row_keys = pl.concat([  # the rows that may be clustered (a hash collision only adds a few), then exactly
+        pl.read_parquet(path).filter(pl.col("key").hash(seed=0).is_in(repeated_hashes.implode())
+                                     | pl.col("key").is_in(nodes.implode()))
+        for path in row_files
+    ] or [pl.DataFrame(schema={"row": pl.Int64, "key": pl.String})])
     repeated = row_keys.group_by("key").agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).select("key")
     shared_rows = (
         row_keys.join(pl.concat([repeated, labels.select("key")]).unique(), on="key", how="semi")
