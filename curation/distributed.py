@@ -259,19 +259,18 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
     return postings.height
 
 
-def _postings(shard: int, plan: _DedupPlan) -> pl.DataFrame:
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
-    return pl.read_parquet(files) if files else pl.DataFrame(
-        schema={"kind": pl.String, "print": pl.UInt64, "key": pl.String, "size": pl.Int64, "query": pl.Boolean})
-
-
 def containment_frequencies(shard: int, plan: _DedupPlan) -> int:
     """Containment, phase 2: in one fingerprint shard, how many texts hold each queried fingerprint;
     the queries' (key, size, fingerprint, frequency), by shard of key."""
-    postings = _postings(shard, plan)
-    frequency = postings.select("print", "key").unique().group_by("print").agg(pl.len().alias("frequency"))
-    queries = (postings.filter("query").select("key", "size", "print").unique()
-               .join(frequency, on="print").with_columns(_shard_of("key", plan.n_shards).alias("to")))
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
+    if not files:
+        return 0
+    postings = pl.scan_parquet(files)
+    queries = postings.filter("query").select("key", "size", "print").unique()
+    frequency = (postings.select("print", "key").join(queries.select("print").unique(), on="print", how="semi")
+                 .unique().group_by("print").agg(pl.len().alias("frequency")))  # of the queried fingerprints only
+    queries = (queries.join(frequency, on="print").with_columns(_shard_of("key", plan.n_shards).alias("to"))
+               .collect(engine="streaming"))
     for target, rows in queries.partition_by("to", as_dict=True, include_key=False).items():
         _write_atomic(rows, _part(os.path.join(plan.work_dir, "frequencies", f"shard={target[0]:05d}"), shard))
     return queries.height
@@ -301,13 +300,19 @@ def containment_pairs(shard: int, plan: _DedupPlan) -> int:
     where b holds one of a's probes: every candidate is among them (their hits are counted in phase 5)."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "probes", f"shard={shard:05d}", "part-*.parquet")))
     if files:
-        postings = _postings(shard, plan).select("kind", "print", "key", "size")
-        probes = pl.read_parquet(files).join(postings, on=["key", "print"]).unique()
+        probes = pl.scan_parquet(files)
+        postings = (  # the holders of a probed fingerprint only
+            pl.scan_parquet(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet"))
+            .select("kind", "print", "key", "size").join(probes.select("print").unique(), on="print", how="semi")
+            .collect(engine="streaming")
+        )
         pairs = (
-            probes.join(postings.rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
+            probes.join(postings.lazy(), on=["key", "print"]).unique()
+            .join(postings.lazy().rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
             .filter((pl.col("key") != pl.col("b")) & (pl.col("size_b") >= pl.col("size")))
             .select(pl.col("key").alias("a"), "b")
             .unique()
+            .collect(engine="streaming")
         )
     else:
         pairs = pl.DataFrame(schema={"a": pl.String, "b": pl.String})
