@@ -497,10 +497,16 @@ def dedup_columns(
 
         if config.containment > 0.0:
             started = time.perf_counter()
-            executor.map(containment_postings, range(n_partitions), shared=plan)
+            n_postings = executor.map(containment_postings, range(n_partitions), shared=plan)
+            say(f"containment postings: {sum(n_postings)} fingerprints of texts ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
             executor.map(containment_frequencies, range(plan.n_shards), shared=plan)
-            executor.map(containment_probes, range(plan.n_shards), shared=plan)
-            executor.map(containment_pairs, range(plan.n_shards), shared=plan)
+            n_probes = executor.map(containment_probes, range(plan.n_shards), shared=plan)
+            say(f"containment probes: {sum(n_probes)} ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
+            n_pairs = executor.map(containment_pairs, range(plan.n_shards), shared=plan)
+            say(f"containment pairs: {sum(n_pairs)} proposed ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
             n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
             say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
 
