@@ -253,9 +253,8 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
         "query": sampled & long_enough[owners],
     })
     shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
-    for shard in range(plan.n_shards):
-        _write_atomic(shards.filter(pl.col("shard") == shard).drop("shard"),
-                      _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
+    for (shard,), rows in shards.partition_by("shard", as_dict=True, include_key=False).items():  # one pass
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
     return postings.height
 
 
