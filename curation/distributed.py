@@ -237,6 +237,8 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
     Each row: kind, fingerprint, key, the text's distinct shingles (size), whether the fingerprint
     is in the text's sample and the text long enough to be linked as contained (query).
     """
+    import pyarrow as pa
+
     from curation.dedup import containment_samples
     from curation.shingles import shingle_texts
 
@@ -252,6 +254,11 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
         "size": np.bincount(owners, minlength=len(shingled))[owners],
         "query": sampled & long_enough[owners],
     })
+    # Each text's distinct fingerprints, ascending (its sample: the first containment_sample), for counting hits.
+    starts = np.searchsorted(owners, np.arange(len(shingled) + 1))
+    _write_atomic(pl.DataFrame({"key": texts["key"], "prints": pl.Series(
+        pa.LargeListArray.from_arrays(pa.array(starts, pa.int64()), pa.array(prints, pa.uint64())))}),
+        _part(os.path.join(plan.work_dir, "fingerprints"), partition))
     shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
     for (shard,), rows in shards.partition_by("shard", as_dict=True, include_key=False).items():  # one pass
         _write_atomic(rows, _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
@@ -323,7 +330,7 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's whole sample
     (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
     functions, so the same link as a local run)."""
-    from curation.dedup import SampleHits, best_containers, confirm_containment, containment_samples, hits_needed
+    from curation.dedup import SampleHits, best_containers, confirm_containment, hits_needed
     from curation.shingles import shingle_texts
 
     files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", "shard=*.parquet")))
@@ -335,22 +342,39 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     links = pl.DataFrame(schema=schema)
     if proposed.height:
         keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
-        texts = (
-            pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
+        fingerprints = (
+            pl.scan_parquet(os.path.join(plan.work_dir, "fingerprints", "part-*.parquet"))
             .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key").collect()
         )
-        keys, normalised = texts["key"].to_list(), texts["text"].to_list()
+        keys = fingerprints["key"]
         index = pl.DataFrame({"key": keys, "i": np.arange(len(keys), dtype=np.int64)})
         indexed = (proposed.join(index, left_on="a", right_on="key").rename({"i": "i_a"})
                    .join(index, left_on="b", right_on="key").rename({"i": "i_b"}))
         a, b = indexed["i_a"].to_numpy(), indexed["i_b"].to_numpy()
-        shingled = shingle_texts(normalised, plan.config.shingle_size)
-        owners, prints, sampled = containment_samples(shingled, plan.config.containment_sample)
-        sizes = np.bincount(owners, minlength=len(shingled))
+        sizes = fingerprints["prints"].list.len().to_numpy().astype(np.int64)
+        prints = fingerprints["prints"].explode().to_numpy()
+        del proposed, indexed, index, fingerprints
+        owners = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        sampled = np.arange(len(owners)) - np.repeat(np.cumsum(sizes) - sizes, sizes) < plan.config.containment_sample
         passing = SampleHits(owners, prints, sampled).count(a, b) >= hits_needed(sizes[a], plan.config)
-        pairs = set(zip(a[passing].tolist(), b[passing].tolist()))
+        del owners, prints, sampled
+        # Only the candidates' texts are read and shingled, to confirm them exactly.
+        a, b = a[passing], b[passing]
+        involved = np.unique(np.concatenate([a, b]))
+        involved_keys = keys.gather(involved)
+        texts = (
+            pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
+            .filter(pl.col("key").is_in(involved_keys.implode())).unique("key").sort("key").collect()
+        )
+        if not texts["key"].equals(involved_keys.rename("key")):
+            raise RuntimeError(f"{plan.work_dir}: the texts files lack texts the fingerprints files name")
+        normalised = texts["text"].to_list()
+        shingled = shingle_texts(normalised, plan.config.shingle_size)
+        pairs = set(zip(np.searchsorted(involved, a).tolist(), np.searchsorted(involved, b).tolist()))
         best = best_containers(confirm_containment(shingled, pairs, plan.config.containment), normalised)
-        links = pl.DataFrame({"a": [keys[a] for a in best], "b": [keys[b] for b, _ in best.values()]}, schema=schema)
+        key_of = involved_keys.to_list()
+        links = pl.DataFrame({"a": [key_of[a] for a in best], "b": [key_of[b] for b, _ in best.values()]},
+                             schema=schema)
     _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), shard))
     return links.height
 
