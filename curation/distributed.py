@@ -21,6 +21,7 @@ Files, under a work directory every worker can read (shared storage on a cluster
     candidates/band=000.parquet            a, b                     keys sharing that band, a < b
     edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
     postings/shard=00000/part-00000.parquet kind, print, key, size, query   containment: shingle fingerprints
+    fingerprints/part-00000.parquet        key, prints              a text's distinct fingerprints, ascending
     frequencies/shard=00000/part-00000.parquet key, size, print, frequency  a sample's fingerprints, how common
     probes/shard=00000/part-00000.parquet  key, print               the fingerprints a text probes with
     pairs/shard=00000.parquet              a, b                     b holds one of a's probes
@@ -41,8 +42,9 @@ Files, under a work directory every worker can read (shared storage on a cluster
    shard; each fingerprint shard counts the texts holding each sampled fingerprint; each
    shard of texts picks its probes (`probe_prefix` of its sample, rarest first); each
    fingerprint shard joins the probes with the fingerprints' holders into proposed pairs;
-   each shard of texts a counts its pairs' hits over a's whole sample (`SampleHits`),
-   confirms those with enough by exact containment and keeps a's best container
+   each shard of texts a counts its pairs' hits over a's whole sample (`SampleHits`, from
+   the stored fingerprints), confirms those with enough by exact containment (only their
+   texts are read and shingled) and keeps a's best container
    (`hits_needed`, `confirm_containment`, `best_containers`). Only rare fingerprints are
    joined, so a phrase common to many texts does not multiply a shard's rows.
 4. components (driver): union-find (in numpy) over the confirmed edges and containment links
