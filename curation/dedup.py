@@ -258,29 +258,37 @@ def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarra
 class SampleHits:
     """For pairs of texts (a, b): how many of text a's sampled fingerprints text b holds.
 
-    Built from `containment_samples`' (texts, fingerprints, sampled); `ids`: the fingerprints as
-    dense ids (0 .. n_ids - 1) when the caller has them already.
+    Built from `containment_samples`' (texts, fingerprints, sampled), which lists each text's
+    distinct fingerprints in ascending order: a fingerprint is looked up by binary search in b's
+    run, all lookups at once, so nothing larger than the lookups themselves is built.
     """
 
-    def __init__(self, texts: np.ndarray, prints: np.ndarray, sampled: np.ndarray,
-                 ids: np.ndarray | None = None, n_ids: int | None = None):
-        if ids is None:
-            unique_prints, inverse = np.unique(prints, return_inverse=True)
-            ids, n_ids = inverse.reshape(-1).astype(np.int64), len(unique_prints)
-        self.ids, self.n_ids = ids, int(n_ids or 0)
-        self.keys = np.sort(texts * self.n_ids + ids)  # every text's distinct fingerprints, as text * n_ids + id
-        self.sample_rows = np.nonzero(sampled)[0]  # by text, then fingerprint
+    def __init__(self, texts: np.ndarray, prints: np.ndarray, sampled: np.ndarray, n_texts: int):
+        self.prints = prints
+        self.starts = np.searchsorted(texts, np.arange(n_texts + 1))  # text i's run: starts[i] .. starts[i + 1]
+        self.sample_rows = np.nonzero(sampled)[0]
         self.sample_owners = texts[self.sample_rows]
 
     def count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-        if len(self.keys) == 0:
+        if len(self.prints) == 0 or len(a) == 0:
             return np.zeros(len(a), dtype=np.int64)
         starts = np.searchsorted(self.sample_owners, a, side="left")
         counts = np.searchsorted(self.sample_owners, a, side="right") - starts
         pair_of = np.repeat(np.arange(len(a)), counts)
         offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        probe = b[pair_of] * self.n_ids + self.ids[self.sample_rows[np.repeat(starts, counts) + offsets]]
-        found = self.keys[np.minimum(np.searchsorted(self.keys, probe), len(self.keys) - 1)] == probe
+        wanted = self.prints[self.sample_rows[np.repeat(starts, counts) + offsets]]
+        holder = b[pair_of]
+        low, high = self.starts[holder], self.starts[holder + 1]
+        end, last = high.copy(), len(self.prints) - 1
+        while True:  # the first position in b's run whose fingerprint is >= the wanted one
+            searching = low < high
+            if not searching.any():
+                break
+            middle = (low + high) // 2
+            below = self.prints[np.minimum(middle, last)] < wanted
+            low = np.where(searching & below, middle + 1, low)
+            high = np.where(searching & ~below, middle, high)
+        found = (low < end) & (self.prints[np.minimum(low, last)] == wanted)
         return np.bincount(pair_of[found], minlength=len(a))
 
 
@@ -331,7 +339,7 @@ def containment_candidates(
     by_id = np.argsort(ids, kind="stable")
     list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
     np.cumsum(frequency, out=list_starts[1:])
-    sample_hits = SampleHits(texts, prints, sampled, ids, len(unique_prints))
+    sample_hits = SampleHits(texts, prints, sampled, n)
 
     probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
     lengths = frequency[probe_ids]

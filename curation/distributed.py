@@ -105,11 +105,16 @@ def _part(directory: str, index: int) -> str:
     return os.path.join(directory, f"part-{index:05d}.parquet")
 
 
-def _write_atomic(frame: pl.DataFrame, path: str) -> None:
+# Files that phases look rows up in by key (texts, fingerprints) are written in small row groups: a lookup
+# scan decodes a group at a time, so it holds what it keeps, not every file.
+LOOKUP_ROW_GROUP = 2_000
+
+
+def _write_atomic(frame: pl.DataFrame, path: str, row_group_size: int | None = None) -> None:
     """Write then rename: a task Ray retries rewrites its file whole, never half."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    frame.write_parquet(temp)
+    frame.write_parquet(temp, row_group_size=row_group_size)
     os.replace(temp, path)
 
 
@@ -143,7 +148,7 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
     _write_atomic(pl.DataFrame({"row": frame["row"], "key": keys}), _part(os.path.join(work, "rows"), partition))
     _write_atomic(
         pl.DataFrame({"key": distinct_keys, "kind": distinct_kinds, "text": [normalised[i] for i in distinct]}),
-        _part(os.path.join(work, "texts"), partition),
+        _part(os.path.join(work, "texts"), partition), LOOKUP_ROW_GROUP,
     )
     _write_atomic(
         pl.DataFrame({
@@ -206,7 +211,7 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
     files = sorted(glob.glob(os.path.join(plan.work_dir, "candidates", "band=*.parquet")))
     schema = {"a": pl.String, "b": pl.String, "jaccard": pl.Float64}
     candidates = (
-        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect()
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
         if files else pl.DataFrame(schema={"a": pl.String, "b": pl.String})
     )
     edges = pl.DataFrame(schema=schema)
@@ -217,7 +222,7 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
             .filter(pl.col("key").is_in(needed.implode()))
             .unique("key")
             .sort("key")
-            .collect()
+            .collect(engine="streaming")
         )
         index = {key: i for i, key in enumerate(texts["key"].to_list())}
         shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
@@ -260,7 +265,7 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
     starts = np.searchsorted(owners, np.arange(len(shingled) + 1))
     _write_atomic(pl.DataFrame({"key": texts["key"], "prints": pl.Series(
         pa.LargeListArray.from_arrays(pa.array(starts, pa.int64()), pa.array(prints, pa.uint64())))}),
-        _part(os.path.join(plan.work_dir, "fingerprints"), partition))
+        _part(os.path.join(plan.work_dir, "fingerprints"), partition), LOOKUP_ROW_GROUP)
     shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
     for (shard,), rows in shards.partition_by("shard", as_dict=True, include_key=False).items():  # one pass
         _write_atomic(rows, _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
@@ -338,7 +343,7 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", "shard=*.parquet")))
     schema = {"a": pl.String, "b": pl.String}
     proposed = (
-        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect()
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
         if files else pl.DataFrame(schema=schema)
     )
     links = pl.DataFrame(schema=schema)
@@ -346,7 +351,8 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
         keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
         fingerprints = (
             pl.scan_parquet(os.path.join(plan.work_dir, "fingerprints", "part-*.parquet"))
-            .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key").collect()
+            .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key")
+            .collect(engine="streaming")  # a file at a time: memory holds the rows kept, not every file
         )
         keys = fingerprints["key"]
         index = pl.DataFrame({"key": keys, "i": np.arange(len(keys), dtype=np.int64)})
@@ -358,7 +364,7 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
         del proposed, indexed, index, fingerprints
         owners = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
         sampled = np.arange(len(owners)) - np.repeat(np.cumsum(sizes) - sizes, sizes) < plan.config.containment_sample
-        passing = SampleHits(owners, prints, sampled).count(a, b) >= hits_needed(sizes[a], plan.config)
+        passing = SampleHits(owners, prints, sampled, len(sizes)).count(a, b) >= hits_needed(sizes[a], plan.config)
         del owners, prints, sampled
         # Only the candidates' texts are read and shingled, to confirm them exactly.
         a, b = a[passing], b[passing]
@@ -366,7 +372,8 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
         involved_keys = keys.gather(involved)
         texts = (
             pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
-            .filter(pl.col("key").is_in(involved_keys.implode())).unique("key").sort("key").collect()
+            .filter(pl.col("key").is_in(involved_keys.implode())).unique("key").sort("key")
+            .collect(engine="streaming")
         )
         if not texts["key"].equals(involved_keys.rename("key")):
             raise RuntimeError(f"{plan.work_dir}: the texts files lack texts the fingerprints files name")
