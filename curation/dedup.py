@@ -254,6 +254,49 @@ def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarra
     return texts, prints, (np.arange(len(texts)) - firsts[texts]) < sample
 
 
+class SampleHits:
+    """For pairs of texts (a, b): how many of text a's sampled fingerprints text b holds.
+
+    Built from `containment_samples`' (texts, fingerprints, sampled), which lists each text's
+    distinct fingerprints in ascending order: a fingerprint is looked up by binary search in b's
+    run, all lookups at once, so nothing larger than the lookups themselves is built.
+    """
+
+    def __init__(self, texts: np.ndarray, prints: np.ndarray, sampled: np.ndarray, n_texts: int):
+        self.prints = prints
+        self.starts = np.searchsorted(texts, np.arange(n_texts + 1))  # text i's run: starts[i] .. starts[i + 1]
+        self.sample_rows = np.nonzero(sampled)[0]
+        self.sample_owners = texts[self.sample_rows]
+
+    def count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        if len(self.prints) == 0 or len(a) == 0:
+            return np.zeros(len(a), dtype=np.int64)
+        starts = np.searchsorted(self.sample_owners, a, side="left")
+        counts = np.searchsorted(self.sample_owners, a, side="right") - starts
+        pair_of = np.repeat(np.arange(len(a)), counts)
+        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
+        wanted = self.prints[self.sample_rows[np.repeat(starts, counts) + offsets]]
+        holder = b[pair_of]
+        low, high = self.starts[holder], self.starts[holder + 1]
+        end, last = high.copy(), len(self.prints) - 1
+        while True:  # the first position in b's run whose fingerprint is >= the wanted one
+            searching = low < high
+            if not searching.any():
+                break
+            middle = (low + high) // 2
+            below = self.prints[np.minimum(middle, last)] < wanted
+            low = np.where(searching & below, middle + 1, low)
+            high = np.where(searching & ~below, middle, high)
+        found = (low < end) & (self.prints[np.minimum(low, last)] == wanted)
+        return np.bincount(pair_of[found], minlength=len(a))
+
+
+def probe_prefix(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """How many of a sample a text of `sizes` distinct shingles must probe: any container holding
+    `hits_needed` of the sample holds at least one of any (sample size - needed + 1) of it."""
+    return np.minimum(sizes, config.containment_sample) - hits_needed(sizes, config).astype(np.int64) + 1
+
+
 def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
     """Sample hits a container must give a text of `sizes` distinct shingles to make a candidate pair."""
     full = sample_hits_needed(config.containment, config.containment_sample, config.lsh_recall_at_threshold)
@@ -289,16 +332,13 @@ def containment_candidates(
     rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
     owners = texts[rows]
     firsts = np.searchsorted(owners, owners, side="left")
-    sample_sizes = np.minimum(sizes[owners], config.containment_sample)
-    needed = hits_needed(sizes[owners], config).astype(np.int64)
-    prefix = (np.arange(len(rows)) - firsts) < (sample_sizes - needed + 1)
+    prefix = (np.arange(len(rows)) - firsts) < probe_prefix(sizes[owners], config)
 
     # Posting lists by shingle id; every text's shingles as sorted keys text * n_ids + id, for the counts.
     by_id = np.argsort(ids, kind="stable")
     list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
     np.cumsum(frequency, out=list_starts[1:])
-    keys = np.sort(texts * len(unique_prints) + ids)
-    sample_starts = np.searchsorted(owners, np.arange(n), side="left")
+    sample_hits = SampleHits(texts, prints, sampled, n)
 
     probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
     lengths = frequency[probe_ids]
@@ -318,14 +358,7 @@ def containment_candidates(
         keep = (a != b) & (sizes[b] >= sizes[a])
         pairs = np.unique(a[keep] * n + b[keep])
         a, b = pairs // n, pairs % n
-        # Count each proposed pair's hits over a's whole sample.
-        counts = np.minimum(sizes[a], config.containment_sample)
-        pair_of = np.repeat(np.arange(len(a)), counts)
-        offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        probe_keys = b[pair_of] * len(unique_prints) + ids[rows[sample_starts[a][pair_of] + offsets]]
-        found = keys[np.minimum(np.searchsorted(keys, probe_keys), len(keys) - 1)] == probe_keys
-        hits = np.bincount(pair_of[found], minlength=len(a))
-        passing = hits >= hits_needed(sizes[a], config)
+        passing = sample_hits.count(a, b) >= hits_needed(sizes[a], config)  # over a's whole sample
         candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
         first = last
     return candidates

@@ -22,7 +22,10 @@ Files, under a work directory every worker can read (shared storage on a cluster
     candidates/band=000.parquet            a, b                     keys sharing that band, a < b
     edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
     postings/shard=00000/part-00000.parquet kind, print, key, size, query   containment: shingle fingerprints
-    hits/shard=00000.parquet               a, b, hits, size         sample hits of text a in larger text b
+    fingerprints/part-00000.parquet        key, prints              a text's distinct fingerprints, ascending
+    frequencies/shard=00000/part-00000.parquet key, size, print, frequency  a sample's fingerprints, how common
+    probes/shard=00000/part-00000.parquet  key, print               the fingerprints a text probes with
+    pairs/shard=00000.parquet              a, b                     b holds one of a's probes
     contained/part-00000.parquet           a, b                     text a's best container b
 
 1. sign (one task per input partition): normalise, key, shingle and sign the
@@ -35,13 +38,18 @@ Files, under a work directory every worker can read (shared storage on a cluster
 3. confirm (one task per shard of candidate pairs, by key prefix): read the
    shard's candidates, fetch just those keys' texts, keep the pairs whose true
    shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
-3b. containment (unless off): each texts partition writes its distinct shingle
-   fingerprints by fingerprint shard; each shard joins the texts' samples with
-   all fingerprints into sample hits; each shard of texts a sums its hits, confirms
-   the candidates by exact containment and keeps a's best container
-   (`curation.dedup.hits_needed`, `confirm_containment`, `best_containers`).
-4. components (driver): union-find over the confirmed edges and containment links (small) and the
-   exact-duplicate keys gives the clusters. Clusters of one row get the columns
+3b. containment (unless off), by prefix filtering as `curation.dedup.containment_candidates`
+   does: each texts partition writes its distinct shingle fingerprints by fingerprint
+   shard; each fingerprint shard counts the texts holding each sampled fingerprint; each
+   shard of texts picks its probes (`probe_prefix` of its sample, rarest first); each
+   fingerprint shard joins the probes with the fingerprints' holders into proposed pairs;
+   each shard of texts a counts its pairs' hits over a's whole sample (`SampleHits`, from
+   the stored fingerprints), confirms those with enough by exact containment (only their
+   texts are read and shingled) and keeps a's best container
+   (`hits_needed`, `confirm_containment`, `best_containers`). Only rare fingerprints are
+   joined, so a phrase common to many texts does not multiply a shard's rows.
+4. components (driver): union-find (in numpy) over the confirmed edges and containment links
+   (small); the rows of a key on two rows or more, or in a link, are the clustered rows. Clusters of one row get the columns
    `curation.dedup.dedup` gives a lone item (`DedupColumns.for_rows`, a part at a time, when
    the workspace commits them); the rows of larger clusters go, whole
    clusters at a time, to tasks that run `curation.dedup.dedup` itself on them:
@@ -99,11 +107,16 @@ def _part(directory: str, index: int) -> str:
     return os.path.join(directory, f"part-{index:05d}.parquet")
 
 
-def _write_atomic(frame: pl.DataFrame, path: str) -> None:
+# Files that phases look rows up in by key (texts, fingerprints) are written in small row groups: a lookup
+# scan decodes a group at a time, so it holds what it keeps, not every file.
+LOOKUP_ROW_GROUP = 2_000
+
+
+def _write_atomic(frame: pl.DataFrame, path: str, row_group_size: int | None = None) -> None:
     """Write then rename: a task Ray retries rewrites its file whole, never half."""
     os.makedirs(os.path.dirname(path), exist_ok=True)
     temp = f"{path}.tmp-{uuid.uuid4().hex[:8]}"
-    frame.write_parquet(temp)
+    frame.write_parquet(temp, row_group_size=row_group_size)
     os.replace(temp, path)
 
 
@@ -137,7 +150,7 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
     _write_atomic(pl.DataFrame({"row": frame["row"], "key": keys}), _part(os.path.join(work, "rows"), partition))
     _write_atomic(
         pl.DataFrame({"key": distinct_keys, "kind": distinct_kinds, "text": [normalised[i] for i in distinct]}),
-        _part(os.path.join(work, "texts"), partition),
+        _part(os.path.join(work, "texts"), partition), LOOKUP_ROW_GROUP,
     )
     _write_atomic(
         pl.DataFrame({
@@ -165,8 +178,19 @@ def sign_partition(partition: int, plan: _DedupPlan) -> dict[str, int]:
 def band_candidates(band: int, plan: _DedupPlan) -> int:
     """Phase 2: the candidate pairs of one band (keys of one kind with equal band bytes), from its files only."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "buckets", f"band={band:03d}", "part-*.parquet")))
-    buckets = pl.read_parquet(files).unique() if files else pl.DataFrame(
-        schema={"kind": pl.String, "band": pl.Binary, "key": pl.String})
+    schema = {"kind": pl.String, "band": pl.Binary, "key": pl.String}
+    buckets = pl.DataFrame(schema=schema)
+    if files:
+        # Only band values on two rows or more can pair: found from the band column alone, then only their
+        # rows read whole (most texts share no band with any other).
+        # Found by a hash of the values (8 bytes a row; a collision only reads a few more rows): the join
+        # below compares the values themselves.
+        hashes = pl.scan_parquet(files).select(pl.col("band").hash(seed=0)).collect(engine="streaming")["band"]
+        repeated = hashes.filter(hashes.is_duplicated()).unique()
+        del hashes
+        if repeated.len():
+            buckets = (pl.scan_parquet(files).filter(pl.col("band").hash(seed=0).is_in(repeated.implode()))
+                       .unique().collect())
     pairs = (
         buckets.join(buckets, on=["kind", "band"], suffix="_b")
         .filter(pl.col("key") < pl.col("key_b"))
@@ -189,7 +213,7 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
     files = sorted(glob.glob(os.path.join(plan.work_dir, "candidates", "band=*.parquet")))
     schema = {"a": pl.String, "b": pl.String, "jaccard": pl.Float64}
     candidates = (
-        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect()
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
         if files else pl.DataFrame(schema={"a": pl.String, "b": pl.String})
     )
     edges = pl.DataFrame(schema=schema)
@@ -200,7 +224,7 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
             .filter(pl.col("key").is_in(needed.implode()))
             .unique("key")
             .sort("key")
-            .collect()
+            .collect(engine="streaming")
         )
         index = {key: i for i, key in enumerate(texts["key"].to_list())}
         shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
@@ -219,9 +243,11 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
 def containment_postings(partition: int, plan: _DedupPlan) -> int:
     """Containment, phase 1: one texts partition's distinct shingle fingerprints, split into shards by fingerprint.
 
-    Each row: kind, fingerprint, key, the text's distinct shingles (size), and whether the
-    fingerprint is in the text's sample and the text long enough to be linked as contained (query).
+    Each row: kind, fingerprint, key, the text's distinct shingles (size), whether the fingerprint
+    is in the text's sample and the text long enough to be linked as contained (query).
     """
+    import pyarrow as pa
+
     from curation.dedup import containment_samples
     from curation.shingles import shingle_texts
 
@@ -237,57 +263,129 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
         "size": np.bincount(owners, minlength=len(shingled))[owners],
         "query": sampled & long_enough[owners],
     })
+    # Each text's distinct fingerprints, ascending (its sample: the first containment_sample), for counting hits.
+    starts = np.searchsorted(owners, np.arange(len(shingled) + 1))
+    _write_atomic(pl.DataFrame({"key": texts["key"], "prints": pl.Series(
+        pa.LargeListArray.from_arrays(pa.array(starts, pa.int64()), pa.array(prints, pa.uint64())))}),
+        _part(os.path.join(plan.work_dir, "fingerprints"), partition), LOOKUP_ROW_GROUP)
     shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
-    for shard in range(plan.n_shards):
-        _write_atomic(shards.filter(pl.col("shard") == shard).drop("shard"),
-                      _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
+    for (shard,), rows in shards.partition_by("shard", as_dict=True, include_key=False).items():  # one pass
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}"), partition))
     return postings.height
 
 
-def containment_hits(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 2: in one fingerprint shard, each query's sample hits per (text a, larger text b)."""
+def containment_frequencies(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 2: in one fingerprint shard, how many texts hold each queried fingerprint;
+    the queries' (key, size, fingerprint, frequency), by shard of key."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
-    postings = pl.read_parquet(files).unique() if files else pl.DataFrame(
-        schema={"kind": pl.String, "print": pl.UInt64, "key": pl.String, "size": pl.Int64, "query": pl.Boolean})
-    hits = (
-        postings.filter("query").join(postings, on=["kind", "print"], suffix="_b")
-        .filter((pl.col("key") != pl.col("key_b")) & (pl.col("size_b") >= pl.col("size")))
-        .group_by(pl.col("key").alias("a"), pl.col("key_b").alias("b"))
-        .agg(pl.len().alias("hits"), pl.col("size").first().alias("size"))
-    )
-    _write_atomic(hits, os.path.join(plan.work_dir, "hits", f"shard={shard:05d}.parquet"))
-    return hits.height
+    if not files:
+        return 0
+    postings = pl.scan_parquet(files)
+    queries = postings.filter("query").select("key", "size", "print").unique()
+    frequency = (postings.select("print", "key").join(queries.select("print").unique(), on="print", how="semi")
+                 .unique().group_by("print").agg(pl.len().alias("frequency")))  # of the queried fingerprints only
+    queries = (queries.join(frequency, on="print").with_columns(_shard_of("key", plan.n_shards).alias("to"))
+               .collect(engine="streaming"))
+    for target, rows in queries.partition_by("to", as_dict=True, include_key=False).items():
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "frequencies", f"shard={target[0]:05d}"), shard))
+    return queries.height
+
+
+def containment_probes(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 3: the texts of one key shard pick their probes: `curation.dedup.probe_prefix` of
+    their sample, rarest first (the in-memory order), by fingerprint shard. Any container holding enough
+    of a sample holds one of its probes; rare probes propose few pairs."""
+    from curation.dedup import probe_prefix
+
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "frequencies", f"shard={shard:05d}", "part-*.parquet")))
+    if not files:
+        return 0
+    samples = pl.read_parquet(files).sort("key", "frequency", "print")
+    rank = samples.select(pl.int_range(pl.len()).over("key").alias("rank"))["rank"].to_numpy()
+    keep = rank < probe_prefix(samples["size"].to_numpy(), plan.config)
+    probes = samples.filter(pl.Series(keep)).select("key", "print").with_columns(
+        (pl.col("print") % plan.n_shards).alias("to"))
+    for target, rows in probes.partition_by("to", as_dict=True, include_key=False).items():
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "probes", f"shard={target[0]:05d}"), shard))
+    return probes.height
+
+
+def containment_pairs(shard: int, plan: _DedupPlan) -> int:
+    """Containment, phase 4: in one fingerprint shard, the pairs (text a, text b of its kind at least as large)
+    where b holds one of a's probes: every candidate is among them (their hits are counted in phase 5)."""
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "probes", f"shard={shard:05d}", "part-*.parquet")))
+    if files:
+        probes = pl.scan_parquet(files)
+        postings = (  # the holders of a probed fingerprint only
+            pl.scan_parquet(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet"))
+            .select("kind", "print", "key", "size").join(probes.select("print").unique(), on="print", how="semi")
+            .collect(engine="streaming")
+        )
+        pairs = (
+            probes.join(postings.lazy(), on=["key", "print"]).unique()
+            .join(postings.lazy().rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
+            .filter((pl.col("key") != pl.col("b")) & (pl.col("size_b") >= pl.col("size")))
+            .select(pl.col("key").alias("a"), "b")
+            .unique()
+            .collect(engine="streaming")
+        )
+    else:
+        pairs = pl.DataFrame(schema={"a": pl.String, "b": pl.String})
+    _write_atomic(pairs, os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}.parquet"))
+    return pairs.height
 
 
 def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 3: the texts a of one shard, their candidates confirmed by exact containment, and
-    each one's best container (dedup's own functions, so the same link as a local run)."""
-    from curation.dedup import best_containers, confirm_containment, hits_needed
+    """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's whole sample
+    (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
+    functions, so the same link as a local run)."""
+    from curation.dedup import SampleHits, best_containers, confirm_containment, hits_needed
     from curation.shingles import shingle_texts
 
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "hits", "shard=*.parquet")))
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", "shard=*.parquet")))
     schema = {"a": pl.String, "b": pl.String}
-    candidates = pl.DataFrame(schema=schema)
-    if files:
-        summed = (
-            pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard)
-            .group_by("a", "b").agg(pl.col("hits").sum(), pl.col("size").first()).collect()
-        )
-        needed = hits_needed(summed["size"].to_numpy(), plan.config)
-        candidates = summed.filter(pl.Series(summed["hits"].to_numpy() >= needed)).select("a", "b")
+    proposed = (
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
+        if files else pl.DataFrame(schema=schema)
+    )
     links = pl.DataFrame(schema=schema)
-    if candidates.height:
-        keys_needed = pl.concat([candidates["a"], candidates["b"]]).unique()
+    if proposed.height:
+        keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
+        fingerprints = (
+            pl.scan_parquet(os.path.join(plan.work_dir, "fingerprints", "part-*.parquet"))
+            .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key")
+            .collect(engine="streaming")  # a file at a time: memory holds the rows kept, not every file
+        )
+        keys = fingerprints["key"]
+        index = pl.DataFrame({"key": keys, "i": np.arange(len(keys), dtype=np.int64)})
+        indexed = (proposed.join(index, left_on="a", right_on="key").rename({"i": "i_a"})
+                   .join(index, left_on="b", right_on="key").rename({"i": "i_b"}))
+        a, b = indexed["i_a"].to_numpy(), indexed["i_b"].to_numpy()
+        sizes = fingerprints["prints"].list.len().to_numpy().astype(np.int64)
+        prints = fingerprints["prints"].explode().to_numpy()
+        del proposed, indexed, index, fingerprints
+        owners = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
+        sampled = np.arange(len(owners)) - np.repeat(np.cumsum(sizes) - sizes, sizes) < plan.config.containment_sample
+        passing = SampleHits(owners, prints, sampled, len(sizes)).count(a, b) >= hits_needed(sizes[a], plan.config)
+        del owners, prints, sampled
+        # Only the candidates' texts are read and shingled, to confirm them exactly.
+        a, b = a[passing], b[passing]
+        involved = np.unique(np.concatenate([a, b]))
+        involved_keys = keys.gather(involved)
         texts = (
             pl.scan_parquet(os.path.join(plan.work_dir, "texts", "part-*.parquet"))
-            .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key").collect()
+            .filter(pl.col("key").is_in(involved_keys.implode())).unique("key").sort("key")
+            .collect(engine="streaming")
         )
-        keys, normalised = texts["key"].to_list(), texts["text"].to_list()
-        index = {key: i for i, key in enumerate(keys)}
+        if not texts["key"].equals(involved_keys.rename("key")):
+            raise RuntimeError(f"{plan.work_dir}: the texts files lack texts the fingerprints files name")
+        normalised = texts["text"].to_list()
         shingled = shingle_texts(normalised, plan.config.shingle_size)
-        pairs = {(index[a], index[b]) for a, b in candidates.iter_rows()}
+        pairs = set(zip(np.searchsorted(involved, a).tolist(), np.searchsorted(involved, b).tolist()))
         best = best_containers(confirm_containment(shingled, pairs, plan.config.containment), normalised)
-        links = pl.DataFrame({"a": [keys[a] for a in best], "b": [keys[b] for b, _ in best.values()]}, schema=schema)
+        key_of = involved_keys.to_list()
+        links = pl.DataFrame({"a": [key_of[a] for a in best], "b": [key_of[b] for b, _ in best.values()]},
+                             schema=schema)
     _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), shard))
     return links.height
 
@@ -433,8 +531,16 @@ def dedup_columns(
 
         if config.containment > 0.0:
             started = time.perf_counter()
-            executor.map(containment_postings, range(n_partitions), shared=plan)
-            executor.map(containment_hits, range(plan.n_shards), shared=plan)
+            n_postings = executor.map(containment_postings, range(n_partitions), shared=plan)
+            say(f"containment postings: {sum(n_postings)} fingerprints of texts ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
+            executor.map(containment_frequencies, range(plan.n_shards), shared=plan)
+            n_probes = executor.map(containment_probes, range(plan.n_shards), shared=plan)
+            say(f"containment probes: {sum(n_probes)} ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
+            n_pairs = executor.map(containment_pairs, range(plan.n_shards), shared=plan)
+            say(f"containment pairs: {sum(n_pairs)} proposed ({time.perf_counter() - started:.1f}s)")
+            started = time.perf_counter()
             n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
             say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
 
@@ -451,51 +557,54 @@ def _assemble(
     n: int, work: str, config: DedupConfig, order: list[str], executor: Executor, rows_per_batch: int
 ) -> DedupColumns:
     """Components over exact keys and confirmed edges; dedup's columns for the rows of clusters of two or more."""
-    from curation.dedup import DEDUP_COLUMNS, UnionFind, dedup
+    from curation.dedup import DEDUP_COLUMNS, dedup
 
-    row_keys = pl.read_parquet(os.path.join(work, "rows", "part-*.parquet")).sort("row")
+    # Every row's key as an 8-byte hash, not its 32 characters: all the corpus-sized state held here.
+    row_files = sorted(glob.glob(os.path.join(work, "rows", "part-*.parquet")))
+    hashed = pl.concat([pl.read_parquet(path).select("row", pl.col("key").hash(seed=0)) for path in row_files]
+                       or [pl.DataFrame(schema={"row": pl.Int64, "key": pl.UInt64})])
+    rows_seen = np.sort(hashed["row"].to_numpy())
+    if len(rows_seen) != n or (n and (rows_seen[0] != 0 or rows_seen[-1] != n - 1 or (np.diff(rows_seen) != 1).any())):
+        raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
+    del rows_seen
+    repeated_hashes = hashed["key"].filter(hashed["key"].is_duplicated()).unique()
+    del hashed
     edges = pl.read_parquet(os.path.join(work, "edges", "part-*.parquet")).select("a", "b")
     if config.containment > 0.0:  # each contained text's link to its best container joins them too
         edges = pl.concat([edges, pl.read_parquet(os.path.join(work, "contained", "part-*.parquet"))])
-    nodes = pl.concat([edges["a"], edges["b"]]).unique().sort().to_list()
-    node_index = {key: i for i, key in enumerate(nodes)}
-    clusters = UnionFind(len(nodes))
-    for a, b in edges.select("a", "b").iter_rows():
-        clusters.union(node_index[a], node_index[b])
-    labels = pl.DataFrame(
-        {"key": nodes, "label": [nodes[clusters.find(i)] for i in range(len(nodes))]},
-        schema={"key": pl.String, "label": pl.String},
-    )
-    rows = (
-        row_keys.join(labels, on="key", how="left")
-        .with_columns(pl.coalesce("label", "key").alias("label"))
-        .with_columns(pl.len().over("label").alias("size"))
+    nodes = pl.concat([edges["a"], edges["b"]]).unique().sort()
+    parent = _components(nodes.search_sorted(edges["a"]).to_numpy(), nodes.search_sorted(edges["b"]).to_numpy(),
+                         len(nodes))
+    labels = pl.DataFrame({"key": nodes, "label": nodes.gather(parent)})
+    # Rows in clusters of two or more: those of a key on two rows or more, or of a key in some link (whose
+    # other end is another key, so another row). Only they are held, with their cluster's label.
+    row_keys = pl.concat([  # the rows that may be clustered (a hash collision only adds a few), then exactly
+        pl.read_parquet(path).filter(pl.col("key").hash(seed=0).is_in(repeated_hashes.implode())
+                                     | pl.col("key").is_in(nodes.implode()))
+        for path in row_files
+    ] or [pl.DataFrame(schema={"row": pl.Int64, "key": pl.String})])
+    repeated = row_keys.group_by("key").agg(pl.len().alias("rows")).filter(pl.col("rows") > 1).select("key")
+    shared_rows = (
+        row_keys.join(pl.concat([repeated, labels.select("key")]).unique(), on="key", how="semi")
+        .join(labels, on="key", how="left")
+        .select("row", pl.coalesce("label", "key").alias("label"))
         .sort("row")
     )
-    del row_keys
-    if rows.height != n or not rows["row"].equals(pl.Series("row", range(n), dtype=pl.Int64)):
-        raise RuntimeError(f"{work}: the rows files do not cover the {n} input rows once each")
+    del row_keys, repeated
 
-    # Rows of clusters of two or more: whole clusters per batch, each batch deduped by dedup() itself.
-    shared_rows = rows.filter(pl.col("size") > 1).select("row", "label")
-    del rows
-    input_files = os.path.join(work, "input", "part-*.parquet")
+    # Whole clusters per batch, each batch deduped by dedup() itself; the input read a partition at a time.
     batches: list[pl.DataFrame] = []
     if shared_rows.height:
-        members_of = shared_rows.group_by("label", maintain_order=True).agg("row")["row"].to_list()
-        batch_of_row: dict[int, int] = {}
-        current, n_batches = 0, 0
-        for members in members_of:
-            for row in members:
-                batch_of_row[row] = n_batches
-            current += len(members)
-            if current >= rows_per_batch:
-                current, n_batches = 0, n_batches + 1
-        batch_column = pl.DataFrame({"row": list(batch_of_row), "batch": list(batch_of_row.values())},
-                                    schema={"row": pl.Int64, "batch": pl.Int64})
-        grouped = (pl.scan_parquet(input_files).join(batch_column.lazy(), on="row", how="inner")
-                   .sort("row").collect())
+        members_of = shared_rows.group_by("label", maintain_order=True).agg("row")
+        batch_of_cluster = _batch_numbers(members_of["row"].list.len().to_numpy(), rows_per_batch)
+        batch_column = (members_of.with_columns(pl.Series("batch", batch_of_cluster, dtype=pl.Int64))
+                        .explode("row").select(pl.col("row").cast(pl.Int64), "batch"))
+        grouped = pl.concat([
+            pl.read_parquet(path).join(batch_column, on="row", how="inner")
+            for path in sorted(glob.glob(os.path.join(work, "input", "part-*.parquet")))
+        ]).sort("row")
         batches = [part.drop("batch") for part in grouped.partition_by("batch", maintain_order=True)]
+        del grouped
     clustered = executor.map(dedup_clusters, batches, shared=(config, order)) if batches else []
     # A lone row gets what dedup gives a lone item (its reason and agent too): ask dedup once.
     first = pl.read_parquet(_part(os.path.join(work, "input"), 0), n_rows=1).drop("row")
@@ -503,6 +612,35 @@ def _assemble(
     empty = pl.DataFrame(schema={"row": pl.Int64, **DEDUP_COLUMNS})
     return DedupColumns(n, pl.concat([empty, *(part.cast(DEDUP_COLUMNS) for part in clustered)], how="vertical")
                         .sort("row"), alone)
+
+
+def _components(a: np.ndarray, b: np.ndarray, n: int) -> np.ndarray:
+    """Each of n nodes' component root (its smallest member), over the links a[i] - b[i]: union-find in numpy."""
+    parent = np.arange(n, dtype=np.int64)
+    while True:  # hook each link's larger root onto its smaller one, then shortcut; until no link spans two roots
+        root_a, root_b = parent[a], parent[b]
+        spanning = root_a != root_b
+        if not spanning.any():
+            return parent
+        low, high = np.minimum(root_a, root_b)[spanning], np.maximum(root_a, root_b)[spanning]
+        np.minimum.at(parent, high, low)
+        while True:
+            grand = parent[parent]
+            if (grand == parent).all():
+                break
+            parent = grand
+
+
+def _batch_numbers(sizes: np.ndarray, rows_per_batch: int) -> np.ndarray:
+    """Batch of each cluster of `sizes` rows, in order: a batch closes once it holds rows_per_batch rows or more."""
+    batches = np.zeros(len(sizes), dtype=np.int64)
+    current, number = 0, 0
+    for i, size in enumerate(sizes.tolist()):
+        batches[i] = number
+        current += size
+        if current >= rows_per_batch:
+            current, number = 0, number + 1
+    return batches
 
 
 # Why: up to one part's worth of items, dedup in memory is quickest (no partition files); beyond, memory

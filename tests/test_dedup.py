@@ -505,3 +505,18 @@ def test_the_partitioned_route_links_the_same_contained_texts():
     assert (local["dedup_kind"] == "contained").sum() > 20
     partitioned = dedup_partitioned(items, executor=LocalExecutor(), rows_per_partition=25)
     assert partitioned.equals(local)
+
+
+def test_the_partitioned_route_s_components_are_union_find_s():
+    from curation.dedup import UnionFind
+    from curation.distributed import _components
+
+    rng = np.random.default_rng(5)
+    for n, links in ((1, 0), (10, 0), (50, 30), (2_000, 1_500), (2_000, 6_000)):
+        a, b = rng.integers(0, n, links), rng.integers(0, n, links)
+        clusters = UnionFind(n)
+        for i, j in zip(a.tolist(), b.tolist()):
+            clusters.union(i, j)
+        assert _components(a, b, n).tolist() == [clusters.find(i) for i in range(n)]
+    chain = np.arange(999, 0, -1)  # a long path, linked from its far end: many rounds of hooking
+    assert (_components(chain, chain - 1, 1_000) == 0).all()
