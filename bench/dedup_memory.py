@@ -5,7 +5,7 @@ Run as: python bench/dedup_memory.py [--mb 100,300] [--baseline REF] [--variants
 For each size, a workspace of the synthetic corpus of bench/scale.py (`make_corpus`, the
 corpus under /tmp/corpus<MB>) is ingested once and kept under /tmp/d17-ws<MB> (reused when
 there). Each variant then runs `curation.dedup.run_dedup` (above IN_MEMORY_ROWS items: the
-partitioned `curation.distributed.dedup_columns` on a LocalExecutor, or with --executor ray
+partitioned `curation.partitioned_dedup.dedup_columns` on a LocalExecutor, or with --executor ray
 `run_dedup_distributed` on a local Ray) in a fresh child process on a copy of that workspace:
 
 - base: the code of the baseline commit (default: the merge-base of HEAD and main), exported

@@ -594,7 +594,7 @@ def combine_counts(counted: Sequence[tuple[dict[str, int], pl.DataFrame]]) -> di
 @dataclass(frozen=True)
 class ComputedColumns:
     """Dedup's columns for every row, computed in memory: given out a part at a time, as the partitioned
-    algorithm's are (`curation.distributed.DedupColumns`)."""
+    algorithm's are (`curation.partitioned_dedup.DedupColumns`)."""
 
     columns: pl.DataFrame
 

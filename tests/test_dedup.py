@@ -491,7 +491,7 @@ def test_bad_containment_settings_are_refused(setting):
 
 
 def test_the_partitioned_route_links_the_same_contained_texts():
-    from curation.distributed import dedup_partitioned
+    from curation.partitioned_dedup import dedup_partitioned
     from curation.executors import LocalExecutor
 
     rows = []
@@ -509,7 +509,7 @@ def test_the_partitioned_route_links_the_same_contained_texts():
 
 def test_the_partitioned_route_s_components_are_union_find_s():
     from curation.dedup import UnionFind
-    from curation.distributed import _components
+    from curation.partitioned_dedup import _components
 
     rng = np.random.default_rng(5)
     for n, links in ((1, 0), (10, 0), (50, 30), (2_000, 1_500), (2_000, 6_000)):

@@ -21,13 +21,9 @@ ray = pytest.importorskip("ray", reason="Ray is not installed (pip install 'ray[
 from curation import schema  # noqa: E402
 from curation.dedup import DedupConfig, dedup, run_dedup, summarise  # noqa: E402
 from curation.dialogue import parse_dialogue  # noqa: E402
-from curation.distributed import (  # noqa: E402
-    ExecutorEmbedder,
-    dedup_partitioned,
-    run_dedup_distributed,
-    run_score_distributed,
-)
+from curation.distributed import ExecutorEmbedder, run_dedup_distributed, run_score_distributed  # noqa: E402
 from curation.executors import LocalExecutor, RayExecutor, make_executor  # noqa: E402
+from curation.partitioned_dedup import dedup_partitioned  # noqa: E402
 from curation.prose import split_prose  # noqa: E402
 from curation.sources import BookTask, IngestError  # noqa: E402
 from curation.workspace import Workspace, init_workspace  # noqa: E402
