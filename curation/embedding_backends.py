@@ -254,7 +254,7 @@ class OnnxEncoder:
         self._load(Path(onnx_file), threads)
 
     def _load(self, onnx_file: Path, threads: int | None) -> None:
-        """Make the session that runs the graph: sets `input_names` and `_run` (feeds -> last hidden state)."""
+        """Make the session that runs the graph: sets `input_names` and `run_graph` (feeds -> last hidden state)."""
         import onnxruntime as ort
 
         options = ort.SessionOptions()
@@ -263,7 +263,7 @@ class OnnxEncoder:
             options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(onnx_file), options, providers=["CPUExecutionProvider"])
         self.input_names = {i.name for i in self.session.get_inputs()}
-        self._run = lambda feeds: self.session.run(None, feeds)[0]
+        self.run_graph = lambda feeds: self.session.run(None, feeds)[0]
 
     def batches(self, lengths: Sequence[int], batch_size: int) -> list[np.ndarray]:
         """Row indices of each batch: longest first, at most batch_size rows and batch_tokens padded tokens."""
@@ -294,7 +294,7 @@ class OnnxEncoder:
             ids[row, : len(encoding.ids)] = encoding.ids
             mask[row, : len(encoding.ids)] = 1
         feeds = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
-        hidden = self._run({k: v for k, v in feeds.items() if k in self.input_names})
+        hidden = self.run_graph({k: v for k, v in feeds.items() if k in self.input_names})
         weights = mask[..., None].astype(np.float32)
         return (hidden * weights).sum(axis=1) / np.clip(weights.sum(axis=1), 1e-9, None)
 
@@ -326,7 +326,7 @@ class OpenVinoEncoder(OnnxEncoder):
         self.input_names = {name for port in compiled.inputs for name in port.get_names()}
         request = compiled.create_infer_request()
         # np.array: the request's output buffer is reused by its next call.
-        self._run = lambda feeds: np.array(request.infer(feeds)[0])
+        self.run_graph = lambda feeds: np.array(request.infer(feeds)[0])
 
 
 # ---- static (model2vec) --------------------------------------------------------------------
