@@ -1,12 +1,12 @@
-"""Peak memory and time of the partitioned dedup (`run_dedup` over a workspace's parts), per phase, vs a baseline.
+"""Peak memory and time of the dedup stage (`run_dedup_distributed`, as `satsang dedup`), per phase, vs a baseline.
 
 Run as: python bench/dedup_memory.py [--mb 100,300] [--baseline REF] [--variants base,head] [--executor local]
 
 For each size, a workspace of the synthetic corpus of bench/scale.py (`make_corpus`, the
 corpus under /tmp/corpus<MB>) is ingested once and kept under /tmp/d17-ws<MB> (reused when
-there). Each variant then runs `curation.dedup.run_dedup` (above IN_MEMORY_ROWS items: the
-partitioned `curation.partitioned_dedup.dedup_columns` on a LocalExecutor, or with --executor ray
-`run_dedup_distributed` on a local Ray) in a fresh child process on a copy of that workspace:
+there). Each variant then runs `curation.distributed.run_dedup_distributed` (above IN_MEMORY_ROWS
+items: the partitioned `curation.partitioned_dedup.dedup_columns` in this process, or with
+--executor ray on a local Ray) in a fresh child process on a copy of that workspace:
 
 - base: the code of the baseline commit (default: the merge-base of HEAD and main), exported
   with `git archive` into /tmp/d17-base-<sha> and put first on the child's PYTHONPATH;
@@ -132,8 +132,7 @@ def child(workspace_path: str, result_path: str, executor_name: str) -> None:
 
     import numpy as np
 
-    import curation.distributed  # noqa: F401  (imported before the start figure: not the dedup's memory)
-    from curation.dedup import run_dedup
+    from curation.distributed import run_dedup_distributed  # imported before the start figure
     from curation.workspace import Workspace
 
     workspace = Workspace.open(workspace_path)
@@ -155,12 +154,8 @@ def child(workspace_path: str, result_path: str, executor_name: str) -> None:
 
     Workspace.sources = sources
     started = time.perf_counter()
-    if executor is None:
-        report = run_dedup(workspace, say=peaks.mark)
-    else:
-        from curation.distributed import run_dedup_distributed
-
-        report = run_dedup_distributed(workspace, executor=executor, progress=peaks.mark)
+    # What `satsang dedup` runs: in memory up to IN_MEMORY_ROWS items, partitioned beyond (or on Ray).
+    report = run_dedup_distributed(workspace, executor=executor, progress=peaks.mark)
     seconds = time.perf_counter() - started
     peaks.close()
     if executor is not None:

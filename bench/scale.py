@@ -205,7 +205,8 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         timings["ingest"] = time.perf_counter() - started
         timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
-        dedup_report = run_dedup_distributed(workspace)  # no executor: in this process, partitioned beyond 50k items
+        # No executor: in this process, partitioned beyond 50k items.
+        dedup_report = run_dedup_distributed(workspace, progress=lambda m: print(f"  local dedup {m}", flush=True))
         timings["dedup"] = time.perf_counter() - started
         timings["dedup_maxrss_mb"] = maxrss_mb()
     else:

@@ -291,10 +291,24 @@ class SampleHits:
         return np.bincount(pair_of[found], minlength=len(a))
 
 
+# A container must hold this many of a text's probes (fewer when the text needs fewer hits).
+# One probe hit would be enough to be exact, but one shared rare shingle is common between
+# unrelated texts (a quoted line, a stock phrase), and the pairs it proposes grow with the
+# square of the corpus; two shared probes are rare by chance, at the cost of one more probe.
+PROBE_HITS = 2
+
+
+def probe_hits(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """How many of its probes a container must hold to be proposed for a text of `sizes` distinct shingles."""
+    return np.minimum(PROBE_HITS, hits_needed(sizes, config).astype(np.int64))
+
+
 def probe_prefix(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
-    """How many of a sample a text of `sizes` distinct shingles must probe: any container holding
-    `hits_needed` of the sample holds at least one of any (sample size - needed + 1) of it."""
-    return np.minimum(sizes, config.containment_sample) - hits_needed(sizes, config).astype(np.int64) + 1
+    """How many of a sample a text of `sizes` distinct shingles must probe: a container holding
+    `hits_needed` of the sample misses at most (sample size - needed) of it, so it holds at least
+    `probe_hits` of any (sample size - needed + probe_hits) of it. Exact: no candidate is lost."""
+    needed = hits_needed(sizes, config).astype(np.int64)
+    return np.minimum(sizes, config.containment_sample) - needed + probe_hits(sizes, config)
 
 
 def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
@@ -313,10 +327,10 @@ def containment_candidates(
     (a whole sample: the exact count the threshold asks for). Jaccard LSH cannot find these: a
     short text inside a long one has a small Jaccard with it however fully it is contained.
 
-    Found without probing every sampled shingle's posting list: b must hold at least one of any
-    (sample - needed + 1) of a's samples, so only a's rarest ones are looked up (prefix filtering:
-    a shingle common to many texts is rarely probed), and each pair they propose is then counted
-    against a's whole sample. The candidates are exactly the pairs with enough hits, whichever
+    Found without probing every sampled shingle's posting list: b must hold at least `probe_hits`
+    of any `probe_prefix` of a's samples, so only a's rarest ones are looked up (prefix filtering:
+    a shingle common to many texts is rarely probed), and each pair with enough probe hits is
+    then counted against a's whole sample. The candidates are exactly the pairs with enough hits, whichever
     shingles were probed, so a partitioned run finds the same.
     """
     n = len(shingled)
@@ -327,7 +341,7 @@ def containment_candidates(
     unique_prints, ids, frequency = np.unique(prints, return_inverse=True, return_counts=True)
     ids = ids.reshape(-1).astype(np.int64)
 
-    # Each query text's sample, rarest first; its prefix: the first (sample size - needed + 1).
+    # Each query text's sample, rarest first; its prefix: the first `probe_prefix`.
     rows = np.nonzero(sampled)[0]
     rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
     owners = texts[rows]
@@ -356,8 +370,10 @@ def containment_candidates(
         within = np.arange(len(a), dtype=np.int64) - np.repeat(np.cumsum(lengths[chunk]) - lengths[chunk], lengths[chunk])
         b = texts[by_id[np.repeat(list_starts[probe_ids[chunk]], lengths[chunk]) + within]]
         keep = (a != b) & (sizes[b] >= sizes[a])
-        pairs = np.unique(a[keep] * n + b[keep])
+        pairs, hits = np.unique(a[keep] * n + b[keep], return_counts=True)  # b's hits among a's probes
         a, b = pairs // n, pairs % n
+        proposed = hits >= probe_hits(sizes[a], config)
+        a, b = a[proposed], b[proposed]
         passing = sample_hits.count(a, b) >= hits_needed(sizes[a], config)  # over a's whole sample
         candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
         first = last

@@ -15,7 +15,7 @@ Files, under a work directory every worker can read (shared storage on a cluster
     fingerprints/part-00000.parquet        key, prints              a text's distinct fingerprints, ascending
     frequencies/shard=00000/part-00000.parquet key, size, print, frequency  a sample's fingerprints, how common
     probes/shard=00000/part-00000.parquet  key, print               the fingerprints a text probes with
-    pairs/shard=00000.parquet              a, b                     b holds one of a's probes
+    pairs/shard=00000/part-00000.parquet   a, b, size, hits         b holds `hits` of a's probes (by shard of a)
     contained/part-00000.parquet           a, b                     text a's best container b
 
 1. sign (one task per input partition): normalise, key, shingle and sign the
@@ -32,11 +32,11 @@ Files, under a work directory every worker can read (shared storage on a cluster
    does: each texts partition writes its distinct shingle fingerprints by fingerprint
    shard; each fingerprint shard counts the texts holding each sampled fingerprint; each
    shard of texts picks its probes (`probe_prefix` of its sample, rarest first); each
-   fingerprint shard joins the probes with the fingerprints' holders into proposed pairs;
-   each shard of texts a counts its pairs' hits over a's whole sample (`SampleHits`, from
-   the stored fingerprints), confirms those with enough by exact containment (only their
-   texts are read and shingled) and keeps a's best container
-   (`hits_needed`, `confirm_containment`, `best_containers`). Only rare fingerprints are
+   fingerprint shard joins the probes with the fingerprints' holders into pairs with their
+   probe hits; each shard of texts a keeps its pairs with `probe_hits` in all, counts their
+   hits over a's whole sample (`SampleHits`, from the stored fingerprints), confirms those
+   with enough by exact containment (only their texts are read and shingled) and keeps a's
+   best container (`hits_needed`, `confirm_containment`, `best_containers`). Only rare fingerprints are
    joined, so a phrase common to many texts does not multiply a shard's rows.
 4. components (driver): union-find (in numpy) over the confirmed edges and containment links
    (small); the rows of a key on two rows or more, or in a link, are the clustered rows. Clusters of one row get the columns
@@ -298,26 +298,28 @@ def containment_probes(shard: int, plan: _DedupPlan) -> int:
 
 def containment_pairs(shard: int, plan: _DedupPlan) -> int:
     """Containment, phase 4: in one fingerprint shard, the pairs (text a, text b of its kind at least as large)
-    where b holds one of a's probes: every candidate is among them (their hits are counted in phase 5)."""
+    where b holds some of a's probes, with how many (hits) and a's size; written by shard of a, so each
+    shard of phase 5 reads its own pairs only."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "probes", f"shard={shard:05d}", "part-*.parquet")))
-    if files:
-        probes = pl.scan_parquet(files)
-        postings = (  # the holders of a probed fingerprint only
-            pl.scan_parquet(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet"))
-            .select("kind", "print", "key", "size").join(probes.select("print").unique(), on="print", how="semi")
-            .collect(engine="streaming")
-        )
-        pairs = (
-            probes.join(postings.lazy(), on=["key", "print"]).unique()
-            .join(postings.lazy().rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
-            .filter((pl.col("key") != pl.col("b")) & (pl.col("size_b") >= pl.col("size")))
-            .select(pl.col("key").alias("a"), "b")
-            .unique()
-            .collect(engine="streaming")
-        )
-    else:
-        pairs = pl.DataFrame(schema={"a": pl.String, "b": pl.String})
-    _write_atomic(pairs, os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}.parquet"))
+    if not files:
+        return 0
+    probes = pl.scan_parquet(files)
+    postings = (  # the holders of a probed fingerprint only
+        pl.scan_parquet(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet"))
+        .select("kind", "print", "key", "size").join(probes.select("print").unique(), on="print", how="semi")
+        .collect(engine="streaming")
+    )
+    pairs = (
+        probes.join(postings.lazy(), on=["key", "print"]).unique()
+        .join(postings.lazy().rename({"key": "b", "size": "size_b"}), on=["kind", "print"])
+        .filter((pl.col("key") != pl.col("b")) & (pl.col("size_b") >= pl.col("size")))
+        .unique(["key", "b", "print"])  # a text's postings may come from two partitions
+        .group_by(pl.col("key").alias("a"), "b").agg(pl.col("size").first(), pl.len().alias("hits"))
+        .with_columns(_shard_of("a", plan.n_shards).alias("to"))
+        .collect(engine="streaming")
+    )
+    for (target,), rows in pairs.partition_by("to", as_dict=True, include_key=False).items():
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "pairs", f"shard={target:05d}"), shard))
     return pairs.height
 
 
@@ -325,15 +327,17 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's whole sample
     (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
     functions, so the same link as a local run)."""
-    from curation.dedup import SampleHits, best_containers, confirm_containment, hits_needed
+    from curation.dedup import SampleHits, best_containers, confirm_containment, hits_needed, probe_hits
     from curation.shingles import shingle_texts
 
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", "shard=*.parquet")))
+    files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}", "part-*.parquet")))
     schema = {"a": pl.String, "b": pl.String}
-    proposed = (
-        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
-        if files else pl.DataFrame(schema=schema)
-    )
+    proposed = pl.DataFrame(schema=schema)
+    if files:  # a pair's probe hits, summed over the fingerprint shards that found them
+        counted = (pl.scan_parquet(files).group_by("a", "b").agg(pl.col("size").first(), pl.col("hits").sum())
+                   .collect(engine="streaming"))
+        proposed = counted.filter(pl.Series(counted["hits"].to_numpy() >= probe_hits(counted["size"].to_numpy(),
+                                                                                   plan.config))).select("a", "b")
     links = pl.DataFrame(schema=schema)
     if proposed.height:
         keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
@@ -525,7 +529,7 @@ def dedup_columns(
             say(f"containment probes: {sum(n_probes)} ({time.perf_counter() - started:.1f}s)")
             started = time.perf_counter()
             n_pairs = executor.map(containment_pairs, range(plan.n_shards), shared=plan)
-            say(f"containment pairs: {sum(n_pairs)} proposed ({time.perf_counter() - started:.1f}s)")
+            say(f"containment pairs: {sum(n_pairs)} sharing probes ({time.perf_counter() - started:.1f}s)")
             started = time.perf_counter()
             n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
             say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
