@@ -1,6 +1,6 @@
 """Scale-out benchmark: the whole path (ingest, MinHash/LSH dedup, score, export) of a synthetic corpus, local vs Ray.
 
-Run as: python bench/scale.py [--mb 500] [--cpus 2] [--executors local,ray[,partitioned]] [--stages ingest,dedup,score,export] [--corpus DIR] [--keep]
+Run as: python bench/scale.py [--mb 500] [--cpus 2] [--executors local,ray[,partitioned]] [--stages ingest,dedup,score,export] [--corpus DIR] [--keep] [--resume WORKDIR] [--containment X]
 
 The corpus (default 500 MB of UTF-8 text, in books of 0.5-4 MB) is assembled from
 the sentences of the real books in ../shared/data/books: shuffled into paragraphs
@@ -24,7 +24,11 @@ Then (with --stages, default all four) `run_score` / `run_score_distributed` wit
 default ScoreConfig (the engine it names; threads = --cpus) and `export_version` of a
 pretrain version of every representative passage (unreviewed included). Scoring is
 by far the slowest stage (tens of passages a second per core): at 500 MB it takes
-hours; `--stages ingest,dedup` gives the old figures.
+hours; `--stages ingest,dedup` gives the old figures. `--keep --stages ingest,dedup` then
+`--resume WORKDIR --stages score,export` (or export) runs the later stages on the kept
+workspaces, with another version of the code if wanted, and reports the whole path
+(the peaks: the larger of the two runs'). `--containment 0` turns dedup's containment
+linking off (its candidate pairs grow with the square of this corpus: see README).
 
 Printed per executor: seconds and MB/s for each stage and the whole path, and MB/s per
 core for the whole path (--cpus cores: both executors may use them all); the peak memory
@@ -186,17 +190,27 @@ def maxrss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages: tuple[str, ...]) -> dict:
-    import hashlib
-
-    import polars as pl
-
+def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages: tuple[str, ...],
+              containment: float | None) -> dict:
+    from curation.dedup import DedupConfig
     from curation.distributed import run_dedup_distributed
-    from curation.workspace import init_workspace
+    from curation.workspace import Workspace, init_workspace
 
     manifest = json.loads((corpus / MANIFEST).read_text())
     books = [Path(p) for p in manifest["books"]]
     megabytes = manifest["bytes"] / 1e6
+    dedup_config = DedupConfig() if containment is None else DedupConfig(containment=containment)
+    earlier = workdir / f"result-{executor_name}.json"
+    if earlier.exists():  # --resume: ingest and dedup were run (and timed) by an earlier run into this workdir
+        previous = json.loads(earlier.read_text())
+        workspace = Workspace.open(workdir / f"ws-{executor_name}")
+        timings = {key: value for key, value in previous["timings"].items() if key.split("_")[0] in ("ingest", "dedup", "ray")}
+        executor = None if executor_name == "local" or "score" not in stages else _executor(executor_name, cpus)
+        timings.update(score_and_export(workspace, executor, cpus, stages))
+        if executor is not None:
+            executor.close()
+        return {**previous, "timings": timings, "digest": _rows_digest(workspace), "resumed": True,
+                "driver_maxrss_mb": max(previous["driver_maxrss_mb"], maxrss_mb())}
     workspace = init_workspace(workdir / f"ws-{executor_name}")
     timings = {}
     if executor_name == "local":
@@ -206,35 +220,28 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
         # No executor: in this process, partitioned beyond 50k items.
-        dedup_report = run_dedup_distributed(workspace, progress=lambda m: print(f"  local dedup {m}", flush=True))
+        dedup_report = run_dedup_distributed(workspace, dedup_config,
+                                             progress=lambda m: print(f"  local dedup {m}", flush=True))
         timings["dedup"] = time.perf_counter() - started
         timings["dedup_maxrss_mb"] = maxrss_mb()
     else:
-        from curation.distributed import run_dedup_distributed
-        from curation.executors import LocalExecutor, RayExecutor
-
         started = time.perf_counter()
-        executor = LocalExecutor() if executor_name == "partitioned" else RayExecutor(num_cpus=cpus)
+        executor = _executor(executor_name, cpus)
         timings["ray_start"] = time.perf_counter() - started
         started = time.perf_counter()
         report = workspace.ingest(books, "prose", executor=executor)
         timings["ingest"] = time.perf_counter() - started
         timings["ingest_maxrss_mb"] = maxrss_mb()
         started = time.perf_counter()
-        dedup_report = run_dedup_distributed(workspace, executor=executor,
+        dedup_report = run_dedup_distributed(workspace, dedup_config, executor=executor,
                                               progress=lambda m: print(f"  {executor_name} dedup {m}", flush=True))
         timings["dedup"] = time.perf_counter() - started
         timings["dedup_maxrss_mb"] = maxrss_mb()
     timings.update(score_and_export(workspace, None if executor_name == "local" else executor, cpus, stages))
     if executor_name != "local":
         executor.close()
-    # The rows as a multiset, a part at a time (the whole table may not fit): sorted row hashes, hashed.
-    import numpy as np
-
     _, parts = workspace.item_parts()
-    row_hashes = np.sort(np.concatenate([part.read().hash_rows(seed=0).to_numpy() for part in parts]))
-    digest = hashlib.sha256(row_hashes.tobytes()).hexdigest()
-    n_items = len(row_hashes)
+    n_items = sum(part.rows for part in parts)
     return {
         "executor": executor_name,
         "megabytes": megabytes,
@@ -244,9 +251,26 @@ def run_child(executor_name: str, corpus: Path, cpus: int, workdir: Path, stages
         "timings": timings,
         "dedup": {"clusters": dedup_report.n_clusters, "exact": dedup_report.n_exact_duplicates,
                   "near": dedup_report.n_near_duplicates, "cross_source": dedup_report.n_cross_source_clusters},
-        "digest": digest,
+        "digest": _rows_digest(workspace),
         "driver_maxrss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _executor(name: str, cpus: int):
+    from curation.executors import LocalExecutor, RayExecutor
+
+    return LocalExecutor() if name == "partitioned" else RayExecutor(num_cpus=cpus)
+
+
+def _rows_digest(workspace) -> str:
+    """The rows as a multiset, a part at a time (the whole table may not fit): sorted row hashes, hashed."""
+    import hashlib
+
+    import numpy as np
+
+    _, parts = workspace.item_parts()
+    row_hashes = np.sort(np.concatenate([part.read().hash_rows(seed=0).to_numpy() for part in parts]))
+    return hashlib.sha256(row_hashes.tobytes()).hexdigest()
 
 
 class TreeMemory:
@@ -299,10 +323,13 @@ class TreeMemory:
         self._thread.join()
 
 
-def run_executor(name: str, corpus: Path, cpus: int, workdir: Path, stages: str) -> dict:
+def run_executor(name: str, corpus: Path, cpus: int, workdir: Path, stages: str, containment: float | None) -> dict:
     output = workdir / f"result-{name}.json"
     command = [sys.executable, __file__, "--child", name, "--corpus", str(corpus), "--cpus", str(cpus),
                "--workdir", str(workdir), "--result", str(output), "--stages", stages]
+    if containment is not None:
+        command += ["--containment", str(containment)]
+    earlier = json.loads(output.read_text()) if output.exists() else None
     started = time.perf_counter()
     child = subprocess.Popen(command)
     memory = TreeMemory(child.pid)
@@ -316,6 +343,11 @@ def run_executor(name: str, corpus: Path, cpus: int, workdir: Path, stages: str)
     result["peak_tree_pss_mb"] = memory.peak_pss / 2**20
     result["peak_single_rss_mb"] = memory.peak_single_rss / 2**20
     result["peak_processes"] = memory.peak_processes
+    if earlier is not None:  # resumed: the whole path's peaks are the larger of the two runs'
+        for key in ("peak_tree_rss_mb", "peak_tree_pss_mb", "peak_single_rss_mb", "peak_processes"):
+            result[key] = max(result[key], earlier[key])
+        result["wall"] += earlier["wall"]
+    output.write_text(json.dumps(result))
     return result
 
 
@@ -368,13 +400,18 @@ def main() -> None:
     parser.add_argument("--corpus", type=Path, help="where the corpus is (or is written); default: a temp dir")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep", action="store_true", help="keep the workspaces and a temporary corpus")
+    parser.add_argument("--resume", type=Path, metavar="WORKDIR",
+                        help="a kept workdir (printed by --keep): run only the stages after dedup on its workspaces,"
+                             " adding the earlier run's ingest and dedup figures")
+    parser.add_argument("--containment", type=float, help="dedup's containment setting (default: DedupConfig's)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     parser.add_argument("--workdir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        result = run_child(args.child, args.corpus, args.cpus, args.workdir, tuple(args.stages.split(",")))
+        result = run_child(args.child, args.corpus, args.cpus, args.workdir, tuple(args.stages.split(",")),
+                           args.containment)
         args.result.write_text(json.dumps(result))
         return
 
@@ -383,17 +420,19 @@ def main() -> None:
     temporary = args.corpus is None
     corpus = args.corpus or Path(tempfile.mkdtemp(prefix="satsang-scale-corpus-"))
     make_corpus(corpus, args.mb, args.seed, args.cpus)
-    workdir = Path(tempfile.mkdtemp(prefix="satsang-scale-"))
+    workdir = args.resume or Path(tempfile.mkdtemp(prefix="satsang-scale-"))
+    if args.keep or args.resume:
+        print(f"workdir: {workdir}", flush=True)
     results = []
     try:
         for name in args.executors.split(","):
             print(f"running {name} ...", flush=True)
-            results.append(run_executor(name.strip(), corpus, args.cpus, workdir, args.stages))
+            results.append(run_executor(name.strip(), corpus, args.cpus, workdir, args.stages, args.containment))
             print(f"  {name}: {json.dumps(results[-1])}", flush=True)  # kept in the log if a later run fails
-            if not args.keep:
+            if not args.keep and not args.resume:
                 shutil.rmtree(workdir / f"ws-{name.strip()}", ignore_errors=True)
     finally:
-        if not args.keep:
+        if not args.keep and not args.resume:
             shutil.rmtree(workdir, ignore_errors=True)
             if temporary:
                 shutil.rmtree(corpus, ignore_errors=True)
