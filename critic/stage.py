@@ -166,7 +166,7 @@ def run_critique(
     concept_column: str | None = DEFAULT_CONCEPT_COLUMN,
     use_cache: bool = True,
 ) -> CritiqueReport:
-    """Judge every pair in the workspace and commit the critic columns in one new generation.
+    """Judge every pair in the workspace and commit the critic columns in one new generation, part by part.
 
     Passages are skipped (their critic columns stay null); silent answers are
     marked unscored, reason "silence" (see the module docstring). The concept score
@@ -180,9 +180,12 @@ def run_critique(
     if use_cache and isinstance(critic, LLMCritic) and critic.cache is None:
         critic = critic.with_cache(CritiqueCache(workspace.root / CACHE_PATH))
 
-    items = workspace.items()
-    pairs = items.filter(pl.col("kind") == "pair")
-    n_passages = items.height - pairs.height
+    # Only the pairs' columns that are needed are read (passages are never judged), a part at a time.
+    scan = workspace.scan_items()
+    wanted = ["item_id", "content_hash", "question", "answer", "is_silence", *CRITIC_COLUMNS, concept_column]
+    pairs = (scan.filter(pl.col("kind") == "pair")
+             .select([name for name in wanted if name in scan.collect_schema().names()]).collect())
+    n_passages = scan.select(pl.len()).collect().item() - pairs.height
     has_concept = concept_column is not None and concept_column in pairs.columns
     concepts = pairs[concept_column].cast(pl.Float64, strict=False).to_list() if has_concept else [None] * pairs.height
 
@@ -240,7 +243,7 @@ def run_critique(
             schema={"item_id": pl.String, "content_hash": pl.String, **CRITIC_COLUMNS},
         ).unique(subset=["item_id", "content_hash"], keep="first", maintain_order=True)
         results, n_kept = _keep_earlier_judgements(results, previous)
-        generation = workspace.update_items(lambda current: _with_critic_columns(current, results))
+        generation = workspace.map_items(lambda current, _part: _with_critic_columns(current, results))
 
     return _report(critic, final, n_passages, generation, *counters, n_kept_earlier=n_kept)
 

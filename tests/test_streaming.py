@@ -116,6 +116,22 @@ def test_streamed_scoring_commits_what_one_part_commits(whole_and_parted, model)
     assert again.generation is None and again.n_encoded == 0  # unchanged: all from the store, nothing committed
 
 
+def test_streamed_critique_commits_what_one_part_commits(whole_and_parted):
+    from critic.offline import OfflineCritic
+    from critic.stage import run_critique
+
+    whole, parted = whole_and_parted
+    expected = run_critique(whole, OfflineCritic())
+    _, before = parted.item_parts()
+    streamed = run_critique(parted, OfflineCritic())
+    assert parted.items().equals(whole.items())
+    assert (streamed.n_scored, streamed.n_passages_skipped, streamed.mean_score) == (
+        expected.n_scored, expected.n_passages_skipped, expected.mean_score)
+    _, after = parted.item_parts()
+    # Parts of passages only gain null critic columns: rewritten once, with the pairs' parts.
+    assert len(after) == len(before) and run_critique(parted, OfflineCritic()).generation == streamed.generation
+
+
 @pytest.mark.parametrize(("share", "at_least"), [(0.2, 5), (0.01, 40), (0.0, 10_000)])
 def test_the_calibration_sample_drawn_part_by_part_is_the_whole_table_s(whole_and_parted, share, at_least):
     from curation.cascade import calibration_sample
