@@ -21,8 +21,8 @@ import numpy as np
 import polars as pl
 
 from curation.review import join_decisions, reviewer_state
-from curation.team import TeamSettings, assignment, decisions_per_item, order_for_reviewer
-from dashboards.queue import build_queue
+from curation.team import TeamSettings, assignment, decisions_per_item
+from dashboards.queue import base_queue, build_queue, queue_view, reviewer_view
 
 
 def timed(function, repeat: int) -> float:
@@ -62,7 +62,7 @@ def main() -> None:
     plan = assignment(ids, names, settings)
     own = reviewer_state(responses, me)
     team_queue = build_queue(items, None, None)
-    own_queue = join_decisions(team_queue, own)
+    team_view = queue_view(base_queue(items), None)
     done = decisions_per_item(responses)
 
     baseline = timed(lambda: build_queue(items, None, None), args.repeat)
@@ -70,7 +70,8 @@ def main() -> None:
         "reviewer_state": lambda: reviewer_state(responses, me),
         "join own decisions into the team queue": lambda: join_decisions(team_queue, own),
         "decisions_per_item": lambda: decisions_per_item(responses),
-        "order_for_reviewer": lambda: order_for_reviewer(own_queue, me, plan, done, []),
+        "reviewer_view (own decisions over the team's queue, in order)":
+            lambda: reviewer_view(team_view, me, plan, done, (), own_state=own).ordered(),
         "assignment (once per generation)": lambda: assignment(ids, names, settings),
     }
     print(f"{n:,} items, {m:,} responses, {len(names)} reviewers; median of {args.repeat}")

@@ -244,40 +244,6 @@ def group_words() -> pl.Expr:
     return pl.col("team_group").replace_strict(GROUP_WORDS, return_dtype=pl.String)
 
 
-def order_for_reviewer(
-    queue: pl.DataFrame,
-    reviewer: str,
-    plan: pl.DataFrame,
-    done: pl.DataFrame,
-    skipped_item_ids: Iterable[str] = (),
-) -> pl.DataFrame:
-    """A queue built on the reviewer's own decisions (`reviewer_state`), re-ordered for them.
-
-    First the items assigned to them, then items that still need a reviewer, then those they
-    skipped, then items that already have all the decisions they need, then their own decided
-    ones; within a group by need, as the queue orders (so the queue may be the team's, with
-    this reviewer's decisions joined in its place: `curation.review.join_decisions`). Adds assigned_to_me,
-    reviewers_needed, reviewers_done, team_group and puts the group's words first in `why`.
-    """
-    columns = team_columns(queue, reviewer, plan, done, skipped_item_ids)
-    with_plan = queue.drop([c for c in columns.columns if c in queue.columns]).hstack(columns.get_columns())
-    order_by, descending = _within_group_order(with_plan)
-    return (
-        with_plan.with_columns(pl.concat_str([group_words(), pl.col("why")], separator="; ", ignore_nulls=True).alias("why"))
-        .sort(order_by, descending=descending, maintain_order=True, nulls_last=True)
-        .drop("position")
-        .with_row_index("position")
-        .with_columns(pl.col("position").cast(pl.Int64))
-    )
-
-
-def _within_group_order(queue: pl.DataFrame) -> tuple[list[str], list[bool]]:
-    """Group first, then the queue's own order by need (as dashboards.queue.build_queue sorts), else its position."""
-    if all(name in queue.columns for name in ("need", "source_order", "start")):
-        return ["team_group", "need", "source_order", "start", "item_id"], [False, True, False, False, False]
-    return ["team_group", "position"], [False, False]
-
-
 def may_see_others(standing_mine: bool, settings: TeamSettings) -> bool:
     """Whether a reviewer may be shown others' decisions (and comments) on an item: always when review is
     not blind, else once they have a standing decision of their own on it."""

@@ -459,10 +459,10 @@ def test_talk_range_is_typed():
         parse_talk_range("three hundred")
 
 
-def test_reviewer_view_over_the_cached_queue_orders_as_order_for_reviewer():
-    """The app's per-reviewer queue (narrow columns beside the team's cached queue, row numbers sorted)
-    is the queue curation.team.order_for_reviewer builds from scratch: same rows, order, states and groups."""
-    from curation.team import TeamSettings, assignment, decisions_per_item, order_for_reviewer
+def test_blind_reviewer_view_over_the_cached_queue_is_the_view_built_on_their_own_decisions():
+    """The app's per-reviewer queue in blind review (their own decisions put beside the team's cached queue,
+    `own_state`) is the queue built from scratch on their own decisions: same rows, order, states and groups."""
+    from curation.team import TeamSettings, assignment, decisions_per_item
     from dashboards.queue import reviewer_view
 
     rows = [item(f"i{n}", source_id=SRC_A if n % 3 else SRC_B, start=10 * n) for n in range(12)]
@@ -472,11 +472,12 @@ def test_reviewer_view_over_the_cached_queue_orders_as_order_for_reviewer():
     own = state([("i3", "h-i3", "ana", "accept", None)])
     done = decisions_per_item(responses([("i1", "bo", "accept"), ("i2", "bo", "reject"), ("i3", "ana", "accept")]))
     plan = assignment([f"i{n}" for n in range(12)], ["ana", "bo"], TeamSettings())
-    expected = order_for_reviewer(build_queue(items, SOURCES, own), "ana", plan, done, {"i4"})
+    expected = reviewer_view(queue_view(base_queue(items, SOURCES), own), "ana", plan, done, ("i4",)).ordered()
     view = reviewer_view(queue_view(base_queue(items, SOURCES), team), "ana", plan, done, ("i4",), own_state=own)
     actual = view.ordered()
     columns = ["key", "decision_state", "decided_by", "team_group", "assigned_to_me", "skipped"]
     assert actual.select(columns).to_dicts() == expected.select(columns).to_dicts()
+    assert actual.filter(pl.col("item_id") == "i1")["decision_state"].item() == "unreviewed"  # bo's: hidden
     assert set(actual["team_group"]) > {0}  # the groups are exercised, not all alike
 
 

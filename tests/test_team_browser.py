@@ -21,9 +21,9 @@ from critic.offline import OfflineCritic
 from critic.stage import run_critique
 from curation.responses import ResponseStore
 from curation.review import blind_reviewer_agreement, cohen_kappa, keep_label, reviewer_agreement, reviewer_state
-from curation.team import TeamSettings, add_reviewer, assignment, decisions_per_item, order_for_reviewer, write_team_settings
+from curation.team import TeamSettings, add_reviewer, assignment, decisions_per_item, write_team_settings
 from curation.workspace import init_workspace
-from dashboards.queue import CHANGED, UNREVIEWED, QueueFilter, apply_filter, build_queue
+from dashboards.queue import CHANGED, UNREVIEWED, QueueFilter, apply_filter, base_queue, queue_view, reviewer_view
 
 DATA = Path(__file__).parent / "data"
 PLAN = TeamSettings(reviewers_per_item=1, overlap_share=0.25, overlap_reviewers=2, blind=True)
@@ -41,7 +41,8 @@ def first_words(text: str, n: int = 8) -> str:
 def expected_order(items: pl.DataFrame, sources: pl.DataFrame, reviewer: str) -> list[dict]:
     """The reviewer's queue before anyone has decided, as the library orders it (unreviewed first)."""
     plan = assignment(items["item_id"], ["ana", "bo"], PLAN)
-    queue = order_for_reviewer(build_queue(items, sources, reviewer_state(None, reviewer)), reviewer, plan, decisions_per_item(None))
+    own = queue_view(base_queue(items, sources), reviewer_state(None, reviewer))
+    queue = reviewer_view(own, reviewer, plan, decisions_per_item(None)).ordered()
     queue = queue.join(plan.select("item_id", "assignees"), on="item_id", how="left")
     return apply_filter(queue, QueueFilter(decision_states=(UNREVIEWED, CHANGED))).unique("item_id", keep="first", maintain_order=True).to_dicts()
 
