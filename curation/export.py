@@ -38,7 +38,7 @@ import json
 import shutil
 import time
 from collections import Counter
-from contextlib import contextmanager
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Iterator
@@ -347,6 +347,12 @@ class ShardedCopy:
             path.rename(self.directory / name)
         return names
 
+    def discard(self) -> None:
+        """Close the open shard after a failure (its files are removed with the staging directory)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.writer = None
+
     def _next_shard(self) -> None:
         if self.writer is not None:
             self._finish_shard()
@@ -419,6 +425,11 @@ class DatasetFiles:
             json.dump(state, file, indent=2, sort_keys=True)  # as save_to_disk dumps it
         shutil.rmtree(scratch)
 
+    def discard(self) -> None:
+        self.pending = []
+        self.arrow.discard()
+        self.parquet.discard()
+
     def _flush(self) -> None:
         import pyarrow as pa
         from datasets import config as datasets_config
@@ -458,11 +469,11 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
     examples = CardExamples(conversations)
     n_records = 0
 
+    files = DatasetFiles(staging, features, info, selection.digest[:16])
     bars_were_on = is_progress_bar_enabled()
     disable_progress_bar()
     try:
-        files = DatasetFiles(staging, features, info, selection.digest[:16])
-        with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") if conversations else _no_file() as seed:
+        with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") if conversations else nullcontext() as seed:
             for batch in content_batches(selection):
                 if conversations:
                     batch_rows, batch_row_of, batch_turn_of = _sft_rows(batch, config, titles, duplicated, files.n_rows)
@@ -479,6 +490,9 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
                 files.add(table)
                 del batch, table
             files.close()
+    except BaseException:
+        files.discard()  # the staging directory goes; its open files with it
+        raise
     finally:
         if bars_were_on:
             enable_progress_bar()
@@ -497,11 +511,6 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
     write_checksums(staging)
     fsync_tree(staging)
     return files.n_rows
-
-
-@contextmanager
-def _no_file() -> Iterator[None]:
-    yield None
 
 
 def _write_seed(seed: Any, rows: list[dict[str, Any]]) -> None:
