@@ -9,13 +9,16 @@ several batches), deduplicated and critiqued offline:
 - dataset/state.json and dataset_info.json are byte for byte what `save_to_disk` writes for the
   same rows, and the Parquet schema metadata what `to_parquet` writes;
 - a copy of 0 rows loads as 0 rows with the features;
-- the card's examples, kept as rows stream by, are the ones chosen from all the rows.
+- the card's examples, kept as rows stream by, are the ones chosen from all the rows;
+- the disk filling up at any point of the streamed writing is one clear error, and nothing is left.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -26,7 +29,7 @@ from critic.stage import run_critique
 from curation import export
 from curation.dedup import run_dedup
 from curation.export import CardExamples, DatasetFiles, ExportConfig, export_version
-from curation.versions import DATASET_DIR, PARQUET_DIR, SEED_NAME, VERSIONS_DIR, verify_version
+from curation.versions import DATASET_DIR, PARQUET_DIR, SEED_NAME, VERSIONS_DIR, ExportError, list_versions, verify_version
 from curation.workspace import Workspace
 
 DATA = Path(__file__).parent / "data"
@@ -149,3 +152,46 @@ def test_the_cards_examples_kept_as_rows_stream_are_those_chosen_from_all_rows(b
     texts.see(rows[:1])
     texts.see(rows[1:])
     assert texts.chosen() == rows[:3] and texts.n_multi_turn == 0
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 5 MB tmpfs (needs root, as `mount` does)."""
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small disk needs root to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+@pytest.mark.parametrize("share", [0.05, 0.3, 0.6, 0.9])
+def test_the_disk_filling_up_while_the_files_stream_is_one_error_and_leaves_nothing(
+    built: Path, tmp_path: Path, small_disk: Path, monkeypatch, share: float
+):
+    from datasets import config as datasets_config
+
+    # Many shards (a write per source, a shard per write), so the disk fills up inside one of them or between.
+    monkeypatch.setattr(export, "WRITE_BYTES", 1)
+    monkeypatch.setattr(export, "PARQUET_SHARD_BYTES", 1)
+    monkeypatch.setattr(datasets_config, "MAX_SHARD_SIZE", 1)
+    done = export_version(copy_of(built, tmp_path / "room"), PRETRAIN, created_at=WHEN)
+    data_bytes = sum(p.stat().st_size for d in (DATASET_DIR, PARQUET_DIR) for p in (done.path / d).iterdir())
+    workspace = copy_of(built, small_disk / "ws")
+    free = shutil.disk_usage(small_disk).free
+    filler = small_disk / "filler"
+    filler.write_bytes(b"\0" * max(0, free - int(share * data_bytes)))  # room for a share of the data files
+    with pytest.raises(ExportError) as raised:
+        export_version(workspace, PRETRAIN, created_at=WHEN)
+    message = str(raised.value)
+    assert len(message.splitlines()) == 1 and "disk full" in message and message.endswith("nothing was exported"), message
+    versions = workspace.root / VERSIONS_DIR
+    assert list_versions(workspace) == [] and sorted(p.name for p in versions.iterdir()) == [".lock"]
+    filler.unlink()
+    again = export_version(workspace, PRETRAIN, created_at=WHEN)  # room again: the same version
+    assert again.version_id == done.version_id and verify_version(workspace, again.version_id) == []
