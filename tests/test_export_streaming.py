@@ -9,6 +9,7 @@ several batches), deduplicated and critiqued offline:
 - dataset/state.json and dataset_info.json are byte for byte what `save_to_disk` writes for the
   same rows, and the Parquet schema metadata what `to_parquet` writes;
 - a copy of 0 rows loads as 0 rows with the features;
+- a big source built in slices (`row_chunks`, never cutting a conversation) gives the same version;
 - the card's examples, kept as rows stream by, are the ones chosen from all the rows;
 - the disk filling up at any point of the streamed writing is one clear error, and nothing is left.
 """
@@ -102,6 +103,40 @@ def test_a_version_in_many_shards_is_the_version_in_one(built: Path, tmp_path: P
     assert len(rows) == whole.n_rows and saved_rows(sharded.path) == rows
     assert parquet_rows(whole.path) == rows and parquet_rows(sharded.path) == rows
     assert verify_version(sharded_workspace, sharded.version_id) == []
+
+
+@pytest.mark.parametrize("config", [SFT, PRETRAIN], ids=["sft", "pretrain"])
+def test_a_version_built_in_slices_of_a_few_items_is_the_version_built_a_source_at_a_time(
+    built: Path, tmp_path: Path, monkeypatch, config: ExportConfig
+):
+    whole = export_version(copy_of(built, tmp_path / "whole"), config, created_at=WHEN)
+    monkeypatch.setattr(export, "ROWS_PER_CHUNK", 2)  # sft: a slice ends where its conversations do, so most hold more
+    sliced = export_version(copy_of(built, tmp_path / "sliced"), config, created_at=WHEN)
+    assert sliced.version_id == whole.version_id
+    for name in ("manifest.json", "README.md", *([SEED_NAME] if config.kind == "sft" else [])):
+        assert (sliced.path / name).read_bytes() == (whole.path / name).read_bytes(), name
+    assert saved_rows(sliced.path) == saved_rows(whole.path)
+    assert parquet_rows(sliced.path) == parquet_rows(whole.path)
+
+
+def test_row_chunks_never_cut_a_conversation(built: Path):
+    import polars as pl
+
+    pairs = Workspace.open(built).items().filter(pl.col("kind") == "pair")
+    biggest = pairs.group_by("source_id").len().sort("len")["source_id"][-1]
+    talks = pairs.filter(pl.col("source_id") == biggest)
+    assert talks["conversation_id"].n_unique() > 3
+    for rows in (1, 2, 5, talks.height):
+        chunks = list(export.row_chunks(talks, whole_conversations=True, rows=rows))
+        assert pl.concat(chunks).equals(talks)
+        seen: set[str] = set()
+        for chunk in chunks:
+            conversations = set(chunk["conversation_id"].to_list())
+            assert not conversations & seen, rows
+            seen |= conversations
+            assert chunk.height >= min(rows, talks.height) or chunk is chunks[-1]
+        texts = list(export.row_chunks(talks, whole_conversations=False, rows=rows))
+        assert [c.height for c in texts[:-1]] == [rows] * (len(texts) - 1) and pl.concat(texts).equals(talks)
 
 
 @pytest.mark.parametrize("config", [SFT, PRETRAIN], ids=["sft", "pretrain"])
