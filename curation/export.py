@@ -184,6 +184,8 @@ def _newest_input(selection: Selection) -> str:
 
 # ---- rows ----------------------------------------------------------------------------------
 
+ROWS_PER_CHUNK = 20_000  # items read and built into rows at a time: a big source is split (its Python rows are ~10x its text)
+
 
 def _row_digest(*parts: str) -> str:
     h = hashlib.sha256()
@@ -193,20 +195,50 @@ def _row_digest(*parts: str) -> str:
 
 
 def content_batches(selection: Selection) -> Iterator[pl.DataFrame]:
-    """The selected items in dataset order, a source at a time, with their content as exported.
+    """The selected items in dataset order, a source at a time (a big one in slices: `row_chunks`), with their
+    content as exported.
 
     Adds `_question`, `_answer`, `_text` (edits applied) and `context`, read from the parts
-    only for the rows of that source: memory holds one source's text, not the version's.
+    only for the rows of that batch: memory holds one batch's text, not the version's.
     """
     is_pair = pl.col("kind") == "pair"
-    for _, light in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
-        texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
-        frame = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left")
-        yield frame.with_columns(
-            pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
-            pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
-            pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
-        )
+    whole_conversations = selection.config.kind == "sft"
+    for _, source in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
+        for light in row_chunks(source, whole_conversations):
+            texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
+            frame = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left")
+            yield frame.with_columns(
+                pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
+                pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
+                pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
+            )
+
+
+def row_chunks(batch: pl.DataFrame, whole_conversations: bool, rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """`batch` (one source's rows) in slices of about `rows`, so a big source is built and written a slice at a time.
+
+    With whole_conversations a slice ends only where every conversation begun in it has ended
+    (no pair after the cut shares a conversation with one before it): the conversations of each
+    slice, and so the rows and their order, are those of the whole source.
+    """
+    import numpy as np
+
+    rows = rows or ROWS_PER_CHUNK
+    if batch.height <= rows:
+        yield batch
+        return
+    if whole_conversations:
+        positions = batch.select("conversation_id").with_row_index("_position")
+        last_of_conversation = positions.select(pl.col("_position").max().over("conversation_id").cum_max()).to_series().to_numpy()
+        ends = np.flatnonzero(last_of_conversation == np.arange(batch.height)) + 1  # a cut may follow these rows
+    else:
+        ends = np.arange(1, batch.height + 1)
+    start = 0
+    while start < batch.height:
+        at = int(np.searchsorted(ends, start + rows))
+        end = int(ends[at]) if at < len(ends) else batch.height
+        yield batch.slice(start, end - start)
+        start = end
 
 
 def _sft_rows(
@@ -313,7 +345,6 @@ def _pretrain_features():
 
 PARQUET_SHARD_BYTES = 256 * 1024 * 1024
 WRITE_BYTES = 32 * 1024 * 1024  # rows gathered before they are written: one Parquet row group, one Arrow write
-ROWS_PER_CHUNK = 20_000  # items built into rows at a time (a source's are split: its Python rows are ~10x its text)
 
 
 class ShardedCopy:
@@ -449,8 +480,8 @@ class DatasetFiles:
 def _write_version(staging: Path, selection: Selection, parent: str | None, created_at: str) -> int:
     """Every file of the version into `staging`, fsynced; returns the number of dataset rows.
 
-    The rows are built a source at a time (`content_batches`), a big source a slice at a time
-    (`row_chunks`), and written as they come (the dataset's copies, seed.jsonl), so memory holds
+    The rows are built a source at a time, a big source a slice at a time (`content_batches`),
+    and written as they come (the dataset's copies, seed.jsonl), so memory holds
     a batch of rows, not the version: what is kept whole is a row and a turn number per record
     (numpy) and the card's few examples.
     """
@@ -476,7 +507,7 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
     disable_progress_bar()
     try:
         with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") if conversations else nullcontext() as seed:
-            for batch in (chunk for source in content_batches(selection) for chunk in row_chunks(source, conversations)):
+            for batch in content_batches(selection):
                 if conversations:
                     batch_rows, batch_row_of, batch_turn_of = _sft_rows(batch, config, titles, duplicated, files.n_rows)
                     table = pa.Table.from_pylist(batch_rows, schema=features.arrow_schema)
@@ -513,33 +544,6 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
     write_checksums(staging)
     fsync_tree(staging)
     return files.n_rows
-
-
-def row_chunks(batch: pl.DataFrame, whole_conversations: bool, rows: int | None = None) -> Iterator[pl.DataFrame]:
-    """`batch` (one source's rows) in slices of about `rows`, so a big source is built and written a slice at a time.
-
-    With whole_conversations a slice ends only where every conversation begun in it has ended
-    (no pair after the cut shares a conversation with one before it): the conversations of each
-    slice, and so the rows and their order, are those of the whole source.
-    """
-    import numpy as np
-
-    rows = rows or ROWS_PER_CHUNK
-    if batch.height <= rows:
-        yield batch
-        return
-    if whole_conversations:
-        positions = batch.select("conversation_id").with_row_index("_position")
-        last_of_conversation = positions.select(pl.col("_position").max().over("conversation_id").cum_max()).to_series().to_numpy()
-        ends = np.flatnonzero(last_of_conversation == np.arange(batch.height)) + 1  # a cut may follow these rows
-    else:
-        ends = np.arange(1, batch.height + 1)
-    start = 0
-    while start < batch.height:
-        at = int(np.searchsorted(ends, start + rows))
-        end = int(ends[at]) if at < len(ends) else batch.height
-        yield batch.slice(start, end - start)
-        start = end
 
 
 def _write_seed(seed: Any, rows: list[dict[str, Any]]) -> None:
