@@ -206,12 +206,14 @@ def content_batches(selection: Selection) -> Iterator[pl.DataFrame]:
     for _, source in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
         for light in row_chunks(source, whole_conversations):
             texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
-            frame = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left")
-            yield frame.with_columns(
+            batch = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left").with_columns(
                 pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
                 pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
                 pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
             )
+            del texts
+            yield batch
+            del batch  # not held while the next batch is read
 
 
 def row_chunks(batch: pl.DataFrame, whole_conversations: bool, rows: int | None = None) -> Iterator[pl.DataFrame]:
@@ -353,7 +355,7 @@ class ShardedCopy:
 
     `open_writer(path)` gives a `datasets` writer (`ArrowWriter`, `ParquetWriter`), so each file carries
     the features in its schema metadata exactly as `save_to_disk`/`to_parquet` write them. A copy of 0
-    rows is one shard with the schema and no rows.
+    rows is one shard with the schema and no rows (which `load_from_disk` loads).
     """
 
     def __init__(self, directory: Path, stem: str, suffix: str, max_bytes: int, open_writer: Any):
@@ -404,8 +406,8 @@ class DatasetFiles:
     """The version's two copies of the rows, written a bounded batch at a time: `dataset/` (what
     `datasets.load_from_disk` reads) and `data/` (Parquet shards, what `load_dataset` reads).
 
-    Memory holds the rows gathered for the next write (about WRITE_BYTES, or one source's rows if
-    more), never the version: peak memory does not grow with the version.
+    Memory holds the rows gathered for the next write (about WRITE_BYTES, or one batch if more),
+    never the version's.
     """
 
     def __init__(self, staging: Path, features: Any, info: Any, fingerprint: str):
@@ -446,7 +448,7 @@ class DatasetFiles:
         self.parquet.close()
         names = self.arrow.close()
         # The two JSON files are datasets' own: save_to_disk of an empty dataset with this info, split and
-        # fingerprint writes them (its one empty shard is dropped); only the shard list is ours.
+        # fingerprint writes them (and no shard, for 0 rows); only the shard list is ours.
         empty = Dataset(InMemoryTable(self.features.arrow_schema.empty_table()), info=self.info, split="train", fingerprint=self.fingerprint)
         scratch = self.saved / ".empty"
         empty.save_to_disk(str(scratch))
@@ -521,7 +523,7 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
                     examples.see(table.slice(0, 3).to_pylist())
                 n_records += batch.height
                 files.add(table)
-                del batch, table
+                batch = table = batch_rows = None  # not held while the next batch is read and built
             files.close()
     except BaseException:
         files.discard()  # the staging directory goes; its open files with it
