@@ -353,8 +353,11 @@ class ShardedCopy:
     """One copy of the dataset written as its rows arrive, in shards of about `max_bytes` (Arrow bytes):
     `<stem>-NNNNN-of-NNNNN.<suffix>`, named once the count is known.
 
-    `open_writer(path)` gives a `datasets` writer (`ArrowWriter`, `ParquetWriter`), so each file carries
-    the features in its schema metadata exactly as `save_to_disk`/`to_parquet` write them. A copy of 0
+    `open_writer(stream)` gives a `datasets` writer (`ArrowWriter`, `ParquetWriter`), so each file carries
+    the features in its schema metadata exactly as `save_to_disk`/`to_parquet` write them. The stream is
+    pyarrow's own file, not a Python one: a write error (disk full) then comes back as an exception
+    without passing through a Python callback inside pyarrow (which, failing there, leaves the
+    thread's recursion count off: a later `ast.parse` in the process fails on CPython 3.11). A copy of 0
     rows is one shard with the schema and no rows (which `load_from_disk` loads).
     """
 
@@ -363,6 +366,7 @@ class ShardedCopy:
         self.open_writer = open_writer
         self.paths: list[Path] = []
         self.writer: Any = None
+        self.stream: Any = None
         self.shard_bytes = 0
 
     def write(self, table: Any, batch_rows: int) -> None:
@@ -385,21 +389,27 @@ class ShardedCopy:
         """Close the open shard after a failure (its files are removed with the staging directory)."""
         if self.writer is not None:
             self.writer.close()
-            self.writer = None
+            self.stream.close()
+            self.writer = self.stream = None
 
     def _next_shard(self) -> None:
         if self.writer is not None:
             self._finish_shard()
+        import pyarrow as pa
+
         path = self.directory / f".{self.stem}-{len(self.paths):05d}.{self.suffix}.partial"
         self.paths.append(path)
-        self.writer, self.shard_bytes = self.open_writer(str(path)), 0
+        self.stream = pa.OSFile(str(path), "wb")
+        self.writer, self.shard_bytes = self.open_writer(self.stream), 0
 
     def _finish_shard(self) -> None:
         try:
-            self.writer.finalize()
+            self.writer.finalize()  # closes the stream too
         finally:
             self.writer.close()
-            self.writer = None
+            if not self.stream.closed:
+                self.stream.close()
+            self.writer = self.stream = None
 
 
 class DatasetFiles:
@@ -422,11 +432,11 @@ class DatasetFiles:
         # As save_to_disk writes its shards (features, local files embedded) and to_parquet its file.
         self.arrow = ShardedCopy(
             self.saved, "data", "arrow", convert_file_size_to_int(datasets_config.MAX_SHARD_SIZE),
-            lambda path: ArrowWriter(features=features, path=path, embed_local_files=True),
+            lambda stream: ArrowWriter(features=features, stream=stream, embed_local_files=True),
         )
         self.parquet = ShardedCopy(
             staging / PARQUET_DIR, "train", "parquet", PARQUET_SHARD_BYTES,
-            lambda path: ParquetWriter(features=features, path=path, use_content_defined_chunking=True, write_page_index=True),
+            lambda stream: ParquetWriter(features=features, stream=stream, use_content_defined_chunking=True, write_page_index=True),
         )
         self.pending: list[Any] = []
         self.pending_bytes = 0
