@@ -36,7 +36,6 @@ def synthesise(root: Path, n_items: int, reviewed: float, seed: int = 0):
     import polars as pl
 
     from curation import schema
-    from curation.dedup import DedupConfig
     from curation.workspace import init_workspace
     from satsang.pipeline import SAMPLE_BOOKS, sample_path
 
@@ -66,31 +65,9 @@ def synthesise(root: Path, n_items: int, reviewed: float, seed: int = 0):
             row["content_hash"] = schema.content_hash(row["kind"], **fields)
             rows.append(row)
     items = pl.DataFrame(rows, schema=schema.ITEM_SCHEMA)
-    n = items.height
-    agent = DedupConfig().agent_json()
-    critic_agent = '{"config": {}, "kind": "offline", "model": "bench", "rubric_version": "aliveness-v1"}'
-    concept_agent = '{"model": "bench", "stage": "score"}'
-    is_pair = items["kind"] == "pair"
-    synthetic = items.with_columns(
-        pl.col("item_id").alias("dedup_cluster"),
-        pl.col("item_id").alias("dedup_representative"),
-        pl.col("source_id").alias("dedup_representative_source"),
-        pl.lit(True).alias("dedup_is_representative"),
-        pl.lit("unique").alias("dedup_kind"),
-        pl.lit(1.0).alias("dedup_jaccard"),
-        pl.lit(1.0).alias("dedup_containment"),
-        pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
-        pl.lit("alone in its cluster").alias("dedup_reason"),
-        pl.lit(agent).alias("dedup_agent"),
-        pl.Series("concept_score", [rng.random() for _ in range(n)]),
-        pl.lit("answer").alias("concept_basis"),
-        pl.lit(concept_agent).alias("concept_agent"),
-        pl.Series("critic_score", [round(rng.uniform(2, 9.5) * 2) / 2 if p else None for p in is_pair]),
-        pl.when(is_pair).then(pl.lit("scored")).alias("critic_status"),
-        pl.when(is_pair).then(pl.lit("")).alias("critic_unscored_reason"),
-        pl.when(is_pair).then(pl.lit(critic_agent)).alias("critic_agent"),
-    )
+    synthetic = with_stage_columns(items, rng)
     workspace.update_items(lambda _: synthetic)
+    is_pair = synthetic["kind"] == "pair"
 
     pairs = synthetic.filter(is_pair).select("item_id", "content_hash", "answer").rows()
     chosen = rng.sample(pairs, int(reviewed * len(pairs)))
@@ -110,6 +87,38 @@ def synthesise(root: Path, n_items: int, reviewed: float, seed: int = 0):
         with ResponseStore.open(root) as store:
             store.record_many(responses)
     return workspace, synthetic.filter(is_pair).height, len(responses)
+
+
+def with_stage_columns(items, rng: random.Random):
+    """The items as if deduplicated (each its own cluster) and scored (concept and critic scores drawn at random)."""
+    import polars as pl
+
+    from curation.dedup import DedupConfig
+
+    n = items.height
+    agent = DedupConfig().agent_json()
+    critic_agent = '{"config": {}, "kind": "offline", "model": "bench", "rubric_version": "aliveness-v1"}'
+    concept_agent = '{"model": "bench", "stage": "score"}'
+    is_pair = items["kind"] == "pair"
+    return items.with_columns(
+        pl.col("item_id").alias("dedup_cluster"),
+        pl.col("item_id").alias("dedup_representative"),
+        pl.col("source_id").alias("dedup_representative_source"),
+        pl.lit(True).alias("dedup_is_representative"),
+        pl.lit("unique").alias("dedup_kind"),
+        pl.lit(1.0).alias("dedup_jaccard"),
+        pl.lit(1.0).alias("dedup_containment"),
+        pl.lit(1, dtype=pl.Int64).alias("dedup_cluster_size"),
+        pl.lit("alone in its cluster").alias("dedup_reason"),
+        pl.lit(agent).alias("dedup_agent"),
+        pl.Series("concept_score", [rng.random() for _ in range(n)]),
+        pl.lit("answer").alias("concept_basis"),
+        pl.lit(concept_agent).alias("concept_agent"),
+        pl.Series("critic_score", [round(rng.uniform(2, 9.5) * 2) / 2 if p else None for p in is_pair]),
+        pl.when(is_pair).then(pl.lit("scored")).alias("critic_status"),
+        pl.when(is_pair).then(pl.lit("")).alias("critic_unscored_reason"),
+        pl.when(is_pair).then(pl.lit(critic_agent)).alias("critic_agent"),
+    )
 
 
 def main() -> None:

@@ -35,10 +35,10 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import shutil
 import time
 from collections import Counter
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from collections.abc import Iterator
@@ -78,8 +78,6 @@ from curation.workspace import pause_if_testing
 
 if TYPE_CHECKING:
     from curation.workspace import Workspace
-
-PARQUET_SHARD_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -186,6 +184,8 @@ def _newest_input(selection: Selection) -> str:
 
 # ---- rows ----------------------------------------------------------------------------------
 
+ROWS_PER_CHUNK = 20_000  # items read and built into rows at a time: a big source is split (its Python rows are ~10x its text)
+
 
 def _row_digest(*parts: str) -> str:
     h = hashlib.sha256()
@@ -195,20 +195,52 @@ def _row_digest(*parts: str) -> str:
 
 
 def content_batches(selection: Selection) -> Iterator[pl.DataFrame]:
-    """The selected items in dataset order, a source at a time, with their content as exported.
+    """The selected items in dataset order, a source at a time (a big one in slices: `row_chunks`), with their
+    content as exported.
 
     Adds `_question`, `_answer`, `_text` (edits applied) and `context`, read from the parts
-    only for the rows of that source: memory holds one source's text, not the version's.
+    only for the rows of that batch: memory holds one batch's text, not the version's.
     """
     is_pair = pl.col("kind") == "pair"
-    for _, light in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
-        texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
-        frame = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left")
-        yield frame.with_columns(
-            pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
-            pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
-            pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
-        )
+    whole_conversations = selection.config.kind == "sft"
+    for _, source in selection.selected.group_by("source_id", maintain_order=True):  # sorted: sources in order
+        for light in row_chunks(source, whole_conversations):
+            texts = read_rows(selection.parts, light.select("_part", "_row"), TEXT_COLUMNS)
+            batch = light.join(texts, on=["_part", "_row"], how="left", maintain_order="left").with_columns(
+                pl.when(is_pair).then(pl.coalesce("_edited_question", "question")).otherwise(pl.lit("")).alias("_question"),
+                pl.when(is_pair).then(pl.coalesce("_edited_answer", "answer")).otherwise(pl.lit("")).alias("_answer"),
+                pl.when(is_pair).then(pl.lit("")).otherwise(pl.coalesce("_edited_answer", "text")).alias("_text"),
+            )
+            del texts
+            yield batch
+            del batch  # not held while the next batch is read
+
+
+def row_chunks(batch: pl.DataFrame, whole_conversations: bool, rows: int | None = None) -> Iterator[pl.DataFrame]:
+    """`batch` (one source's rows) in slices of about `rows`, so a big source is built and written a slice at a time.
+
+    With whole_conversations a slice ends only where every conversation begun in it has ended
+    (no pair after the cut shares a conversation with one before it): the conversations of each
+    slice, and so the rows and their order, are those of the whole source.
+    """
+    import numpy as np
+
+    rows = rows or ROWS_PER_CHUNK
+    if batch.height <= rows:
+        yield batch
+        return
+    if whole_conversations:
+        positions = batch.select("conversation_id").with_row_index("_position")
+        last_of_conversation = positions.select(pl.col("_position").max().over("conversation_id").cum_max()).to_series().to_numpy()
+        ends = np.flatnonzero(last_of_conversation == np.arange(batch.height)) + 1  # a cut may follow these rows
+    else:
+        ends = np.arange(1, batch.height + 1)
+    start = 0
+    while start < batch.height:
+        at = int(np.searchsorted(ends, start + rows))
+        end = int(ends[at]) if at < len(ends) else batch.height
+        yield batch.slice(start, end - start)
+        start = end
 
 
 def _sft_rows(
@@ -313,16 +345,161 @@ def _pretrain_features():
 
 # ---- writing --------------------------------------------------------------------------------
 
+PARQUET_SHARD_BYTES = 256 * 1024 * 1024
+WRITE_BYTES = 32 * 1024 * 1024  # rows gathered before they are written: one Parquet row group, one Arrow write
+
+
+class ShardedCopy:
+    """One copy of the dataset written as its rows arrive, in shards of about `max_bytes` (Arrow bytes):
+    `<stem>-NNNNN-of-NNNNN.<suffix>`, named once the count is known.
+
+    `open_writer(stream)` gives a `datasets` writer (`ArrowWriter`, `ParquetWriter`), so each file carries
+    the features in its schema metadata exactly as `save_to_disk`/`to_parquet` write them. The stream is
+    pyarrow's own file, not a Python one: a write error (disk full) then comes back as an exception
+    without passing through a Python callback inside pyarrow (which, failing there, leaves the
+    thread's recursion count off: a later `ast.parse` in the process fails on CPython 3.11). A copy of 0
+    rows is one shard with the schema and no rows (which `load_from_disk` loads).
+    """
+
+    def __init__(self, directory: Path, stem: str, suffix: str, max_bytes: int, open_writer: Any):
+        self.directory, self.stem, self.suffix, self.max_bytes = directory, stem, suffix, max_bytes
+        self.open_writer = open_writer
+        self.paths: list[Path] = []
+        self.writer: Any = None
+        self.stream: Any = None
+        self.shard_bytes = 0
+
+    def write(self, table: Any, batch_rows: int) -> None:
+        if self.writer is None or self.shard_bytes >= self.max_bytes:
+            self._next_shard()
+        self.writer.write_table(table, writer_batch_size=batch_rows)
+        self.shard_bytes += table.nbytes
+
+    def close(self) -> list[str]:
+        """Finish the last shard and name every shard; returns their names in order."""
+        if self.writer is None:
+            self._next_shard()
+        self._finish_shard()
+        names = [f"{self.stem}-{i:05d}-of-{len(self.paths):05d}.{self.suffix}" for i in range(len(self.paths))]
+        for path, name in zip(self.paths, names):
+            path.rename(self.directory / name)
+        return names
+
+    def discard(self) -> None:
+        """Close the open shard after a failure (its files are removed with the staging directory)."""
+        if self.writer is not None:
+            self.writer.close()
+            self.stream.close()
+            self.writer = self.stream = None
+
+    def _next_shard(self) -> None:
+        if self.writer is not None:
+            self._finish_shard()
+        import pyarrow as pa
+
+        path = self.directory / f".{self.stem}-{len(self.paths):05d}.{self.suffix}.partial"
+        self.paths.append(path)
+        self.stream = pa.OSFile(str(path), "wb")
+        self.writer, self.shard_bytes = self.open_writer(self.stream), 0
+
+    def _finish_shard(self) -> None:
+        try:
+            self.writer.finalize()  # closes the stream too
+        finally:
+            self.writer.close()
+            if not self.stream.closed:
+                self.stream.close()
+            self.writer = self.stream = None
+
+
+class DatasetFiles:
+    """The version's two copies of the rows, written a bounded batch at a time: `dataset/` (what
+    `datasets.load_from_disk` reads) and `data/` (Parquet shards, what `load_dataset` reads).
+
+    Memory holds the rows gathered for the next write (about WRITE_BYTES, or one batch if more),
+    never the version's.
+    """
+
+    def __init__(self, staging: Path, features: Any, info: Any, fingerprint: str):
+        from datasets import config as datasets_config
+        from datasets.arrow_writer import ArrowWriter, ParquetWriter
+        from datasets.utils.py_utils import convert_file_size_to_int
+
+        self.features, self.info, self.fingerprint = features, info, fingerprint
+        self.saved = staging / DATASET_DIR
+        self.saved.mkdir()
+        (staging / PARQUET_DIR).mkdir()
+        # As save_to_disk writes its shards (features, local files embedded) and to_parquet its file.
+        self.arrow = ShardedCopy(
+            self.saved, "data", "arrow", convert_file_size_to_int(datasets_config.MAX_SHARD_SIZE),
+            lambda stream: ArrowWriter(features=features, stream=stream, embed_local_files=True),
+        )
+        self.parquet = ShardedCopy(
+            staging / PARQUET_DIR, "train", "parquet", PARQUET_SHARD_BYTES,
+            lambda stream: ParquetWriter(features=features, stream=stream, use_content_defined_chunking=True, write_page_index=True),
+        )
+        self.pending: list[Any] = []
+        self.pending_bytes = 0
+        self.n_rows = 0
+
+    def add(self, table: Any) -> None:
+        self.pending.append(table)
+        self.pending_bytes += table.nbytes
+        self.n_rows += table.num_rows
+        if self.pending_bytes >= WRITE_BYTES:
+            self._flush()
+
+    def close(self) -> None:
+        """Write what is gathered, name the shards, and write dataset/'s state.json and dataset_info.json."""
+        from datasets import Dataset
+        from datasets.table import InMemoryTable
+
+        self._flush()
+        self.parquet.close()
+        names = self.arrow.close()
+        # The two JSON files are datasets' own: save_to_disk of an empty dataset with this info, split and
+        # fingerprint writes them (and no shard, for 0 rows); only the shard list is ours.
+        empty = Dataset(InMemoryTable(self.features.arrow_schema.empty_table()), info=self.info, split="train", fingerprint=self.fingerprint)
+        scratch = self.saved / ".empty"
+        empty.save_to_disk(str(scratch))
+        (scratch / "dataset_info.json").rename(self.saved / "dataset_info.json")
+        state = json.loads((scratch / "state.json").read_text(encoding="utf-8"))
+        state["_data_files"] = [{"filename": name} for name in names]
+        with open(self.saved / "state.json", "w", encoding="utf-8") as file:
+            json.dump(state, file, indent=2, sort_keys=True)  # as save_to_disk dumps it
+        shutil.rmtree(scratch)
+
+    def discard(self) -> None:
+        self.pending = []
+        self.arrow.discard()
+        self.parquet.discard()
+
+    def _flush(self) -> None:
+        import pyarrow as pa
+        from datasets import config as datasets_config
+        from datasets.arrow_writer import get_writer_batch_size_from_data_size
+
+        if not self.pending:
+            return
+        table = pa.concat_tables(self.pending).combine_chunks() if len(self.pending) > 1 else self.pending[0]
+        self.pending, self.pending_bytes = [], 0
+        # Record batches and row groups sized as datasets sizes them (under MAX_ROW_GROUP_SIZE each).
+        group_rows = get_writer_batch_size_from_data_size(table.num_rows, table.nbytes) if table.nbytes else max(1, table.num_rows)
+        self.arrow.write(table, min(datasets_config.DEFAULT_MAX_BATCH_SIZE, group_rows))
+        self.parquet.write(table, group_rows)
+
 
 def _write_version(staging: Path, selection: Selection, parent: str | None, created_at: str) -> int:
     """Every file of the version into `staging`, fsynced; returns the number of dataset rows.
 
-    The rows are built a source at a time (`content_batches`); what is held whole is the
-    dataset's Arrow table (the version's own text, which `datasets` writes from memory).
+    The rows are built a source at a time, a big source a slice at a time (`content_batches`),
+    and written as they come (the dataset's copies, seed.jsonl), so memory holds
+    a batch of rows, not the version: what is kept whole is a row and a turn number per record
+    (numpy) and the card's few examples.
     """
+    import numpy as np
     import pyarrow as pa
-    from datasets import Dataset, DatasetInfo
-    from datasets.table import InMemoryTable
+    from datasets import DatasetInfo
     from datasets.utils.logging import disable_progress_bar, enable_progress_bar, is_progress_bar_enabled
 
     config = selection.config
@@ -330,59 +507,85 @@ def _write_version(staging: Path, selection: Selection, parent: str | None, crea
     counts = selection.selected.group_by("item_id").len()
     duplicated = set(counts.filter(pl.col("len") > 1)["item_id"].to_list())
     features = _sft_features() if config.kind == "sft" else _pretrain_features()
-    tables: list[Any] = []
-    rows: list[dict[str, Any]] | None = [] if config.kind == "sft" else None
-    row_of: list[int] = []
-    turn_of: list[int] = []
-    for batch in content_batches(selection):
-        first_row = sum(table.num_rows for table in tables)
-        if rows is not None:
-            batch_rows, batch_row_of, batch_turn_of = _sft_rows(batch, config, titles, duplicated, first_row)
-            rows.extend(batch_rows)
-            tables.append(pa.Table.from_pylist(batch_rows, schema=features.arrow_schema))
-            row_of += batch_row_of
-            turn_of += batch_turn_of
-        else:
-            tables.append(_pretrain_table(batch, titles, duplicated).to_arrow().cast(features.arrow_schema))
-            row_of += range(first_row, first_row + batch.height)
-            turn_of += [0] * batch.height
-    table = pa.concat_tables(tables) if tables else features.arrow_schema.empty_table()
-    del tables
+    conversations = config.kind == "sft"
     info = DatasetInfo(description=f"Satsang workbench dataset version {selection.version_id}", license="other", features=features)
-    dataset = Dataset(InMemoryTable(table), info=info, split="train", fingerprint=selection.digest[:16])
+    row_of = np.zeros(selection.records.height, dtype=np.int64)
+    turn_of = np.zeros(selection.records.height, dtype=np.int64)
+    examples = CardExamples(conversations)
+    n_records = 0
 
+    files = DatasetFiles(staging, features, info, selection.digest[:16])
     bars_were_on = is_progress_bar_enabled()
     disable_progress_bar()
     try:
-        dataset.save_to_disk(str(staging / DATASET_DIR))
-        n_shards = max(1, math.ceil(table.nbytes / PARQUET_SHARD_BYTES))
-        (staging / PARQUET_DIR).mkdir()
-        for shard in range(n_shards):
-            part = dataset.shard(n_shards, shard, contiguous=True) if n_shards > 1 else dataset
-            part.to_parquet(str(staging / PARQUET_DIR / f"train-{shard:05d}-of-{n_shards:05d}.parquet"))
+        with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") if conversations else nullcontext() as seed:
+            for batch in content_batches(selection):
+                if conversations:
+                    batch_rows, batch_row_of, batch_turn_of = _sft_rows(batch, config, titles, duplicated, files.n_rows)
+                    table = pa.Table.from_pylist(batch_rows, schema=features.arrow_schema)
+                    row_of[n_records : n_records + batch.height] = batch_row_of
+                    turn_of[n_records : n_records + batch.height] = batch_turn_of
+                    _write_seed(seed, batch_rows)
+                    examples.see(batch_rows)
+                else:
+                    table = _pretrain_table(batch, titles, duplicated).to_arrow().cast(features.arrow_schema)
+                    row_of[n_records : n_records + batch.height] = np.arange(files.n_rows, files.n_rows + batch.height)
+                    examples.see(table.slice(0, 3).to_pylist())
+                n_records += batch.height
+                files.add(table)
+                batch = table = batch_rows = None  # not held while the next batch is read and built
+            files.close()
+    except BaseException:
+        files.discard()  # the staging directory goes; its open files with it
+        raise
     finally:
         if bars_were_on:
             enable_progress_bar()
+    if n_records != selection.records.height:
+        raise RuntimeError(f"{n_records} items written for {selection.records.height} records")  # the records follow the batches' order
     pause_if_testing("export-after-data")
 
-    if rows is not None:
-        with open(staging / SEED_NAME, "w", encoding="utf-8", newline="\n") as seed:
-            for row in rows:
-                messages = [{"role": "human" if m["role"] == "user" else "assistant", "content": m["content"]} for m in row["messages"]]
-                seed.write(json.dumps({"id": row["id"], "messages": messages}, ensure_ascii=False) + "\n")
-
     records = selection.records.with_columns(pl.Series("row", row_of, dtype=pl.Int64), pl.Series("turn", turn_of, dtype=pl.Int64))
-    header = _manifest_header(selection, parent, created_at, table.num_rows)
+    header = _manifest_header(selection, parent, created_at, files.n_rows)
     with open(staging / MANIFEST_NAME, "wb") as manifest:
         write_manifest(manifest.write, header, _iter_records(records))
 
     from data_cards.render import render_version_card
 
-    examples = rows if rows is not None else table.slice(0, 3).to_pylist()
-    render_version_card(staging, _card_context(selection, header, examples, rows is not None, staging))
+    render_version_card(staging, _card_context(selection, header, examples, staging))
     write_checksums(staging)
     fsync_tree(staging)
-    return table.num_rows
+    return files.n_rows
+
+
+def _write_seed(seed: Any, rows: list[dict[str, Any]]) -> None:
+    """seed.jsonl lines of these conversations: {"id", "messages": [{"role": "human"|"assistant", "content"}]}."""
+    for row in rows:
+        messages = [{"role": "human" if m["role"] == "user" else "assistant", "content": m["content"]} for m in row["messages"]]
+        seed.write(json.dumps({"id": row["id"], "messages": messages}, ensure_ascii=False) + "\n")
+
+
+class CardExamples:
+    """What the card shows of the rows, kept as they stream by: the first multi-turn conversation and the
+    first single ones (sft), or the first texts (pretrain), and how many conversations are multi-turn."""
+
+    def __init__(self, conversations: bool, n: int = 3):
+        self.conversations, self.n = conversations, n
+        self.multi: list[dict[str, Any]] = []
+        self.single: list[dict[str, Any]] = []
+        self.n_multi_turn = 0
+
+    def see(self, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            if self.conversations and len(row["item_ids"]) > 1:
+                self.n_multi_turn += 1
+                if not self.multi:
+                    self.multi.append(row)
+            elif len(self.single) < self.n:
+                self.single.append(row)
+
+    def chosen(self) -> list[dict[str, Any]]:
+        return self.multi + self.single[: self.n - len(self.multi)]
 
 
 def _iter_records(records: pl.DataFrame, batch: int = 10_000) -> Iterator[dict[str, Any]]:
@@ -458,7 +661,7 @@ def _manifest_header(selection: Selection, parent: str | None, created_at: str, 
 
 
 def _card_context(
-    selection: Selection, manifest: dict[str, Any], rows: list[dict[str, Any]], conversations: bool, staging: Path
+    selection: Selection, manifest: dict[str, Any], examples: CardExamples, staging: Path
 ) -> dict[str, Any]:
     """What the data card template and its plots are given."""
     candidates = selection.candidates
@@ -502,10 +705,10 @@ def _card_context(
         "review": review_summary(selection.review.for_items(candidates["item_id"])),
         "review_store": selection.review.store,
         "scores": scores,
-        "examples": _examples(rows, conversations, titles),
+        "examples": _examples(examples, titles),
         "n_silent": int(selection.records["silent"].sum()),
         "n_edited": int((selection.records["decision"] == "edit").sum()),
-        "n_multi_turn": sum(1 for r in rows if len(r["item_ids"]) > 1) if conversations else 0,
+        "n_multi_turn": examples.n_multi_turn,
         "n_reviewed_other_wording": int(selection.records["reviewed_hash"].is_not_null().sum()),
         "token_method": TOKEN_METHOD,
         "files": {"score_plot": SCORE_PLOT, "source_plot": SOURCE_PLOT, "seed": SEED_NAME, "parquet_dir": PARQUET_DIR, "dataset_dir": DATASET_DIR, "manifest": MANIFEST_NAME, "checksums": CHECKSUMS_NAME},
@@ -527,17 +730,14 @@ def _parse_summary(sources: pl.DataFrame, candidates: pl.DataFrame) -> list[dict
     ]
 
 
-def _examples(rows: list[dict[str, Any]], conversations: bool, titles: dict[str, str], n: int = 3) -> list[dict[str, Any]]:
+def _examples(examples: CardExamples, titles: dict[str, str]) -> list[dict[str, Any]]:
     """A few rows to show: the first multi-turn conversation, then the first single ones (sft); the first texts (pretrain)."""
-    if conversations:
-        multi = [r for r in rows if len(r["item_ids"]) > 1][:1]
-        single = [r for r in rows if len(r["item_ids"]) == 1][: n - len(multi)]
-        chosen = multi + single
+    if examples.conversations:
         return [
             {"id": r["id"], "title": r["source_title"], "section": r["section"], "messages": r["messages"]}
-            for r in chosen
+            for r in examples.chosen()
         ]
     return [
         {"id": row["item_id"], "title": titles.get(row["source_id"], ""), "section": row["section"], "text": row["text"]}
-        for row in rows[:n]
+        for row in examples.chosen()
     ]
