@@ -235,7 +235,8 @@ SELECTION_COLUMNS = (
 
 def light_items(parts: Sequence[ItemPart]) -> pl.DataFrame:
     """Every item's SELECTION_COLUMNS, where it is (`_part`, `_row`), and of each text column its stripped length
-    (`_<column>_chars`, null where the text is) and token count (`_<column>_tokens`), read a batch at a time."""
+    (`_<column>_chars`, null where the text is) and token count (`_<column>_tokens`), read a part at a time
+    (one query over every part would read several parts' text at once)."""
     scans = []
     for index, part in enumerate(parts):
         scan = pl.scan_parquet(part.path)
@@ -252,7 +253,7 @@ def light_items(parts: Sequence[ItemPart]) -> pl.DataFrame:
     if not scans:
         frame = schema.empty_items().select([n for n in SELECTION_COLUMNS if n in schema.ITEM_SCHEMA])
         return frame.with_columns(pl.lit(None, dtype=pl.Int64).alias(name) for name in _LIGHT_EXTRA)
-    frame = pl.concat(scans, how="diagonal_relaxed").collect(engine="streaming")
+    frame = pl.concat([scan.collect() for scan in scans], how="diagonal_relaxed")
     missing = [pl.lit(None, dtype=pl.Int64).alias(name) for name in _LIGHT_EXTRA if name not in frame.columns]
     return schema.with_added_columns(frame.with_columns(missing), schema.ITEM_SCHEMA) if missing else frame
 
