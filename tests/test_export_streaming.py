@@ -1,4 +1,4 @@
-"""The export writes a version's files as its batches come (curation.export.DatasetFiles): what is checked is
+"""The export writes a version's files as its batches come (curation.dataset_files.DatasetFiles): what is checked is
 that the streamed files are the ones `datasets` itself writes, whatever the shards.
 
 On a real workspace (talks 19-24, talks 439-440 with silent answers, and *Nan Yar?*: three sources, so
@@ -27,9 +27,10 @@ import pytest
 
 from critic.offline import OfflineCritic
 from critic.stage import run_critique
-from curation import export
+from curation import dataset_files, export
 from curation.dedup import run_dedup
-from curation.export import CardExamples, DatasetFiles, ExportConfig, export_version
+from curation.dataset_files import DatasetFiles
+from curation.export import CardExamples, ExportConfig, export_version
 from curation.versions import DATASET_DIR, PARQUET_DIR, SEED_NAME, VERSIONS_DIR, ExportError, list_versions, verify_version
 from curation.workspace import Workspace
 
@@ -79,8 +80,8 @@ def test_a_version_in_many_shards_is_the_version_in_one(built: Path, tmp_path: P
 
     whole = export_version(copy_of(built, tmp_path / "whole"), config, created_at=WHEN)
     # Every source written on its own, and a new shard for each write, in both copies.
-    monkeypatch.setattr(export, "WRITE_BYTES", 1)
-    monkeypatch.setattr(export, "PARQUET_SHARD_BYTES", 1)
+    monkeypatch.setattr(dataset_files, "WRITE_BYTES", 1)
+    monkeypatch.setattr(dataset_files, "PARQUET_SHARD_BYTES", 1)
     monkeypatch.setattr(datasets_config, "MAX_SHARD_SIZE", 1)
     sharded_workspace = copy_of(built, tmp_path / "sharded")
     sharded = export_version(sharded_workspace, config, created_at=WHEN)
@@ -212,8 +213,8 @@ def test_the_disk_filling_up_while_the_files_stream_is_one_error_and_leaves_noth
     from datasets import config as datasets_config
 
     # Many shards (a write per source, a shard per write), so the disk fills up inside one of them or between.
-    monkeypatch.setattr(export, "WRITE_BYTES", 1)
-    monkeypatch.setattr(export, "PARQUET_SHARD_BYTES", 1)
+    monkeypatch.setattr(dataset_files, "WRITE_BYTES", 1)
+    monkeypatch.setattr(dataset_files, "PARQUET_SHARD_BYTES", 1)
     monkeypatch.setattr(datasets_config, "MAX_SHARD_SIZE", 1)
     done = export_version(copy_of(built, tmp_path / "room"), PRETRAIN, created_at=WHEN)
     data_bytes = sum(p.stat().st_size for d in (DATASET_DIR, PARQUET_DIR) for p in (done.path / d).iterdir())
