@@ -530,25 +530,30 @@ def _card_context(
         {**s, "share": s["tokens"] / total_tokens} for s in sorted(manifest["sources"], key=lambda s: -s["tokens"])
     ]
     # Items per source: in the version, and set aside (by step), for the plot and the table.
+    # One pass over the candidates (not a filter per source: a 900-book corpus has millions of them); a source's
+    # steps in the order its items first meet them.
+    steps_by_source: dict[str, dict[str | None, int]] = {}
+    for sid, step, n in candidates.group_by("source_id", "_step", maintain_order=True).len().iter_rows():
+        steps_by_source.setdefault(sid, {})[step] = n
     per_source = []
     for row in selection.sources.iter_rows(named=True):
         sid = row["source_id"]
-        mine = candidates.filter(pl.col("source_id") == sid)
-        if mine.height == 0:
+        if sid not in steps_by_source:
             continue
-        aside = Counter(mine["_step"].drop_nulls().to_list())
-        per_source.append({"title": row["title"], "source_id": sid, "exported": mine["_step"].null_count(), "set_aside": dict(aside)})
+        counts = steps_by_source[sid]
+        aside = {step: n for step, n in counts.items() if step is not None}
+        per_source.append({"title": row["title"], "source_id": sid, "exported": counts.get(None, 0), "set_aside": aside})
     pool = candidates.filter(~pl.col("_step").is_in(["kind", "source"]).fill_null(False))
     in_version = candidates.filter(pl.col("_step").is_null())
     concept_basis_ok = pl.col("concept_basis").fill_null("") != "silence"
-    scores = {
+    scores = {  # arrays, not lists: a million items' scores as Python floats would cost 30 bytes each
         "concept": {
-            "pool": pool.filter(concept_basis_ok)["concept_score"].drop_nulls().to_list(),
-            "version": in_version.filter(concept_basis_ok)["concept_score"].drop_nulls().to_list(),
+            "pool": pool.filter(concept_basis_ok)["concept_score"].drop_nulls().to_numpy(),
+            "version": in_version.filter(concept_basis_ok)["concept_score"].drop_nulls().to_numpy(),
         },
         "critic": {
-            "pool": pool["critic_score"].drop_nulls().to_list(),
-            "version": in_version["critic_score"].drop_nulls().to_list(),
+            "pool": pool["critic_score"].drop_nulls().to_numpy(),
+            "version": in_version["critic_score"].drop_nulls().to_numpy(),
         },
     }
     return {

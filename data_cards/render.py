@@ -149,7 +149,7 @@ def _save(fig, path: Path) -> None:
     fig.savefig(path, dpi=DPI, metadata={"Software": None})
 
 
-def plot_score_distributions(path: Path, scores: dict[str, dict[str, list[float]]]) -> None:
+def plot_score_distributions(path: Path, scores: dict[str, dict[str, Any]]) -> None:
     """Two histograms: concept score (0-1) and critic score (0-10), pool vs version."""
     plt = _pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), constrained_layout=True)
@@ -163,7 +163,7 @@ def plot_score_distributions(path: Path, scores: dict[str, dict[str, list[float]
         ax.set_xlabel(xlabel)
         ax.set_ylabel("items")
         ax.set_xlim(lo, hi)
-        if not pool and not version:
+        if not len(pool) and not len(version):
             ax.text(0.5, 0.5, "not scored yet", ha="center", va="center", transform=ax.transAxes, color="#616161")
             ax.set_yticks([])
             continue
@@ -177,9 +177,16 @@ def plot_score_distributions(path: Path, scores: dict[str, dict[str, list[float]
     plt.close(fig)
 
 
+# Bars the per-source plot draws at most; beyond, the smaller sources share one bar (the card's table lists
+# every source). A bar per source of a 900-book corpus would make a plot 500 inches tall.
+MAX_SOURCE_BARS = 40
+
+
 def plot_items_per_source(path: Path, per_source: list[dict[str, Any]]) -> None:
-    """Horizontal stacked bars per source: items in the version, then set aside by each step."""
+    """Horizontal stacked bars per source: items in the version, then set aside by each step
+    (the MAX_SOURCE_BARS - 1 largest sources, in their order, and the others together)."""
     plt = _pyplot()
+    per_source = _largest_sources(per_source, MAX_SOURCE_BARS)
     steps = [s for s in STEP_COLOURS if s != "exported" and any(p["set_aside"].get(s) for p in per_source)]
     height = 1.4 + 0.55 * max(1, len(per_source))
     fig, ax = plt.subplots(figsize=(10, height), constrained_layout=True)
@@ -202,6 +209,19 @@ def plot_items_per_source(path: Path, per_source: list[dict[str, Any]]) -> None:
     ax.set_xlim(0, max(1, max(left)) * 1.02)
     _save(fig, path)
     plt.close(fig)
+
+
+def _largest_sources(per_source: list[dict[str, Any]], bars: int) -> list[dict[str, Any]]:
+    if len(per_source) <= bars:
+        return per_source
+    ranked = sorted(range(len(per_source)), key=lambda i: (-sum_row(per_source[i]), i))
+    kept, rest = sorted(ranked[: bars - 1]), [per_source[i] for i in ranked[bars - 1:]]
+    others = {"title": f"{len(rest):,} other sources", "source_id": "", "exported": sum(p["exported"] for p in rest),
+              "set_aside": {}}
+    for entry in rest:
+        for step, n in entry["set_aside"].items():
+            others["set_aside"][step] = others["set_aside"].get(step, 0) + n
+    return [*(per_source[i] for i in kept), others]
 
 
 def sum_row(entry: dict[str, Any]) -> int:

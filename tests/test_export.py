@@ -557,3 +557,27 @@ def _plain(renderable) -> str:
     console = Console(width=200, record=True, file=open(os.devnull, "w"))
     console.print(renderable)
     return console.export_text()
+
+
+def test_the_items_per_source_plot_of_a_large_catalog_stays_readable(tmp_path):
+    """A bar per source of a 900-book corpus would make a plot hundreds of inches tall: the largest
+    sources get a bar each and the rest share one, whose counts add up."""
+    import struct
+
+    from data_cards.render import MAX_SOURCE_BARS, plot_items_per_source
+
+    per_source = [{"title": f"Book {i}", "source_id": f"s{i}", "exported": i % 7, "set_aside": {"dedup": i % 3}}
+                  for i in range(900)]
+    path = tmp_path / "items_per_source.png"
+    plot_items_per_source(path, per_source)
+    width, height = struct.unpack(">II", path.read_bytes()[16:24])  # the PNG header's size
+    few = tmp_path / "few.png"
+    plot_items_per_source(few, per_source[:MAX_SOURCE_BARS])
+    assert height == struct.unpack(">II", few.read_bytes()[16:24])[1]  # as tall as MAX_SOURCE_BARS bars
+    assert height < 3000
+    from data_cards.render import _largest_sources, sum_row
+
+    bars = _largest_sources(per_source, MAX_SOURCE_BARS)
+    assert len(bars) == MAX_SOURCE_BARS and bars[-1]["title"] == f"{900 - MAX_SOURCE_BARS + 1} other sources"
+    assert sum(sum_row(bar) for bar in bars) == sum(sum_row(entry) for entry in per_source)
+    assert min(sum_row(bar) for bar in bars[:-1]) >= max(sum_row(e) for e in per_source if e not in bars)
