@@ -25,8 +25,8 @@ Files, under a work directory every worker can read (shared storage on a cluster
 2. bands (one task per band): read that band's bucket files only; texts of the
    same kind with the same band bytes are candidate pairs (what datasketch's
    MinHashLSH proposes: equal band slices of the same signatures).
-3. confirm (one task per shard of candidate pairs, by key prefix): read the
-   shard's candidates, fetch just those keys' texts, keep the pairs whose true
+3. confirm (one task per group of candidate pairs, by key prefix): read the
+   group's candidates, fetch just those keys' texts, keep the pairs whose true
    shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
 3b. containment (unless off), by prefix filtering as `curation.dedup.containment_candidates`
    does: each texts partition writes its distinct shingle fingerprints by fingerprint
@@ -60,13 +60,14 @@ from __future__ import annotations
 
 import glob
 import hashlib
+import math
 import os
 import shutil
 import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -81,6 +82,9 @@ if TYPE_CHECKING:
 # ---- dedup: partitioned MinHash, LSH bands, confirmation, components ---------------------------
 
 DEFAULT_ROWS_PER_PARTITION = 20_000
+# Candidate pairs a confirm task takes: it reads every texts file (the key column, and the text of its
+# pairs), so one task per partition would read the texts once per partition: quadratic at scale.
+CONFIRM_PAIRS_PER_TASK = 100_000
 
 
 @dataclass(frozen=True)
@@ -89,7 +93,8 @@ class _DedupPlan:
     config: DedupConfig
     bands: int
     rows: int  # per band
-    n_shards: int  # confirmation shards
+    n_shards: int  # shards of the containment phases (by fingerprint, or by key)
+    n_confirm_groups: int = 1  # tasks of the confirm phase (by key a), set once the candidates are counted
 
 
 def _part(directory: str, index: int) -> str:
@@ -194,15 +199,16 @@ def _shard_of(column: str, n_shards: int) -> pl.Expr:
     return pl.col(column).str.slice(0, 8).str.to_integer(base=16) % n_shards
 
 
-def confirm_shard(shard: int, plan: _DedupPlan) -> int:
-    """Phase 3: one shard of the distinct candidate pairs, confirmed by true shingle Jaccard (dedup's own code)."""
+def confirm_group(group: int, plan: _DedupPlan) -> int:
+    """Phase 3: one group of the distinct candidate pairs (by key a), confirmed by true shingle Jaccard (dedup's own
+    code). Each group reads every texts file for its pairs' texts, so the groups are few (`CONFIRM_PAIRS_PER_TASK`)."""
     from curation.dedup import confirm_pairs
     from curation.shingles import shingle_texts
 
     files = sorted(glob.glob(os.path.join(plan.work_dir, "candidates", "band=*.parquet")))
     schema = {"a": pl.String, "b": pl.String, "jaccard": pl.Float64}
     candidates = (
-        pl.scan_parquet(files).filter(_shard_of("a", plan.n_shards) == shard).unique().collect(engine="streaming")
+        pl.scan_parquet(files).filter(_shard_of("a", plan.n_confirm_groups) == group).unique().collect(engine="streaming")
         if files else pl.DataFrame(schema={"a": pl.String, "b": pl.String})
     )
     edges = pl.DataFrame(schema=schema)
@@ -225,7 +231,7 @@ def confirm_shard(shard: int, plan: _DedupPlan) -> int:
              "jaccard": [s for _, _, s in confirmed]},
             schema=schema,
         )
-    _write_atomic(edges, _part(os.path.join(plan.work_dir, "edges"), shard))
+    _write_atomic(edges, _part(os.path.join(plan.work_dir, "edges"), group))
     return edges.height
 
 
@@ -519,8 +525,10 @@ def dedup_columns(
         say(f"bands: {sum(n_candidates)} candidate pairs over {bands} bands ({time.perf_counter() - started:.1f}s)")
 
         started = time.perf_counter()
-        n_edges = executor.map(confirm_shard, range(plan.n_shards), shared=plan)
-        say(f"confirm: {sum(n_edges)} near-duplicate pairs ({time.perf_counter() - started:.1f}s)")
+        plan = replace(plan, n_confirm_groups=max(executor.parallelism, math.ceil(sum(n_candidates) / CONFIRM_PAIRS_PER_TASK)))
+        n_edges = executor.map(confirm_group, range(plan.n_confirm_groups), shared=plan)
+        say(f"confirm: {sum(n_edges)} near-duplicate pairs, in {plan.n_confirm_groups} groups"
+            f" ({time.perf_counter() - started:.1f}s)")
 
         if config.containment > 0.0:
             started = time.perf_counter()

@@ -15,6 +15,7 @@ import polars as pl
 import pytest
 
 import curation.distributed
+import curation.partitioned_dedup
 from curation.dedup import run_dedup
 from curation.distributed import run_dedup_distributed
 from curation.workspace import Workspace, init_workspace
@@ -78,6 +79,7 @@ def test_streamed_dedup_commits_what_in_memory_dedup_commits(whole_and_parted, m
     expected = run_dedup(whole)
     assert expected.n_near_duplicates + expected.n_exact_duplicates > 0 and expected.n_cross_source_clusters > 0
     monkeypatch.setattr(curation.distributed, "IN_MEMORY_ROWS", 0)  # the partitioned route, part by part
+    monkeypatch.setattr(curation.partitioned_dedup, "CONFIRM_PAIRS_PER_TASK", 3)  # many confirm groups
     streamed = run_dedup_distributed(parted, rows_per_partition=17)
     assert parted.items().equals(whole.items())
     assert {k: v for k, v in vars(streamed).items() if k not in ("seconds", "generation")} == {
