@@ -58,7 +58,7 @@ import polars as pl
 
 from curation import schema
 from curation.review import UNREVIEWED, ReviewState, changed_since_review, join_decisions
-from curation.schema import AGENT_COLUMNS, with_stage_columns
+from curation.schema import AGENT_COLUMNS, SUGGESTION_COLUMNS, with_stage_columns
 from curation.versions import HEX, VERSION_NAME, ExportError, identity_digest_sorted, version_id_of
 
 if TYPE_CHECKING:
@@ -259,7 +259,7 @@ def light_items(parts: Sequence[ItemPart]) -> pl.DataFrame:
 
 
 _LIGHT_EXTRA = tuple(f"_{name}_{what}" for name in TEXT_COLUMNS for what in ("chars", "tokens"))
-_LIGHT_COLUMNS = {*_LIGHT_EXTRA, "_part", "_row"}  # light_items' own columns, which the selection keeps
+_LIGHT_ORDER = (*_LIGHT_EXTRA, "_part", "_row")  # light_items' own columns, which the selection keeps
 
 
 def edited_texts(parts: Sequence[ItemPart], chosen: pl.DataFrame) -> pl.DataFrame:
@@ -299,9 +299,12 @@ def apply_selection(
 
     state: the effective decisions (curation.review: ReviewState.decisions).
     """
-    base = with_stage_columns(items).drop([c for c in items.columns if c.startswith("_") and c not in _LIGHT_COLUMNS])
+    # Only what the rules, the records and the rows read: a stage's other columns (added as nulls where it has not
+    # run) and the decision's other columns would be copied with every step, a million items at a time.
+    kept = [c for c in (*SELECTION_COLUMNS, *_LIGHT_ORDER) if c in items.columns or c in SUGGESTION_COLUMNS]
+    base = with_stage_columns(items).select(kept)
     frame = join_decisions(base, state).select(
-        pl.exclude(list(_DECISION_NAMES)),
+        *kept,
         *[pl.col(name).alias(alias) for name, alias in _DECISION_NAMES.items()],
         # The manifest records ids as strings and shows the wording the reviewer saw only when it moved.
         pl.col("decision_response_id").cast(pl.String).alias("_response_id"),
@@ -480,11 +483,12 @@ def final_content(chosen: pl.DataFrame, config: ExportConfig, edited: pl.DataFra
         .when(is_pair).then(final_tokens("_edited_answer", "answer"))
         .otherwise(final_tokens("_edited_answer", "text"))
     )
-    return (
-        frame.join(exported, on=["_part", "_row"], how="left", maintain_order="left")
-        .with_columns(pl.coalesce("_recomputed", "content_hash").alias("_exported_hash"), tokens.alias("_tokens"))
-        .drop("_recomputed")
-    )
+    if exported.height:  # (a join copies every column: only when some hash moved)
+        frame = frame.join(exported, on=["_part", "_row"], how="left", maintain_order="left")
+    else:
+        frame = frame.with_columns(pl.lit(None, dtype=pl.String).alias("_recomputed"))
+    return frame.with_columns(pl.coalesce("_recomputed", "content_hash").alias("_exported_hash"),
+                              tokens.alias("_tokens")).drop("_recomputed")
 
 
 def _empty_message(config: ExportConfig, candidates: pl.DataFrame, steps: tuple[StepReport, ...]) -> str:
@@ -502,10 +506,16 @@ def _empty_message(config: ExportConfig, candidates: pl.DataFrame, steps: tuple[
 
 
 def _agent_index(values: pl.Series) -> tuple[pl.Series, list[Any]]:
-    """Each row's index into the distinct agents (sorted JSON), and those agents."""
-    distinct = sorted(values.cast(pl.String).drop_nulls().unique().to_list())
-    position = {v: i for i, v in enumerate(distinct)}
-    return values.cast(pl.String).replace_strict(position, default=None, return_dtype=pl.Int64), [json.loads(v) for v in distinct]
+    """Each row's index into the distinct agents (sorted JSON), and those agents.
+
+    Found on the distinct values, then joined in their own type (light_items' categoricals): casting every
+    row to text would write each row's JSON out again, hundreds of bytes a row.
+    """
+    distinct = sorted(values.drop_nulls().unique().cast(pl.String).to_list())
+    lookup = pl.DataFrame({"agent": pl.Series(distinct, dtype=pl.String).cast(values.dtype),
+                           "index": pl.Series(range(len(distinct)), dtype=pl.Int64)})
+    index = pl.DataFrame({"agent": values}).join(lookup, on="agent", how="left", maintain_order="left")["index"]
+    return index, [json.loads(v) for v in distinct]
 
 
 # A manifest record's fields, in the order each record is written.
