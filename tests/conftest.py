@@ -1,5 +1,5 @@
 """Fixtures the test files share: a workspace, a workspace factory for wider fixtures, a critiqued workspace
-and a review database for the review app, and the tiny model.
+and a review database for the review app, the tiny model, and a small disk (a 5 MB tmpfs).
 
 A test file that needs its workspace filled extends `workspace` (a fixture of the same name
 that asks for this one) or builds a module-wide one with `new_workspace`; only
@@ -86,3 +86,23 @@ def tiny(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from training.tiny import build_tiny_phi
 
     return build_tiny_phi(tmp_path_factory.mktemp("tiny"), [(SAMPLES / "talks-sample.txt").read_text(encoding="utf-8")])
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):
+    """A 5 MB tmpfs (needs root, as `mount` does): for what a full disk does to a write."""
+    import os
+    import shutil
+    import subprocess
+
+    if os.geteuid() != 0 or shutil.which("mount") is None:
+        pytest.skip("a small disk needs root to mount a tmpfs")
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)

@@ -17,9 +17,7 @@ several batches), deduplicated and critiqued offline:
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import subprocess
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -188,22 +186,6 @@ def test_the_cards_examples_kept_as_rows_stream_are_those_chosen_from_all_rows(b
     texts.see(rows[:1])
     texts.see(rows[1:])
     assert texts.chosen() == rows[:3] and texts.n_multi_turn == 0
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 5 MB tmpfs (needs root, as `mount` does)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a small disk needs root to mount a tmpfs")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 @pytest.mark.parametrize("share", [0.05, 0.3, 0.6, 0.9])

@@ -29,7 +29,6 @@ from curation.versions import (
     DATASET_DIR,
     MANIFEST_NAME,
     SEED_NAME,
-    VERSIONS_DIR,
     list_versions,
     manifest_bytes,
     verify_version,
@@ -516,22 +515,6 @@ def state_of(workspace: Workspace) -> tuple:
 
 def leftovers(root: Path) -> list[str]:
     return sorted(str(p.relative_to(root)) for p in root.rglob(".tmp-*"))
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path):
-    """A 5 MB tmpfs (needs root, as `mount` does)."""
-    if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("a small disk needs root to mount a tmpfs")
-    mount = tmp_path / "disk"
-    mount.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=5m", "tmpfs", str(mount)], capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip()}")
-    try:
-        yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def fill(disk: Path, leave: int) -> Path:
