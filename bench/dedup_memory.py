@@ -30,12 +30,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+
+from rss_phases import PhasePeaks, rss_mb  # noqa: E402  (bench/ on the path first)
 
 
 def workspace_for(megabytes: int) -> Path:
@@ -88,45 +89,6 @@ def run_variant(name: str, code_root: Path, workspace: Path, executor: str) -> d
 # ---- the child: one run_dedup, its memory sampled per phase --------------------------------------
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class PhasePeaks:
-    """Peak RSS of this process between progress lines, sampled in a thread."""
-
-    def __init__(self, interval: float = 0.02):
-        self.phases: list[tuple[str, float, float]] = []  # (name, seconds, peak MB)
-        self.peak = rss_mb()
-        self.since = time.perf_counter()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.sample, args=(interval,), daemon=True)
-        self.thread.start()
-
-    def sample(self, interval: float) -> None:
-        while not self.stop.is_set():
-            value = rss_mb()
-            with self.lock:
-                self.peak = max(self.peak, value)
-            self.stop.wait(interval)
-
-    def mark(self, message: str) -> None:
-        value = rss_mb()
-        with self.lock:
-            name = message.split(":")[0].split(" (")[0].strip()
-            now = time.perf_counter()
-            self.phases.append((name, now - self.since, max(self.peak, value)))
-            self.peak, self.since = value, now
-        print(f"    {message}  [peak {self.phases[-1][2]:.0f} MB]", flush=True)
-
-    def close(self) -> None:
-        self.mark("commit")
-        self.stop.set()
-        self.thread.join()
-
-
 def child(workspace_path: str, result_path: str, executor_name: str) -> None:
     import hashlib
 
@@ -157,7 +119,7 @@ def child(workspace_path: str, result_path: str, executor_name: str) -> None:
     # What `satsang dedup` runs: in memory up to IN_MEMORY_ROWS items, partitioned beyond (or on Ray).
     report = run_dedup_distributed(workspace, executor=executor, progress=peaks.mark)
     seconds = time.perf_counter() - started
-    peaks.close()
+    peaks.close("commit")
     if executor is not None:
         executor.close()
     _, parts = workspace.item_parts()
@@ -201,7 +163,7 @@ def main() -> None:
     print(f"\nbaseline: {sha[:12]}; executor: {args.executor}")
     print(f"{'MB':>5} {'variant':<7} {'items':>9} {'seconds':>8} {'peak RSS MB':>11} {'start MB':>8}  per-phase peak MB")
     for megabytes, name, r in rows:
-        phases = ", ".join(f"{phase} {peak:.0f} ({seconds:.0f}s)" for phase, seconds, peak in r["phases"])
+        phases = ", ".join(f"{phase} {peak:.0f} ({seconds:.0f}s)" for phase, seconds, peak, _ in r["phases"])
         print(f"{megabytes:>5} {name:<7} {r['items']:>9} {r['seconds']:>8.1f} {r['maxrss_mb']:>11.0f} "
               f"{r['start_mb']:>8.0f}  {phases}")
     by_key = {(mb, name): r for mb, name, r in rows}

@@ -31,12 +31,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
+
+from rss_phases import PhasePeaks, rss_mb  # noqa: E402  (bench/ on the path first)
 
 
 def workspace_for(size: str) -> Path:
@@ -111,42 +112,6 @@ def run_variant(code_root: Path, workspace: Path, kind: str) -> dict:
             shutil.rmtree(versions)
 
 
-def rss_mb() -> float:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-
-
-class Peaks:
-    """Peak RSS of this process per phase, sampled in a thread: `mark(name)` closes the phase running."""
-
-    def __init__(self, interval: float = 0.02):
-        self.phases: dict[str, float] = {}
-        self.peak = rss_mb()
-        self.lock = threading.Lock()
-        self.stop = threading.Event()
-        self.thread = threading.Thread(target=self.sample, args=(interval,), daemon=True)
-        self.thread.start()
-
-    def sample(self, interval: float) -> None:
-        while not self.stop.is_set():
-            value = rss_mb()
-            with self.lock:
-                self.peak = max(self.peak, value)
-            self.stop.wait(interval)
-
-    def mark(self, name: str) -> None:
-        value = rss_mb()
-        with self.lock:
-            self.phases[name] = max(self.peak, value)
-            self.phases[f"{name} ended at"] = value
-            self.peak = value
-
-    def close(self, name: str) -> None:
-        self.mark(name)
-        self.stop.set()
-        self.thread.join()
-
-
 def child(workspace_path: str, result_path: str, kind: str) -> None:
     import datasets  # noqa: F401  (imported before the start figure: not the export's memory)
     import matplotlib.pyplot  # noqa: F401
@@ -163,7 +128,7 @@ def child(workspace_path: str, result_path: str, kind: str) -> None:
     import curation.export
 
     start_mb = rss_mb()
-    peaks = Peaks()
+    peaks = PhasePeaks(echo=False)
     batches = curation.export.content_batches
 
     def marked_batches(selection):  # the writing starts at the first batch: what came before is the selection
@@ -183,7 +148,7 @@ def child(workspace_path: str, result_path: str, kind: str) -> None:
                 rows.update(json.dumps(row, sort_keys=True).encode() + b"\n")
     Path(result_path).write_text(json.dumps({
         "items": result.n_items, "rows": result.n_rows, "seconds": seconds, "start_mb": start_mb, "maxrss_mb": maxrss_mb,
-        "select_mb": peaks.phases["select"], "write_mb": peaks.phases["write"], "write_from_mb": peaks.phases["select ended at"],
+        "select_mb": peaks.phase("select")[2], "write_mb": peaks.phase("write")[2], "write_from_mb": peaks.phase("select")[3],
         "version_id": result.version_id,
         "manifest": hashlib.sha256((result.path / "manifest.json").read_bytes()).hexdigest(),
         "row_digest": rows.hexdigest(),
