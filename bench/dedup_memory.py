@@ -9,7 +9,7 @@ items: the partitioned `curation.partitioned_dedup.dedup_columns` in this proces
 --executor ray on a local Ray) in a fresh child process on a copy of that workspace:
 
 - base: the code of the baseline commit (default: the merge-base of HEAD and main), exported
-  with `git archive` into /tmp/d17-base-<sha> and put first on the child's PYTHONPATH;
+  with `git archive` into /tmp/satsang-base-<sha> (`memory_bench.baseline_tree`) and put first on the child's PYTHONPATH;
 - head: this checkout's code.
 
 Printed per run: items, seconds, peak RSS of the child (ru_maxrss), and the peak RSS sampled
@@ -36,7 +36,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from rss_phases import PhasePeaks, rss_mb  # noqa: E402  (bench/ on the path first)
+from memory_bench import PhasePeaks, baseline_tree, rss_mb  # noqa: E402  (bench/ on the path first)
 
 
 def workspace_for(megabytes: int) -> Path:
@@ -60,17 +60,6 @@ def workspace_for(megabytes: int) -> Path:
     (path / "ready").write_text("")
     print(f"workspace {path}: ingested in {time.perf_counter() - started:.0f} s", flush=True)
     return path
-
-
-def baseline_tree(ref: str) -> tuple[str, Path]:
-    """The baseline commit's code, exported once (no worktree, nothing written into the repository)."""
-    sha = subprocess.run(["git", "rev-parse", ref], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    target = Path(f"/tmp/d17-base-{sha[:12]}")
-    if not (target / "curation").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha, "curation", "satsang"], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return sha, target
 
 
 def run_variant(name: str, code_root: Path, workspace: Path, executor: str) -> dict:

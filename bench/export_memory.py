@@ -7,7 +7,7 @@ items replicated) is built once and kept under /tmp/x17-ws<size> (reused when th
 variant then exports it in a fresh child process:
 
 - base: the code of the baseline commit (default cf4e6c7, where the export concatenated
-  every batch into one Arrow table), exported with `git archive` into /tmp/x17-base-<sha>
+  every batch into one Arrow table), exported with `git archive` into /tmp/satsang-base-<sha> (`memory_bench.baseline_tree`)
   and put first on the child's PYTHONPATH;
 - head: this checkout's code.
 
@@ -37,7 +37,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 
-from rss_phases import PhasePeaks, rss_mb  # noqa: E402  (bench/ on the path first)
+from memory_bench import PhasePeaks, baseline_tree, rss_mb  # noqa: E402  (bench/ on the path first)
 
 
 def workspace_for(size: str) -> Path:
@@ -82,17 +82,6 @@ def workspace_for(size: str) -> Path:
     (path / "ready").write_text("")
     print(f"workspace {path}: made in {time.perf_counter() - started:.0f} s", flush=True)
     return path
-
-
-def baseline_tree(ref: str) -> tuple[str, Path]:
-    """The baseline commit's code, exported once (no worktree, nothing written into the repository)."""
-    sha = subprocess.run(["git", "rev-parse", ref], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
-    target = Path(f"/tmp/x17-base-{sha[:12]}")
-    if not (target / "curation").is_dir():
-        target.mkdir(parents=True, exist_ok=True)
-        archive = subprocess.run(["git", "archive", sha], cwd=REPO, capture_output=True, check=True)
-        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
-    return sha, target
 
 
 def run_variant(code_root: Path, workspace: Path, kind: str) -> dict:

@@ -1,10 +1,15 @@
-"""Peak RSS of this process per phase, sampled in a thread: shared by the memory benchmarks (bench/*_memory.py)."""
+"""What the memory benchmarks (bench/*_memory.py) share: peak RSS per phase, sampled in a thread, and a baseline
+commit's code to run against."""
 
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def rss_mb() -> float:
@@ -50,3 +55,15 @@ class PhasePeaks:
 
     def phase(self, name: str) -> tuple[str, float, float, float]:
         return next(phase for phase in self.phases if phase[0] == name)
+
+
+def baseline_tree(ref: str) -> tuple[str, Path]:
+    """The baseline commit's code (the whole tree), exported once under /tmp (no worktree, nothing written into the
+    repository): put it first on a child's PYTHONPATH to run the baseline."""
+    sha = subprocess.run(["git", "rev-parse", ref], cwd=REPO, capture_output=True, text=True, check=True).stdout.strip()
+    target = Path(f"/tmp/satsang-base-{sha[:12]}")
+    if not (target / "curation").is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        archive = subprocess.run(["git", "archive", sha], cwd=REPO, capture_output=True, check=True)
+        subprocess.run(["tar", "-x", "-C", str(target)], input=archive.stdout, check=True)
+    return sha, target
