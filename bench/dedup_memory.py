@@ -150,11 +150,12 @@ def main() -> None:
             rows.append((megabytes, name, run_variant(name, roots[name], workspace, args.executor)))
 
     print(f"\nbaseline: {sha[:12]}; executor: {args.executor}")
-    print(f"{'MB':>5} {'variant':<7} {'items':>9} {'seconds':>8} {'peak RSS MB':>11} {'start MB':>8}  per-phase peak MB")
+    print(f"{'MB':>5} {'variant':<7} {'items':>9} {'seconds':>8} {'peak RSS MB':>11} {'start MB':>8} "
+          f"{'clusters':>9} {'near':>7} {'contained':>9}  per-phase peak MB")
     for megabytes, name, r in rows:
         phases = ", ".join(f"{phase} {peak:.0f} ({seconds:.0f}s)" for phase, seconds, peak, _ in r["phases"])
         print(f"{megabytes:>5} {name:<7} {r['items']:>9} {r['seconds']:>8.1f} {r['maxrss_mb']:>11.0f} "
-              f"{r['start_mb']:>8.0f}  {phases}")
+              f"{r['start_mb']:>8.0f} {r['clusters']:>9} {r['near']:>7} {r['contained']:>9}  {phases}")
     by_key = {(mb, name): r for mb, name, r in rows}
     for megabytes in sorted({mb for mb, _, _ in rows}):
         base, head = by_key.get((megabytes, "base")), by_key.get((megabytes, "head"))

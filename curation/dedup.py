@@ -79,11 +79,6 @@ class DedupConfig:
     # candidate with at least this probability (higher J: higher still). Candidates are
     # all confirmed exactly, so a low LSH threshold costs time, never precision.
     lsh_recall_at_threshold: float = 0.98
-    # Containment candidates: each text's `containment_sample` smallest shingle fingerprints
-    # (a bottom-k sample) are looked up in every other text's shingles; a pair becomes a
-    # candidate when enough of the sample is found that a pair exactly at the containment
-    # threshold passes with probability lsh_recall_at_threshold. Confirmed exactly, like LSH's.
-    containment_sample: int = 16
 
     def __post_init__(self):
         if self.shingle_size < 1:
@@ -96,8 +91,6 @@ class DedupConfig:
             raise ValueError(f"containment must be in [0, 1] (0: off), got {self.containment}")
         if self.containment_min_words < 1:
             raise ValueError(f"containment_min_words must be >= 1, got {self.containment_min_words}")
-        if self.containment_sample < 1:
-            raise ValueError(f"containment_sample must be >= 1, got {self.containment_sample}")
         if not 0.0 < self.lsh_recall_at_threshold < 1.0:
             raise ValueError(f"lsh_recall_at_threshold must be in (0, 1), got {self.lsh_recall_at_threshold}")
 
@@ -225,22 +218,8 @@ def containment(a: set, b: set) -> float:
     return len(a & b) / len(a) if a else 0.0
 
 
-def sample_hits_needed(threshold: float, sample: int, recall: float) -> int:
-    """Most of a full sample's shingles that may be required of a container while a text exactly at the
-    containment threshold still passes with probability >= recall (binomial; the hypergeometric truth
-    has less spread, so the recall holds)."""
-    from math import comb
-
-    for needed in range(sample, 0, -1):
-        tail = sum(comb(sample, h) * threshold**h * (1.0 - threshold) ** (sample - h) for h in range(needed, sample + 1))
-        if tail >= recall:
-            return needed
-    return 1
-
-
-def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(text, fingerprint) once per distinct shingle of each text, by text then fingerprint, and whether
-    each is in its text's sample (the `sample` smallest fingerprints: a bottom-k sample)."""
+def distinct_fingerprints(shingled: ShingledTexts) -> tuple[np.ndarray, np.ndarray]:
+    """(text, fingerprint) once per distinct shingle of each text, by text then fingerprint."""
     n = len(shingled)
     texts = np.repeat(np.arange(n, dtype=np.int64), np.diff(shingled.offsets))
     prints = shingled.fingerprints
@@ -248,34 +227,29 @@ def containment_samples(shingled: ShingledTexts, sample: int) -> tuple[np.ndarra
     texts, prints = texts[order], prints[order]
     distinct = np.ones(len(texts), dtype=bool)
     distinct[1:] = (texts[1:] != texts[:-1]) | (prints[1:] != prints[:-1])
-    texts, prints = texts[distinct], prints[distinct]
-    firsts = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(np.bincount(texts, minlength=n), out=firsts[1:])
-    return texts, prints, (np.arange(len(texts)) - firsts[texts]) < sample
+    return texts[distinct], prints[distinct]
 
 
-class SampleHits:
-    """For pairs of texts (a, b): how many of text a's sampled fingerprints text b holds.
+class SharedPrints:
+    """For pairs of texts (a, b): how many of text a's distinct fingerprints text b holds.
 
-    Built from `containment_samples`' (texts, fingerprints, sampled), which lists each text's
-    distinct fingerprints in ascending order: a fingerprint is looked up by binary search in b's
+    Built from `distinct_fingerprints`' (texts, fingerprints), which lists each text's distinct
+    fingerprints in ascending order: each of a's fingerprints is looked up by binary search in b's
     run, all lookups at once, so nothing larger than the lookups themselves is built.
     """
 
-    def __init__(self, texts: np.ndarray, prints: np.ndarray, sampled: np.ndarray, n_texts: int):
+    def __init__(self, texts: np.ndarray, prints: np.ndarray, n_texts: int):
         self.prints = prints
         self.starts = np.searchsorted(texts, np.arange(n_texts + 1))  # text i's run: starts[i] .. starts[i + 1]
-        self.sample_rows = np.nonzero(sampled)[0]
-        self.sample_owners = texts[self.sample_rows]
 
     def count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         if len(self.prints) == 0 or len(a) == 0:
             return np.zeros(len(a), dtype=np.int64)
-        starts = np.searchsorted(self.sample_owners, a, side="left")
-        counts = np.searchsorted(self.sample_owners, a, side="right") - starts
+        starts = self.starts[a]
+        counts = self.starts[a + 1] - starts
         pair_of = np.repeat(np.arange(len(a)), counts)
         offsets = np.arange(len(pair_of), dtype=np.int64) - np.repeat(np.cumsum(counts) - counts, counts)
-        wanted = self.prints[self.sample_rows[np.repeat(starts, counts) + offsets]]
+        wanted = self.prints[np.repeat(starts, counts) + offsets]
         holder = b[pair_of]
         low, high = self.starts[holder], self.starts[holder + 1]
         end, last = high.copy(), len(self.prints) - 1
@@ -293,68 +267,61 @@ class SampleHits:
 
 # A container must hold this many of a text's probes (fewer when the text needs fewer hits).
 # One probe hit would be enough to be exact, but one shared rare shingle is common between
-# unrelated texts (a quoted line, a stock phrase); two are rarer, at the cost of one more
-# probe: on 100 MB of bench/scale.py's corpus, 233k of the 981k pairs sharing a probe share
-# two, and only those are counted over the whole sample (curation/partitioned_dedup.py reads
-# their texts' fingerprints: 0.74x the memory of that phase at 300 MB).
+# unrelated texts (a quoted line, a stock phrase); two are rarer, at the cost of one more probe.
 PROBE_HITS = 2
+
+
+def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
+    """Fingerprints of a text of `sizes` distinct shingles that a container must hold: the containment threshold."""
+    return np.ceil(config.containment * np.asarray(sizes, dtype=np.float64) - 1e-9).astype(np.int64)
 
 
 def probe_hits(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
     """How many of its probes a container must hold to be proposed for a text of `sizes` distinct shingles."""
-    return np.minimum(PROBE_HITS, hits_needed(sizes, config).astype(np.int64))
+    return np.minimum(PROBE_HITS, hits_needed(sizes, config))
 
 
 def probe_prefix(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
-    """How many of a sample a text of `sizes` distinct shingles must probe: a container holding
-    `hits_needed` of the sample misses at most (sample size - needed) of it, so it holds at least
-    `probe_hits` of any (sample size - needed + probe_hits) of it. Exact: no candidate is lost."""
-    needed = hits_needed(sizes, config).astype(np.int64)
-    return np.minimum(sizes, config.containment_sample) - needed + probe_hits(sizes, config)
-
-
-def hits_needed(sizes: np.ndarray, config: DedupConfig) -> np.ndarray:
-    """Sample hits a container must give a text of `sizes` distinct shingles to make a candidate pair."""
-    full = sample_hits_needed(config.containment, config.containment_sample, config.lsh_recall_at_threshold)
-    return np.where(sizes <= config.containment_sample, np.ceil(config.containment * sizes - 1e-9), full)
+    """How many of its fingerprints a text of `sizes` distinct shingles probes with (prefix filtering): a
+    container holding `hits_needed` of them misses at most (sizes - needed), so it holds at least
+    `probe_hits` of any (sizes - needed + probe_hits) of them. Exact: no container is missed."""
+    return np.asarray(sizes, dtype=np.int64) - hits_needed(sizes, config) + probe_hits(sizes, config)
 
 
 def containment_candidates(
     shingled: ShingledTexts, config: DedupConfig, queries: np.ndarray | None = None, chunk_postings: int = 4_000_000
 ) -> set[tuple[int, int]]:
-    """Directed pairs (a, b), a among `queries`: text a may be largely contained in text b, at least as large.
+    """Directed pairs (a, b), a among `queries`: text a is at least `config.containment` contained in
+    text b, at least as large, by their shingle fingerprints. Jaccard LSH cannot find these: a short
+    text inside a long one has a small Jaccard with it however fully it is contained.
 
-    Text a's sample is its `containment_sample` smallest distinct shingle fingerprints (all of them
-    when it has fewer). A pair is a candidate when b holds at least `hits_needed` of a's sample
-    (a whole sample: the exact count the threshold asks for). Jaccard LSH cannot find these: a
-    short text inside a long one has a small Jaccard with it however fully it is contained.
-
-    Found without probing every sampled shingle's posting list: b must hold at least `probe_hits`
-    of any `probe_prefix` of a's samples, so only a's rarest ones are looked up (prefix filtering:
-    a shingle common to many texts is rarely probed), and each pair with enough probe hits is
-    then counted against a's whole sample. The candidates are exactly the pairs with enough hits, whichever
-    shingles were probed, so a partitioned run finds the same.
+    Prefix filtering (as in set-similarity joins): a container must hold `probe_hits` of any
+    `probe_prefix` of a's fingerprints, so a probes with its rarest ones over the whole corpus (a
+    fingerprint held by a alone is rarest of all, and proposes nothing). A shingle common to many
+    texts is probed only by a text made mostly of common shingles, so the pairs grow with the texts
+    that truly overlap, not with the square of the corpus. Each proposed pair is then counted over
+    a's every fingerprint (`SharedPrints`): the candidates are exactly the pairs at the threshold,
+    whichever shingles were probed, so a partitioned run finds the same.
     """
     n = len(shingled)
-    texts, prints, sampled = containment_samples(shingled, config.containment_sample)
+    texts, prints = distinct_fingerprints(shingled)
     sizes = np.bincount(texts, minlength=n)
-    if queries is not None:
-        sampled &= queries[texts]
     unique_prints, ids, frequency = np.unique(prints, return_inverse=True, return_counts=True)
     ids = ids.reshape(-1).astype(np.int64)
 
-    # Each query text's sample, rarest first; its prefix: the first `probe_prefix`.
-    rows = np.nonzero(sampled)[0]
+    # Each query text's fingerprints, rarest first; its prefix: the first `probe_prefix`. Of those, only the
+    # ones another text holds can propose a pair.
+    rows = np.arange(len(texts)) if queries is None else np.nonzero(queries[texts])[0]
     rows = rows[np.lexsort((ids[rows], frequency[ids[rows]], texts[rows]))]
     owners = texts[rows]
     firsts = np.searchsorted(owners, owners, side="left")
-    prefix = (np.arange(len(rows)) - firsts) < probe_prefix(sizes[owners], config)
+    prefix = ((np.arange(len(rows)) - firsts) < probe_prefix(sizes[owners], config)) & (frequency[ids[rows]] > 1)
 
-    # Posting lists by shingle id; every text's shingles as sorted keys text * n_ids + id, for the counts.
+    # Posting lists by shingle id, to find each probe's holders.
     by_id = np.argsort(ids, kind="stable")
     list_starts = np.zeros(len(unique_prints) + 1, dtype=np.int64)
     np.cumsum(frequency, out=list_starts[1:])
-    sample_hits = SampleHits(texts, prints, sampled, n)
+    shared = SharedPrints(texts, prints, n)
 
     probe_owners, probe_ids = owners[prefix], ids[rows[prefix]]
     lengths = frequency[probe_ids]
@@ -376,7 +343,7 @@ def containment_candidates(
         a, b = pairs // n, pairs % n
         proposed = hits >= probe_hits(sizes[a], config)
         a, b = a[proposed], b[proposed]
-        passing = sample_hits.count(a, b) >= hits_needed(sizes[a], config)  # over a's whole sample
+        passing = shared.count(a, b) >= hits_needed(sizes[a], config)  # over a's every fingerprint
         candidates.update(zip(a[passing].tolist(), b[passing].tolist()))
         first = last
     return candidates

@@ -11,9 +11,9 @@ Files, under a work directory every worker can read (shared storage on a cluster
     buckets/band=000/part-00000.parquet    kind, band, key          band: the band's r values, as bytes
     candidates/band=000.parquet            a, b                     keys sharing that band, a < b
     edges/part-00000.parquet               a, b, jaccard            candidates confirmed by true Jaccard
-    postings/shard=00000/part-00000.parquet kind, print, key, size, query   containment: shingle fingerprints
-    fingerprints/part-00000.parquet        key, prints              a text's distinct fingerprints, ascending
-    frequencies/shard=00000/part-00000.parquet key, size, print, frequency  a sample's fingerprints, how common
+    postings/shard=00000/part-00000.parquet kind, print, key, size   containment: shingle fingerprints
+    fingerprints/part-00000.parquet        key, prints, query       a text's distinct fingerprints, ascending
+    common/shard=00000.parquet             print, frequency         fingerprints held by two texts or more
     probes/shard=00000/part-00000.parquet  key, print               the fingerprints a text probes with
     pairs/shard=00000/part-00000.parquet   a, b, size, hits         b holds `hits` of a's probes (by shard of a)
     contained/part-00000.parquet           a, b                     text a's best container b
@@ -29,18 +29,17 @@ Files, under a work directory every worker can read (shared storage on a cluster
    group's candidates, fetch just those keys' texts, keep the pairs whose true
    shingle Jaccard reaches the threshold (`curation.dedup.confirm_pairs`).
 3b. containment (unless off), by prefix filtering as `curation.dedup.containment_candidates`
-   does: each texts partition writes its distinct shingle fingerprints by fingerprint
-   shard; each fingerprint shard counts the texts holding each sampled fingerprint; each
-   shard of texts picks its probes (`probe_prefix` of its sample, rarest first); each
-   fingerprint shard joins the probes with the fingerprints' holders into pairs with their
-   probe hits; each shard of texts a keeps its pairs with `probe_hits` in all, counts their
-   hits over a's whole sample (`SampleHits`, from the stored fingerprints), confirms those
-   with enough by exact containment (only their texts are read and shingled) and keeps a's
-   best container (`hits_needed`, `confirm_containment`, `best_containers`). Only rare
-   fingerprints are joined, so a phrase common to many texts does not multiply a shard's
-   rows; but where every shingle recurs in many texts (bench/scale.py's synthetic corpus
-   reuses a fixed pool of sentences), the pairs sharing a probe grow with the square of the
-   corpus: 0.63M at 100 MB, 5.8M at 300 MB, 15.9M at 502 MB.
+   does: each texts partition writes its distinct shingle fingerprints by fingerprint shard
+   (and each text's in one row); each fingerprint shard counts the texts holding each of its
+   fingerprints (keeping those held by two or more); each texts partition picks its texts'
+   probes (`probe_prefix` of their fingerprints, rarest first; a fingerprint no other text
+   holds proposes nothing); each fingerprint shard joins the probes with the fingerprints'
+   holders into pairs with their probe hits; each shard of texts a keeps its pairs with
+   `probe_hits` in all, counts what b holds of a's every fingerprint (`SharedPrints`, from the
+   stored fingerprints), confirms those with enough by exact containment (only their texts are
+   read and shingled) and keeps a's best container (`hits_needed`, `confirm_containment`,
+   `best_containers`). A text probes with common fingerprints only when most of its own are
+   common, so the pairs grow with the texts that overlap, not with the square of the corpus.
 4. components (driver): union-find (in numpy) over the confirmed edges and containment links
    (small); the rows of a key on two rows or more, or in a link, are the clustered rows. Clusters of one row get the columns
    `curation.dedup.dedup` gives a lone item (`DedupColumns.for_rows`, a part at a time, when
@@ -236,32 +235,29 @@ def confirm_group(group: int, plan: _DedupPlan) -> int:
 
 
 def containment_postings(partition: int, plan: _DedupPlan) -> int:
-    """Containment, phase 1: one texts partition's distinct shingle fingerprints, split into shards by fingerprint.
-
-    Each row: kind, fingerprint, key, the text's distinct shingles (size), whether the fingerprint
-    is in the text's sample and the text long enough to be linked as contained (query).
-    """
+    """Containment, phase 1: one texts partition's distinct shingle fingerprints, split into shards by fingerprint
+    (kind, fingerprint, key, the text's distinct shingles: size), and each text's fingerprints in one row."""
     import pyarrow as pa
 
-    from curation.dedup import containment_samples
+    from curation.dedup import distinct_fingerprints
     from curation.shingles import shingle_texts
 
     texts = pl.read_parquet(_part(os.path.join(plan.work_dir, "texts"), partition))
     shingled = shingle_texts(texts["text"].to_list(), plan.config.shingle_size)
-    owners, prints, sampled = containment_samples(shingled, plan.config.containment_sample)
-    long_enough = np.array([shingled.n_words(i) >= plan.config.containment_min_words for i in range(len(shingled))],
-                           dtype=bool)
+    owners, prints = distinct_fingerprints(shingled)
     postings = pl.DataFrame({
         "kind": texts["kind"].gather(owners),
         "print": pl.Series(prints, dtype=pl.UInt64),
         "key": texts["key"].gather(owners),
         "size": np.bincount(owners, minlength=len(shingled))[owners],
-        "query": sampled & long_enough[owners],
     })
-    # Each text's distinct fingerprints, ascending (its sample: the first containment_sample), for counting hits.
+    # Each text's distinct fingerprints, ascending, for its probes and for counting what a container holds;
+    # query: long enough to be linked as contained.
     starts = np.searchsorted(owners, np.arange(len(shingled) + 1))
+    query = [shingled.n_words(i) >= plan.config.containment_min_words for i in range(len(shingled))]
     _write_atomic(pl.DataFrame({"key": texts["key"], "prints": pl.Series(
-        pa.LargeListArray.from_arrays(pa.array(starts, pa.int64()), pa.array(prints, pa.uint64())))}),
+        pa.LargeListArray.from_arrays(pa.array(starts, pa.int64()), pa.array(prints, pa.uint64()))),
+        "query": pl.Series(query, dtype=pl.Boolean)}),
         _part(os.path.join(plan.work_dir, "fingerprints"), partition), LOOKUP_ROW_GROUP)
     shards = postings.with_columns((pl.col("print") % plan.n_shards).alias("shard"))
     for (shard,), rows in shards.partition_by("shard", as_dict=True, include_key=False).items():  # one pass
@@ -270,38 +266,39 @@ def containment_postings(partition: int, plan: _DedupPlan) -> int:
 
 
 def containment_frequencies(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 2: in one fingerprint shard, how many texts hold each queried fingerprint;
-    the queries' (key, size, fingerprint, frequency), by shard of key."""
+    """Containment, phase 2: in one fingerprint shard, how many texts hold each fingerprint held by two or more
+    (a fingerprint held by one text is the rarest: it proposes no pair, and is not written)."""
     files = sorted(glob.glob(os.path.join(plan.work_dir, "postings", f"shard={shard:05d}", "part-*.parquet")))
-    if not files:
-        return 0
-    postings = pl.scan_parquet(files)
-    queries = postings.filter("query").select("key", "size", "print").unique()
-    frequency = (postings.select("print", "key").join(queries.select("print").unique(), on="print", how="semi")
-                 .unique().group_by("print").agg(pl.len().alias("frequency")))  # of the queried fingerprints only
-    queries = (queries.join(frequency, on="print").with_columns(_shard_of("key", plan.n_shards).alias("to"))
-               .collect(engine="streaming"))
-    for target, rows in queries.partition_by("to", as_dict=True, include_key=False).items():
-        _write_atomic(rows, _part(os.path.join(plan.work_dir, "frequencies", f"shard={target[0]:05d}"), shard))
-    return queries.height
+    schema = {"print": pl.UInt64, "frequency": pl.UInt32}
+    common = pl.DataFrame(schema=schema)
+    if files:
+        common = (pl.scan_parquet(files).select("print", "key").unique().group_by("print")
+                  .agg(pl.len().cast(pl.UInt32).alias("frequency")).filter(pl.col("frequency") > 1)
+                  .collect(engine="streaming"))
+    _write_atomic(common, os.path.join(plan.work_dir, "common", f"shard={shard:05d}.parquet"))
+    return common.height
 
 
-def containment_probes(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 3: the texts of one key shard pick their probes: `curation.dedup.probe_prefix` of
-    their sample, rarest first (the in-memory order), by fingerprint shard. Any container holding enough
-    of a sample holds one of its probes; rare probes propose few pairs."""
+def containment_probes(partition: int, plan: _DedupPlan) -> int:
+    """Containment, phase 3: the query texts of one texts partition pick their probes, by fingerprint shard:
+    `curation.dedup.probe_prefix` of their fingerprints, rarest first (the in-memory order), of which those held
+    by another text. Any container holding enough of a text holds `probe_hits` of its probes; rare probes
+    propose few pairs."""
     from curation.dedup import probe_prefix
 
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "frequencies", f"shard={shard:05d}", "part-*.parquet")))
-    if not files:
-        return 0
-    samples = pl.read_parquet(files).sort("key", "frequency", "print")
-    rank = samples.select(pl.int_range(pl.len()).over("key").alias("rank"))["rank"].to_numpy()
-    keep = rank < probe_prefix(samples["size"].to_numpy(), plan.config)
-    probes = samples.filter(pl.Series(keep)).select("key", "print").with_columns(
+    prints = (pl.read_parquet(_part(os.path.join(plan.work_dir, "fingerprints"), partition))
+              .filter("query").select("key", pl.col("prints").list.len().alias("size"), "prints").explode("prints")
+              .rename({"prints": "print"}).drop_nulls("print"))
+    common = (pl.scan_parquet(os.path.join(plan.work_dir, "common", "shard=*.parquet"))
+              .filter(pl.col("print").is_in(prints["print"].unique().implode())).collect(engine="streaming"))
+    ranked = (prints.join(common, on="print", how="left").with_columns(pl.col("frequency").fill_null(1))
+              .sort("key", "frequency", "print"))
+    rank = ranked.select(pl.int_range(pl.len()).over("key").alias("rank"))["rank"].to_numpy()
+    keep = (rank < probe_prefix(ranked["size"].to_numpy(), plan.config)) & (ranked["frequency"].to_numpy() > 1)
+    probes = ranked.filter(pl.Series(keep)).select("key", "print").with_columns(
         (pl.col("print") % plan.n_shards).alias("to"))
     for target, rows in probes.partition_by("to", as_dict=True, include_key=False).items():
-        _write_atomic(rows, _part(os.path.join(plan.work_dir, "probes", f"shard={target[0]:05d}"), shard))
+        _write_atomic(rows, _part(os.path.join(plan.work_dir, "probes", f"shard={target[0]:05d}"), partition))
     return probes.height
 
 
@@ -333,10 +330,10 @@ def containment_pairs(shard: int, plan: _DedupPlan) -> int:
 
 
 def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's whole sample
+    """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's every fingerprint
     (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
     functions, so the same link as a local run)."""
-    from curation.dedup import SampleHits, best_containers, confirm_containment, hits_needed, probe_hits
+    from curation.dedup import SharedPrints, best_containers, confirm_containment, hits_needed, probe_hits
     from curation.shingles import shingle_texts
 
     files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}", "part-*.parquet")))
@@ -351,7 +348,7 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
     if proposed.height:
         keys_needed = pl.concat([proposed["a"], proposed["b"]]).unique()
         fingerprints = (
-            pl.scan_parquet(os.path.join(plan.work_dir, "fingerprints", "part-*.parquet"))
+            pl.scan_parquet(os.path.join(plan.work_dir, "fingerprints", "part-*.parquet")).select("key", "prints")
             .filter(pl.col("key").is_in(keys_needed.implode())).unique("key").sort("key")
             .collect(engine="streaming")  # a file at a time: memory holds the rows kept, not every file
         )
@@ -364,9 +361,8 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
         prints = fingerprints["prints"].explode().to_numpy()
         del proposed, indexed, index, fingerprints
         owners = np.repeat(np.arange(len(sizes), dtype=np.int64), sizes)
-        sampled = np.arange(len(owners)) - np.repeat(np.cumsum(sizes) - sizes, sizes) < plan.config.containment_sample
-        passing = SampleHits(owners, prints, sampled, len(sizes)).count(a, b) >= hits_needed(sizes[a], plan.config)
-        del owners, prints, sampled
+        passing = SharedPrints(owners, prints, len(sizes)).count(a, b) >= hits_needed(sizes[a], plan.config)
+        del owners, prints
         # Only the candidates' texts are read and shingled, to confirm them exactly.
         a, b = a[passing], b[passing]
         involved = np.unique(np.concatenate([a, b]))
@@ -535,9 +531,10 @@ def dedup_columns(
             n_postings = executor.map(containment_postings, range(n_partitions), shared=plan)
             say(f"containment postings: {sum(n_postings)} fingerprints of texts ({time.perf_counter() - started:.1f}s)")
             started = time.perf_counter()
-            executor.map(containment_frequencies, range(plan.n_shards), shared=plan)
-            n_probes = executor.map(containment_probes, range(plan.n_shards), shared=plan)
-            say(f"containment probes: {sum(n_probes)} ({time.perf_counter() - started:.1f}s)")
+            n_common = executor.map(containment_frequencies, range(plan.n_shards), shared=plan)
+            n_probes = executor.map(containment_probes, range(n_partitions), shared=plan)
+            say(f"containment probes: {sum(n_probes)}, of {sum(n_common)} fingerprints held by two texts or more"
+                f" ({time.perf_counter() - started:.1f}s)")
             started = time.perf_counter()
             n_pairs = executor.map(containment_pairs, range(plan.n_shards), shared=plan)
             say(f"containment pairs: {sum(n_pairs)} sharing probes ({time.perf_counter() - started:.1f}s)")

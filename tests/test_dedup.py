@@ -449,6 +449,34 @@ def test_containment_candidates_find_what_brute_force_finds():
     assert all(found[key] == pytest.approx(brute[key], abs=1e-12) for key in found)
 
 
+def test_containment_links_every_text_at_the_threshold_however_close():
+    # Texts edited until their containment in a longer one lands just above the threshold (0.80-0.86), where
+    # a sample of their shingles would miss some: probing over every shingle misses none.
+    from curation.dedup import confirm_containment, containment_candidates
+
+    config = DedupConfig()
+    rng = random.Random(11)
+    vocabulary = [f"w{i}" for i in range(20_000)]
+    texts, cut = [], 0
+    while cut < 150:
+        words = [rng.choice(vocabulary) for _ in range(rng.randint(40, 160))]
+        container = words + [rng.choice(vocabulary) for _ in range(rng.randint(0, 40))]
+        inner = list(words)
+        while true_containment(" ".join(inner), " ".join(container)) >= 0.86:
+            inner[rng.randrange(len(inner))] = rng.choice(vocabulary)
+        if true_containment(" ".join(inner), " ".join(container)) >= config.containment:
+            cut += 1
+            texts.extend([" ".join(inner), " ".join(container)])
+    shingled = shingle_texts(texts, config.shingle_size)
+    candidates = containment_candidates(shingled, config)
+    found = {(a, b) for a, b, _, _ in confirm_containment(shingled, candidates, config.containment)}
+    sets = [shingles(text) for text in texts]
+    expected = {(a, b) for a, set_a in enumerate(sets) for b, set_b in enumerate(sets)
+                if a != b and len(set_a) <= len(set_b) and len(set_a & set_b) >= config.containment * len(set_a)}
+    assert {(a, a + 1) for a in range(0, len(texts), 2)} <= expected  # each cut text in its container
+    assert found == expected
+
+
 def test_a_text_in_two_unrelated_items_joins_only_the_tightest(pairs):
     # pairs[5] (question and answer) inside two longer texts made of it and other real answers; the
     # shorter container is the tighter fit. The containers share only that pair: they stay apart.
@@ -483,8 +511,7 @@ def test_short_texts_are_never_linked_as_contained(pairs):
     assert linked[(SOURCE_B, short["item_id"])]["dedup_kind"] == "contained"
 
 
-@pytest.mark.parametrize("setting", [{"containment": 1.5}, {"containment": -0.1}, {"containment_min_words": 0},
-                                     {"containment_sample": 0}])
+@pytest.mark.parametrize("setting", [{"containment": 1.5}, {"containment": -0.1}, {"containment_min_words": 0}])
 def test_bad_containment_settings_are_refused(setting):
     with pytest.raises(ValueError, match=next(iter(setting))):
         DedupConfig(**setting)
