@@ -49,7 +49,7 @@ from curation.schema import DEDUP_COLUMNS, normalise
 from curation.shingles import ShingledTexts, minhash_signatures, progress_bar, shingle_texts
 
 STAGE_NAME = "dedup"
-STAGE_VERSION = "dedup-2"
+STAGE_VERSION = "dedup-3"  # 3: containment candidates by prefix filtering, exact
 
 # DEDUP_COLUMNS (curation/schema.py): the columns this stage adds, in that order, with their types.
 
