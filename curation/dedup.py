@@ -242,9 +242,16 @@ class SharedPrints:
         self.prints = prints
         self.starts = np.searchsorted(texts, np.arange(n_texts + 1))  # text i's run: starts[i] .. starts[i + 1]
 
-    def count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    def count(self, a: np.ndarray, b: np.ndarray, lookups: int = 4_000_000) -> np.ndarray:
+        """b's count of a's fingerprints, pair by pair; about `lookups` lookups at a time: bounded memory."""
         if len(self.prints) == 0 or len(a) == 0:
             return np.zeros(len(a), dtype=np.int64)
+        ends = np.cumsum(self.starts[a + 1] - self.starts[a])
+        bounds = np.unique(np.searchsorted(ends, np.arange(lookups, ends[-1], lookups), side="left"))
+        return np.concatenate([self._count(a[lo:hi], b[lo:hi])
+                               for lo, hi in zip([0, *bounds.tolist()], [*bounds.tolist(), len(a)]) if hi > lo])
+
+    def _count(self, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         starts = self.starts[a]
         counts = self.starts[a + 1] - starts
         pair_of = np.repeat(np.arange(len(a)), counts)

@@ -84,6 +84,9 @@ DEFAULT_ROWS_PER_PARTITION = 20_000
 # Candidate pairs a confirm task takes: it reads every texts file (the key column, and the text of its
 # pairs), so one task per partition would read the texts once per partition: quadratic at scale.
 CONFIRM_PAIRS_PER_TASK = 100_000
+# Containment pairs (summed over fingerprint shards) a containment confirm task takes, for the same reason: it
+# reads every fingerprints and texts file for its pairs' keys (at 2 GB, one task per key shard: 277 scans).
+CONTAINMENT_PAIRS_PER_TASK = 250_000
 
 
 @dataclass(frozen=True)
@@ -94,6 +97,7 @@ class _DedupPlan:
     rows: int  # per band
     n_shards: int  # shards of the containment phases (by fingerprint, or by key)
     n_confirm_groups: int = 1  # tasks of the confirm phase (by key a), set once the candidates are counted
+    n_containment_groups: int = 1  # tasks of the containment confirm phase (key shards of a), once pairs are counted
 
 
 def _part(directory: str, index: int) -> str:
@@ -329,14 +333,16 @@ def containment_pairs(shard: int, plan: _DedupPlan) -> int:
     return pairs.height
 
 
-def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
-    """Containment, phase 5: the texts a of one shard, their proposed pairs counted over a's every fingerprint
-    (candidates: enough hits), confirmed by exact containment, and each one's best container (dedup's own
-    functions, so the same link as a local run)."""
+def confirm_contained_group(group: int, plan: _DedupPlan) -> int:
+    """Containment, phase 5: the texts a of a group of key shards, their proposed pairs counted over a's every
+    fingerprint (candidates: enough hits), confirmed by exact containment, and each one's best container
+    (dedup's own functions, so the same link as a local run). A text's pairs are all in its shard, so any
+    grouping of the shards links the same."""
     from curation.dedup import SharedPrints, best_containers, confirm_containment, hits_needed, probe_hits
     from curation.shingles import shingle_texts
 
-    files = sorted(glob.glob(os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}", "part-*.parquet")))
+    files = sorted(path for shard in range(group, plan.n_shards, plan.n_containment_groups)
+                   for path in glob.glob(os.path.join(plan.work_dir, "pairs", f"shard={shard:05d}", "part-*.parquet")))
     schema = {"a": pl.String, "b": pl.String}
     proposed = pl.DataFrame(schema=schema)
     if files:  # a pair's probe hits, summed over the fingerprint shards that found them
@@ -381,7 +387,7 @@ def confirm_contained_shard(shard: int, plan: _DedupPlan) -> int:
         key_of = involved_keys.to_list()
         links = pl.DataFrame({"a": [key_of[a] for a in best], "b": [key_of[b] for b, _ in best.values()]},
                              schema=schema)
-    _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), shard))
+    _write_atomic(links, _part(os.path.join(plan.work_dir, "contained"), group))
     return links.height
 
 
@@ -539,8 +545,11 @@ def dedup_columns(
             n_pairs = executor.map(containment_pairs, range(plan.n_shards), shared=plan)
             say(f"containment pairs: {sum(n_pairs)} sharing probes ({time.perf_counter() - started:.1f}s)")
             started = time.perf_counter()
-            n_links = executor.map(confirm_contained_shard, range(plan.n_shards), shared=plan)
-            say(f"containment: {sum(n_links)} texts linked as contained ({time.perf_counter() - started:.1f}s)")
+            plan = replace(plan, n_containment_groups=min(plan.n_shards, max(
+                executor.parallelism, math.ceil(sum(n_pairs) / CONTAINMENT_PAIRS_PER_TASK))))
+            n_links = executor.map(confirm_contained_group, range(plan.n_containment_groups), shared=plan)
+            say(f"containment: {sum(n_links)} texts linked as contained, in {plan.n_containment_groups} groups"
+                f" ({time.perf_counter() - started:.1f}s)")
 
         started = time.perf_counter()
         result = _assemble(n, work, config, order, executor, rows_per_partition)

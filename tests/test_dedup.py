@@ -517,9 +517,13 @@ def test_bad_containment_settings_are_refused(setting):
         DedupConfig(**setting)
 
 
-def test_the_partitioned_route_links_the_same_contained_texts():
+@pytest.mark.parametrize("pairs_per_task", [250_000, 1])  # one containment confirm task, or one per key shard
+def test_the_partitioned_route_links_the_same_contained_texts(pairs_per_task, monkeypatch):
+    import curation.partitioned_dedup
     from curation.partitioned_dedup import dedup_partitioned
     from curation.executors import LocalExecutor
+
+    monkeypatch.setattr(curation.partitioned_dedup, "CONTAINMENT_PAIRS_PER_TASK", pairs_per_task)
 
     rows = []
     for path, source in ((COMPLETE_322, SOURCE_A), (VOL2_322, SOURCE_B), (COMPLETE_EXCERPT, SOURCE_A),
