@@ -34,8 +34,8 @@ Files, under a work directory every worker can read (shared storage on a cluster
    fingerprints (keeping those held by two or more); each texts partition picks its texts'
    probes (`probe_prefix` of their fingerprints, rarest first; a fingerprint no other text
    holds proposes nothing); each fingerprint shard joins the probes with the fingerprints'
-   holders into pairs with their probe hits; each shard of texts a keeps its pairs with
-   `probe_hits` in all, counts what b holds of a's every fingerprint (`SharedPrints`, from the
+   holders into pairs with their probe hits; each group of key shards of texts a
+   (`CONTAINMENT_PAIRS_PER_TASK`) keeps its pairs with `probe_hits` in all, counts what b holds of a's every fingerprint (`SharedPrints`, from the
    stored fingerprints), confirms those with enough by exact containment (only their texts are
    read and shingled) and keeps a's best container (`hits_needed`, `confirm_containment`,
    `best_containers`). A text probes with common fingerprints only when most of its own are
