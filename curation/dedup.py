@@ -235,7 +235,7 @@ class SharedPrints:
 
     Built from `distinct_fingerprints`' (texts, fingerprints), which lists each text's distinct
     fingerprints in ascending order: each of a's fingerprints is looked up by binary search in b's
-    run, all lookups at once, so nothing larger than the lookups themselves is built.
+    run, a chunk of lookups at once, so nothing larger than a chunk's lookups is built.
     """
 
     def __init__(self, texts: np.ndarray, prints: np.ndarray, n_texts: int):
